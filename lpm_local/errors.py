@@ -1,0 +1,47 @@
+"""Errors a user can act on.
+
+Every ``LpmError`` carries a message written for the person at the terminal: what went wrong,
+where, and what to do. The CLI prints it as one line and exits 2; the TUI shows it in a toast.
+Anything that is not an ``LpmError`` is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class LpmError(Exception):
+    """Base class: a failure the user can act on, reported as one line."""
+
+
+class CorruptDatabase(LpmError):
+    """The database file failed ``PRAGMA quick_check``; it is left untouched."""
+
+
+class AlreadyRunning(LpmError):
+    """Another interactive instance holds this data dir (R17)."""
+
+
+class ModelNotAvailable(LpmError):
+    """The requested backbone cannot be loaded here (no weights, no package, no CUDA...)."""
+
+
+class BadInput(LpmError):
+    """Input from a file or the user that cannot be accepted.
+
+    ``where`` names the file and the place inside it (e.g. ``conversations.json: item 3,
+    mapping.ab12.message.content``) so the message can say exactly where to look.
+    """
+
+    def __init__(self, what: str, *, where: str | None = None, hint: str | None = None):
+        self.what, self.where, self.hint = what, where, hint
+        parts = [f"{where}: {what}" if where else what]
+        if hint:
+            parts.append(hint)
+        super().__init__(". ".join(parts))
+
+
+class BadBundle(BadInput):
+    """A memory bundle (.lpm) or tensor blob that is refused (R10)."""
+
+
+class NotFound(LpmError):
+    """A named profile, conversation or memory version does not exist."""

@@ -1,0 +1,76 @@
+"""Every path the app touches, in one place.
+
+All paths derive from platformdirs, or from ``LPM_HOME`` when it is set (tests set it to a temp
+dir, and a user can point the whole app at an encrypted volume with it). Nothing else in the code
+base builds a path under the user's directories.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "lpm-local"
+ENV_HOME = "LPM_HOME"
+
+# The data dir holds personal data; nobody else on the machine may list it.
+PRIVATE_DIR_MODE = 0o700
+# Every file with personal data in it: database, journal, lock, exports.
+PRIVATE_FILE_MODE = 0o600
+
+
+def home_override() -> Path | None:
+    """The ``LPM_HOME`` directory if set: then every path of the app lives under it."""
+    value = os.environ.get(ENV_HOME)
+    return Path(value).expanduser() if value else None
+
+
+def data_dir() -> Path:
+    """The private directory holding the database (mode 0700)."""
+    home = home_override()
+    return home / "data" if home else Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def cache_dir() -> Path:
+    """Re-creatable files: converted model weights. Holds no personal data."""
+    home = home_override()
+    return home / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def db_path() -> Path:
+    return data_dir() / "lpm.sqlite3"
+
+
+def lock_path() -> Path:
+    """The lock file held by the one interactive instance (R17)."""
+    return data_dir() / "lpm.lock"
+
+
+def model_cache_dir(name: str) -> Path:
+    """Where a converted backbone (e.g. SmolLM2 from its GGUF) is kept as safetensors."""
+    return cache_dir() / "models" / name
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and force it to 0700, whatever the umask."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, PRIVATE_DIR_MODE)
+    return path
+
+
+def create_private_file(path: Path) -> Path:
+    """Create ``path`` empty with mode 0600 if it does not exist, before anyone else writes it.
+
+    SQLite and ``open()`` create files with the umask (0644 by default); creating the file
+    first with ``O_CREAT | O_EXCL`` and mode 0600 closes that window. An existing file only has
+    its mode tightened, never its content touched.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        os.close(fd)
+    except FileExistsError:
+        pass
+    os.chmod(path, PRIVATE_FILE_MODE)
+    return path
