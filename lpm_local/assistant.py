@@ -1,0 +1,68 @@
+"""Everything a front end needs to talk to the assistant, opened in one call.
+
+The CLI and the TUI both open the store, pick the active profile, load the backbone and the
+profile's memory the same way; this module is that one way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lpm_local.backbone import Backbone, load_backbone
+from lpm_local.chat import ChatSession, MemoryConditioner
+from lpm_local.generation import ChatEngine
+from lpm_local.records import Profile
+from lpm_local.store import Store
+
+
+@dataclass
+class Assistant:
+    store: Store
+    backbone: Backbone
+    engine: ChatEngine
+    profile: Profile
+    memory: MemoryConditioner | None = None
+
+    def new_session(self, *, temporary: bool = False, conversation_id: int | None = None) -> ChatSession:
+        return ChatSession(
+            engine=self.engine,
+            store=self.store,
+            profile=self.profile,
+            conversation_id=conversation_id,
+            memory=self.memory if self._memory_enabled() else None,
+            temporary=temporary,
+        )
+
+    def _memory_enabled(self) -> bool:
+        # Read fresh: `lpm memory off` in another terminal takes effect on the next session.
+        return self.store.get_profile(self.profile.name).memory_enabled
+
+    def close(self) -> None:
+        if self.memory is not None and hasattr(self.memory, "close"):
+            self.memory.close()
+        self.store.close()
+
+    def __enter__(self) -> Assistant:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_assistant(
+    model: str | None = None,
+    *,
+    quantize: str | None = None,
+    progress: Callable[[str, float | None], None] | None = None,
+) -> Assistant:
+    """Open the store (before the slow model load, so a locked or corrupt db fails fast)."""
+    store = Store.open()
+    try:
+        profile = store.active_profile()
+        backbone = load_backbone(model, quantize=quantize, progress=progress)
+        engine = ChatEngine(backbone)
+    except BaseException:
+        store.close()
+        raise
+    return Assistant(store=store, backbone=backbone, engine=engine, profile=profile)

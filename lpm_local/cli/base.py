@@ -1,0 +1,66 @@
+"""Shared pieces of the CLI: the error edge and progress rendering."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import click
+
+from lpm_local.errors import LpmError
+
+# Exit code for anything the user can fix (bad input, missing model, locked database): the same
+# code click uses for usage errors, so scripts can tell "you asked wrong" from "it crashed" (1).
+USER_ERROR_EXIT = 2
+
+
+class LpmUserError(click.ClickException):
+    exit_code = USER_ERROR_EXIT
+
+    def format_message(self) -> str:
+        # One line, whatever the library wrote: a person reads it, a script greps it.
+        return " ".join(self.message.split())
+
+
+class LpmGroup(click.Group):
+    """A click group that turns library errors into one line and exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LpmError as error:
+            raise LpmUserError(str(error)) from error
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+ProgressCallback = Callable[[str, "float | None"], None]
+
+
+def stderr_progress(prefix: str = "") -> ProgressCallback:
+    """A progress callback that draws one updating line on stderr (plain lines if not a tty).
+
+    Long work (model conversion, import, refit, eval) reports ``(stage, fraction or None)``;
+    stdout stays clean for the answer itself so ``lpm ask ... > file`` works.
+    """
+    is_tty = sys.stderr.isatty()
+    last_line, last_stage = [""], [""]
+
+    def report(stage: str, fraction: float | None = None) -> None:
+        text = f"{prefix}{stage}" + (f" {fraction:5.0%}" if fraction is not None else "")
+        if is_tty:
+            if text != last_line[0]:
+                click.echo(f"\r\033[K{text}", err=True, nl=False)
+            last_line[0] = text
+        elif stage != last_stage[0]:
+            # A log file or a pipe gets one line per stage, not one per percent.
+            click.echo(f"{prefix}{stage}", err=True)
+        last_stage[0] = stage
+
+    return report
+
+
+def finish_progress_line() -> None:
+    if sys.stderr.isatty():
+        click.echo("\r\033[K", err=True, nl=False)

