@@ -156,3 +156,50 @@ def m001_initial(db: Database) -> None:
         )""",
         "CREATE INDEX audit_profile ON audit (profile_id, id)",
     ])
+
+
+@migrations()
+def m002_pending_wipes(db: Database) -> None:
+    """Wipe intents, so that a wipe killed half way is finished at the next start (R3).
+
+    - ``lpm_local.wipe`` commits a row here *before* deleting anything; the delete runs in a
+      second transaction that also moves the row to 'vacuum'; then ``VACUUM`` rebuilds the file
+      and the row is deleted. ``wipe.resume_pending_wipes`` (run after opening the store) redoes
+      whatever a killed wipe left: the delete if it never committed, the VACUUM in any case.
+    - No foreign key to ``profiles``: the row must outlive the profile it wipes. It keeps the
+      profile's id *and* name so that a resumed wipe never acts on another profile that later
+      reused the id; the row itself is deleted (and zeroed by ``secure_delete``) at the end.
+    """
+    _run(db, [
+        """CREATE TABLE pending_wipes (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('memory', 'profile', 'all')),
+            profile_id INTEGER,
+            profile_name TEXT,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'vacuum')),
+            created_at TEXT NOT NULL
+        )""",
+    ])
+
+
+@migrations()
+def m003_reply_attention(db: Database) -> None:
+    """Which memory slots each reply read: the inspector's per-reply heatmap and slot usage.
+
+    - One row per assistant message that was conditioned on memory: the projector's attention
+      ``[heads, M, N]`` as a small safetensors blob (~1 KB), never pickle.
+    - ``message_id`` cascades: deleting a message, conversation, import or profile deletes its
+      rows (with ``secure_delete`` the bytes are zeroed). ``version_id`` is informative only and
+      becomes NULL when pruning deletes that version.
+    - The memory runtime keeps the newest 500 rows per profile; forgetting the memory ("wipe
+      memory, keep chats") must delete these rows too.
+    """
+    _run(db, [
+        """CREATE TABLE reply_attention (
+            message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+            version_id INTEGER NULL REFERENCES memory_versions(id) ON DELETE SET NULL,
+            created_at TEXT NOT NULL,
+            attention BLOB NOT NULL
+        )""",
+        "CREATE INDEX reply_attention_version ON reply_attention (version_id)",
+    ])

@@ -135,6 +135,11 @@ class Store(ProfileQueries, ChatQueries, MemoryQueries):
         try:
             if migrate:
                 store.migrate()
+                # A wipe killed half way finishes before anything else can read its data (R3).
+                # Imported here: wipe builds on the store.
+                from lpm_local.wipe import resume_pending_wipes
+
+                resume_pending_wipes(store)
         except BaseException:
             store.close()
             raise

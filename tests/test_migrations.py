@@ -29,6 +29,8 @@ EXPECTED_COLUMNS = {
     "refits": {"id", "profile_id", "started_at", "finished_at", "status", "base_version_id",
                "new_version_id", "steps", "detail"},
     "audit": {"id", "profile_id", "at", "action", "detail"},
+    "pending_wipes": {"id", "kind", "profile_id", "profile_name", "status", "created_at"},
+    "reply_attention": {"message_id", "version_id", "created_at", "attention"},
     "_sqlite_migrations": {"id", "migration_set", "name", "applied_at"},
 }
 
@@ -44,6 +46,8 @@ EXPECTED_FOREIGN_KEYS = {
     ("memory_versions", "parent_id"): ("memory_versions", "SET NULL"),
     ("refits", "profile_id"): ("profiles", "CASCADE"),
     ("audit", "profile_id"): ("profiles", "CASCADE"),
+    ("reply_attention", "message_id"): ("messages", "CASCADE"),
+    ("reply_attention", "version_id"): ("memory_versions", "SET NULL"),
 }
 
 

@@ -1,0 +1,100 @@
+"""`lpm memory export|import|wipe`: the memory bundle and forgetting.
+
+The lead attaches ``MEMORY_COMMANDS`` to the `lpm memory` group.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import click
+
+from lpm_local.cli.data import progress_bar, yes_option
+from lpm_local.errors import LpmError
+from lpm_local.store import Store
+
+
+@click.command("export")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--with-history", is_flag=True, help="Include the chats (conversations.jsonl).")
+@click.option("--profile", metavar="NAME", default=None,
+              help="Export this profile (default: the active one).")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+def export(file: Path, with_history: bool, profile: str | None, force: bool) -> None:
+    """Save the memory to an .lpm bundle FILE (a zip, readable only by you)."""
+    from lpm_local.bundle import export_bundle
+
+    with Store.open() as store, progress_bar("exporting") as progress:
+        result = export_bundle(store, file, profile=profile, with_history=with_history,
+                               overwrite=force, progress=progress, cancel=threading.Event())
+    memory = (f"memory version #{result.memory_version}" if result.memory_version is not None
+              else "no memory")
+    history = (f", {result.conversations:,} conversations, {result.messages:,} messages"
+               if with_history else " (chats not included: --with-history adds them)")
+    click.echo(f"exported profile '{result.profile}': {memory}{history}")
+    click.echo(f"wrote {result.path} ({result.n_bytes:,} bytes, mode 0600)")
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--profile", metavar="NAME", default=None,
+              help="Restore into this profile (default: the one named in the bundle; created "
+                   "if missing).")
+@click.option("--dry-run", is_flag=True, help="Check the bundle and show what would be restored.")
+def import_(file: Path, profile: str | None, dry_run: bool) -> None:
+    """Restore memory (and chats, if it has them) from an .lpm bundle FILE."""
+    from lpm_local.bundle import import_bundle
+
+    with Store.open() as store, progress_bar("restoring") as progress:
+        result = import_bundle(store, file, profile=profile, dry_run=dry_run, progress=progress,
+                               cancel=threading.Event())
+    if result.status == "duplicate":
+        click.echo(f"{file.name} was already restored into '{result.profile}' (import "
+                   f"#{result.import_id}): nothing added")
+        return
+    chats = f"{result.conversations:,} conversations, {result.messages:,} messages"
+    if dry_run:
+        click.echo(f"would restore into profile '{result.profile}': memory, {chats}")
+        return
+    memory = (f"memory version #{result.memory_version} (backbone {result.backbone})"
+              if result.memory_version is not None else "no memory (the bundle has none)")
+    click.echo(f"restored into profile '{result.profile}': {memory}, {chats}")
+    click.echo(f"undo with `lpm imports undo {result.import_id}`")
+
+
+@click.command("wipe")
+@click.option("--memory-only", is_flag=True,
+              help="Forget the memory, keep the chats (of the active profile or --profile).")
+@click.option("--profile", metavar="NAME", default=None,
+              help="Wipe this profile: everything of it, or only its memory with --memory-only.")
+@click.option("--all", "everything", is_flag=True, help="Wipe every profile and setting.")
+@yes_option
+def wipe(memory_only: bool, profile: str | None, everything: bool, yes: bool) -> None:
+    """Forget, beyond recovery: the memory, a whole profile, or everything.
+
+    Deleted data is zeroed and the database rebuilt (VACUUM), bundles of it lying in the data
+    dir are removed, and every file there is scanned to verify that nothing of it remains.
+    """
+    from lpm_local.wipe import WipeScope, verify_wiped
+    from lpm_local.wipe import wipe as run_wipe
+
+    if everything and (memory_only or profile):
+        raise click.UsageError("--all cannot be combined with --memory-only or --profile")
+    if not (everything or memory_only or profile):
+        raise click.UsageError("say what to wipe: --memory-only, --profile NAME or --all")
+    kind = "all" if everything else "memory" if memory_only else "profile"
+    with Store.open() as store:
+        scope = WipeScope.of(store, kind, profile)
+        if not yes:
+            click.confirm(f"Wipe {scope.describe()}? This cannot be undone", abort=True)
+        with progress_bar("wiping") as progress:
+            report = run_wipe(store, scope, progress=progress)
+        verify_wiped(store, report)
+    for line in report.lines():
+        click.echo(line)
+    if report.leftovers:
+        raise LpmError("the wipe could not be verified: see the files listed above")
+
+
+MEMORY_COMMANDS = [export, import_, wipe]

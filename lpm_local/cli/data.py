@@ -1,0 +1,193 @@
+"""`lpm import`, `lpm imports list|undo`, `lpm profile list|create|switch|delete`.
+
+Thin: each command opens the store, calls the library and prints names and counts (never
+message text). Library errors (``LpmError``) become one line and exit 2 at the group's edge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+
+from lpm_local.errors import LpmError
+from lpm_local.store import Store
+
+profile_option = click.option(
+    "--profile", "profile", metavar="NAME", default=None,
+    help="The profile to act on (default: the active one).",
+)
+yes_option = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[str, "float | None"], None]]:
+    """A rich progress bar on stderr, fed by the library's ``(stage, fraction)`` callbacks.
+
+    Stages carry file names, which are untrusted text: they are shown with markup off.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(),
+               TimeElapsedColumn())
+    # Not a terminal (a pipe, a log, a test): no bar at all, the summary says it all.
+    hidden = not console.is_terminal
+    with Progress(*columns, console=console, transient=True, disable=hidden) as bar:
+        task = bar.add_task(description, total=1.0)
+
+        def report(stage: str, fraction: float | None = None) -> None:
+            if fraction is None:
+                bar.update(task, description=stage)
+            else:
+                bar.update(task, description=stage, completed=min(max(fraction, 0.0), 1.0))
+
+        yield report
+
+
+# -- lpm import ----------------------------------------------------------------------------------
+
+
+@click.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check the files and show what would be added.")
+@profile_option
+def import_(files: tuple[Path, ...], dry_run: bool, profile: str | None) -> None:
+    """Import chat logs from other apps (format detected from the content).
+
+    ChatGPT and Claude exports (conversations.json, shards or the .zip), Open WebUI, ShareGPT,
+    OpenAI messages JSONL, oterm / elia / llm databases, Markdown or plain-text transcripts,
+    and .lpm bundles. Each file is imported whole or not at all; the same file twice adds
+    nothing; `lpm imports undo ID` takes an import back out.
+    """
+    from lpm_local.importing import import_files
+
+    with Store.open() as store, progress_bar("importing") as progress:
+        try:
+            summary = import_files(store, files, profile=profile, dry_run=dry_run,
+                                   progress=progress, cancel=threading.Event())
+        except LpmError as error:
+            completed = getattr(error, "completed", None)
+            if completed is not None and completed.files:
+                for line in completed.lines():
+                    click.echo(line)
+            raise
+    for line in summary.lines():
+        click.echo(line)
+    if not dry_run and summary.messages:
+        click.echo("the memory will learn from them at its next refit (in the chat)")
+
+
+# -- lpm imports ---------------------------------------------------------------------------------
+
+
+@click.group("imports")
+def imports() -> None:
+    """List past imports, or undo one (its chats go, the memory goes back to before it)."""
+
+
+@imports.command("list")
+@profile_option
+def imports_list(profile: str | None) -> None:
+    """List the imports of a profile, oldest first."""
+    with Store.open() as store:
+        owner = store.active_profile() if profile is None else store.get_profile(profile)
+        records = store.list_imports(owner.id)
+    if not records:
+        click.echo(f"profile '{owner.name}' has no imports")
+        return
+    click.echo(f"{'id':>4}  {'imported at':<19}  {'format':<13} {'convs':>6} {'msgs':>8}  file")
+    for r in records:
+        click.echo(f"{r.id:>4}  {r.created_at[:19].replace('T', ' '):<19}  {r.format or '?':<13} "
+                   f"{r.n_conversations:>6,} {r.n_messages:>8,}  {r.file_name or ''}")
+
+
+@imports.command("undo")
+@click.argument("import_id", metavar="ID", type=int)
+@yes_option
+def imports_undo(import_id: int, yes: bool) -> None:
+    """Remove import ID's chats and restore the memory from before it, bit for bit."""
+    from lpm_local.importing import undo_import
+
+    with Store.open() as store:
+        record = store.get_import(import_id)
+        if not yes:
+            click.confirm(
+                f"Remove import #{record.id} ({record.file_name}: {record.n_conversations:,} "
+                f"conversations, {record.n_messages:,} messages) and restore the memory from "
+                "before it?", abort=True)
+        result = undo_import(store, import_id)
+    click.echo(f"removed import #{result.import_id}: {result.conversations:,} conversations, "
+               f"{result.messages:,} messages")
+    if result.memory_version is not None:
+        click.echo(f"memory restored to version #{result.memory_version} (from before the import)")
+    elif result.memory_restored:
+        click.echo("there was no memory before the import: memory cleared")
+    else:
+        click.echo("the memory from before the import no longer exists: memory cleared")
+
+
+# -- lpm profile ---------------------------------------------------------------------------------
+
+
+@click.group("profile")
+def profile() -> None:
+    """Profiles: separate people (or personas), each with its own chats and memory."""
+
+
+@profile.command("list")
+def profile_list() -> None:
+    """List profiles; * marks the active one."""
+    with Store.open() as store:
+        active = store.active_profile().name
+        rows = [(p, len(store.list_conversations(p.id))) for p in store.list_profiles()]
+    for p, n_conversations in rows:
+        mark = "*" if p.name == active else " "
+        memory = f"memory v{p.current_version_id}" if p.current_version_id else "no memory yet"
+        off = "" if p.memory_enabled else " (memory off)"
+        click.echo(f"{mark} {p.name:<24} {n_conversations:>6,} conversations  {memory}{off}")
+
+
+@profile.command("create")
+@click.argument("name")
+def profile_create(name: str) -> None:
+    """Create profile NAME (it does not become active: see `lpm profile switch`)."""
+    with Store.open() as store:
+        created = store.create_profile(name)
+    click.echo(f"created profile '{created.name}'; use it with `lpm profile switch {created.name}`")
+
+
+@profile.command("switch")
+@click.argument("name")
+def profile_switch(name: str) -> None:
+    """Make profile NAME the active one (chat, import and export use it)."""
+    with Store.open() as store:
+        store.set_active_profile(name)
+    click.echo(f"active profile: '{name}'")
+
+
+@profile.command("delete")
+@click.argument("name")
+@yes_option
+def profile_delete(name: str, yes: bool) -> None:
+    """Delete profile NAME with all its chats, memory and imports, beyond recovery."""
+    from lpm_local.wipe import WipeScope, verify_wiped, wipe
+
+    with Store.open() as store:
+        scope = WipeScope.of(store, "profile", name)
+        if not yes:
+            click.confirm(f"Delete {scope.describe()}? This cannot be undone", abort=True)
+        with progress_bar("deleting") as progress:
+            report = wipe(store, scope, progress=progress)
+        verify_wiped(store, report)
+    for line in report.lines():
+        click.echo(line)
+    if report.leftovers:
+        raise LpmError("the wipe could not be verified: see the files listed above")
+
+
+COMMANDS = [import_, imports, profile]

@@ -1,0 +1,92 @@
+"""Shape and initialisation of Latent Personal Memory: slots, projector and slot encoder.
+
+One ``MemoryConfig`` describes a memory for one backbone. It travels with every saved tensor
+(as safetensors metadata), so a blob can be checked against the projector that will read it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Dimensions of the per-user slots and of the shared projector.
+
+    The defaults are those of the embedded SmolLM2-135M (hidden 576).
+    """
+
+    # The backbone's hidden size: soft tokens are written in it. 576 = SmolLM2-135M.
+    hidden_size: int = 576
+    # 8 slots of the hidden size: per-user state 8 x 576 = 4,608 numbers, exactly the size of
+    # an 8-token prompt tuning baseline, so a comparison with it is at equal per-user state.
+    n_slots: int = 8
+    # Slots live in the hidden size so that the identity path (soft token m = slot m at init)
+    # makes the projector a strict generalisation of prompt tuning.
+    slot_dim: int = 576
+    # 8 soft tokens: as many as slots (needed for the identity path); a short prefix keeps the
+    # per-turn KV cache small.
+    n_soft_tokens: int = 8
+    # Attention heads that read the slots; 4 heads of 144 dims divide 576 and give the
+    # inspector four views of which slot fed which soft token.
+    heads: int = 4
+    # Width of the attention keys/queries per head: small, because it only has to rank 8 slots.
+    head_dim: int = 32
+    # Soft token m starts as slot m (W_v = I); the cross-attention mix is added on top through a
+    # zero-initialised output map, so at init the projector *is* prompt tuning (a tested fact).
+    identity_path: bool = True
+    # The amortised slot encoder (history -> initial slots) reads token embeddings of the
+    # history with this many heads; 0 disables the encoder.
+    encoder_heads: int = 4
+    # History tokens the encoder reads at most (the most recent ones); bounds its cost.
+    encoder_max_tokens: int = 512
+    # Std of the random part of vocabulary-sampled slot init, relative to the embedding RMS:
+    # small, so a fresh memory starts near real token embeddings.
+    init_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "n_slots", "slot_dim", "n_soft_tokens", "heads", "head_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"MemoryConfig.{name} must be a positive int, got {value!r}")
+        if self.identity_path and self.n_slots != self.n_soft_tokens:
+            raise ValueError(
+                f"identity_path needs n_slots == n_soft_tokens, got {self.n_slots} != "
+                f"{self.n_soft_tokens}"
+            )
+        if self.identity_path and self.slot_dim != self.hidden_size:
+            raise ValueError(
+                f"identity_path needs slot_dim == hidden_size, got {self.slot_dim} != "
+                f"{self.hidden_size}"
+            )
+        if self.encoder_heads < 0 or self.encoder_max_tokens <= 0:
+            raise ValueError(
+                f"encoder_heads must be >= 0 and encoder_max_tokens > 0, got "
+                f"{self.encoder_heads}, {self.encoder_max_tokens}"
+            )
+        if not 0.0 <= self.init_noise < 10.0:
+            raise ValueError(f"MemoryConfig.init_noise must be in [0, 10), got {self.init_noise}")
+
+    @property
+    def per_user_numbers(self) -> int:
+        """Numbers of per-user state: what a refit trains and a version stores."""
+        return self.n_slots * self.slot_dim
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "MemoryConfig":
+        """Parse a config written by ``to_json``; unknown keys or bad values raise ValueError."""
+        try:
+            raw = json.loads(text)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"memory config is not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ValueError("memory config must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"memory config has unknown keys: {sorted(unknown)}")
+        return cls(**raw)
