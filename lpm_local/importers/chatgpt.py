@@ -13,7 +13,6 @@ Custom instructions (``user_editable_context``) become profile notes, not messag
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .base import ImportedConversation, ImportedMessage, ParseContext, make_conversation
@@ -46,16 +45,7 @@ def matches(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("mapping"), dict)
 
 
-def conversations(
-    records: Iterable[JsonRecord], file: str, ctx: ParseContext
-) -> Iterator[ImportedConversation]:
-    for record in records:
-        conversation = _conversation(record, Place(file, record.record), ctx)
-        if conversation is not None:
-            yield conversation
-
-
-def _conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
+def conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
     obj = expect(record.value, dict, place, "", "an object (a conversation)")
     title = get(obj, "title", "str", place, "")
     place = place.titled("conversation", title)

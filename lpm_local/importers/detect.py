@@ -110,11 +110,22 @@ def _stream(
                 if resolved.format == transcript.FORMAT:
                     yield from transcript.conversations(reader, resolved.mode, ctx)
                 else:
-                    module = _json_module(resolved.format)
-                    yield from module.conversations(iter_records(reader, ctx.limits), member.name, ctx)
+                    yield from _json_conversations(reader, member.name, resolved.format, ctx)
             done += member.size
     finally:
         resolved.close()
+
+
+def _json_conversations(
+    reader: TextReader, file: str, format_name: str, ctx: ParseContext
+) -> Iterator[ImportedConversation]:
+    """One conversation per JSON record (array item or JSONL line); the format's converter
+    returns None for records that hold nothing to import."""
+    convert = _json_module(format_name).conversation
+    for record in iter_records(reader, ctx.limits):
+        conversation = convert(record, Place(file, record.record), ctx)
+        if conversation is not None:
+            yield conversation
 
 
 def _json_module(name: str):

@@ -9,7 +9,6 @@ accepted as well.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .base import ImportedConversation, ImportedMessage, ParseContext, Role, make_conversation
@@ -34,16 +33,7 @@ def matches(value: Any) -> bool:
     return not messages or (isinstance(messages[0], dict) and "role" in messages[0])
 
 
-def conversations(
-    records: Iterable[JsonRecord], file: str, ctx: ParseContext
-) -> Iterator[ImportedConversation]:
-    for record in records:
-        conversation = _conversation(record, Place(file, record.record), ctx)
-        if conversation is not None:
-            yield conversation
-
-
-def _conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
+def conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
     obj = expect(record.value, dict, place, "", "an object with a 'messages' list")
     conv_ref = f"{FORMAT}:{record.record.replace(' ', '')}"
     items = get(obj, "messages", "list", place, "", required=True)

@@ -13,7 +13,6 @@ removed so that only the answer is learned from.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .base import ImportedConversation, ImportedMessage, ParseContext, make_conversation
@@ -51,16 +50,7 @@ def matches(value: Any) -> bool:
     return isinstance(value.get("history"), dict)
 
 
-def conversations(
-    records: Iterable[JsonRecord], file: str, ctx: ParseContext
-) -> Iterator[ImportedConversation]:
-    for record in records:
-        conversation = _conversation(record, Place(file, record.record), ctx)
-        if conversation is not None:
-            yield conversation
-
-
-def _conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
+def conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
     row = expect(record.value, dict, place, "", "an object (a chat)")
     # A full export row wraps the chat; a bare chat object is accepted as well.
     chat_path = "chat" if "chat" in row else ""

@@ -8,7 +8,6 @@ the wild) -> assistant, ``system`` -> system; tool turns (``function_call``, ``o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .base import ImportedConversation, ImportedMessage, ParseContext, Role, make_conversation
@@ -37,16 +36,7 @@ def matches(value: Any) -> bool:
     return not turns or (isinstance(turns[0], dict) and "from" in turns[0])
 
 
-def conversations(
-    records: Iterable[JsonRecord], file: str, ctx: ParseContext
-) -> Iterator[ImportedConversation]:
-    for record in records:
-        conversation = _conversation(record, Place(file, record.record), ctx)
-        if conversation is not None:
-            yield conversation
-
-
-def _conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
+def conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
     obj = expect(record.value, dict, place, "", "an object (a conversation)")
     conv_id = get(obj, "id", "id", place, "")
     conv_key = conv_id if conv_id is not None else record.record.replace(" ", "")
