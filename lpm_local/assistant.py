@@ -30,13 +30,11 @@ class Assistant:
             store=self.store,
             profile=self.profile,
             conversation_id=conversation_id,
-            memory=self.memory if self._memory_enabled() else None,
+            # The runtime reads the on/off switch on every turn, so `lpm memory off` in another
+            # terminal takes effect at the next message.
+            memory=self.memory,
             temporary=temporary,
         )
-
-    def _memory_enabled(self) -> bool:
-        # Read fresh: `lpm memory off` in another terminal takes effect on the next session.
-        return self.store.get_profile(self.profile.name).memory_enabled
 
     def close(self) -> None:
         if self.memory is not None and hasattr(self.memory, "close"):
@@ -55,14 +53,23 @@ def open_assistant(
     *,
     quantize: str | None = None,
     progress: Callable[[str, float | None], None] | None = None,
+    background_refits: bool = True,
 ) -> Assistant:
-    """Open the store (before the slow model load, so a locked or corrupt db fails fast)."""
+    """Open the store, the backbone and the profile's memory.
+
+    The store opens first, so a locked or corrupt database fails before the slow model load.
+    ``background_refits=False`` is for one-shot commands (`lpm ask`): a process that exits
+    after one answer should not start a refit only to cancel it.
+    """
+    from lpm_local.memory.runtime import MemoryRuntime
+
     store = Store.open()
     try:
         profile = store.active_profile()
         backbone = load_backbone(model, quantize=quantize, progress=progress)
         engine = ChatEngine(backbone)
+        memory = MemoryRuntime(store, backbone, profile, background=background_refits)
     except BaseException:
         store.close()
         raise
-    return Assistant(store=store, backbone=backbone, engine=engine, profile=profile)
+    return Assistant(store=store, backbone=backbone, engine=engine, profile=profile, memory=memory)

@@ -35,8 +35,9 @@ class MemoryConditioner(Protocol):
     def prefix(self, user_text: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Soft prompt ``[M, hidden]`` and attention ``[heads, M, N]`` for this message, or None."""
 
-    def after_turn(self, profile_id: int) -> None:
-        """Called once a turn is stored; may schedule a background refit."""
+    def after_turn(self, profile_id: int, *, reply_message_id: int | None = None) -> None:
+        """Called once a turn is stored; records what the reply attended to and may schedule
+        a background refit."""
 
 
 @dataclass
@@ -117,7 +118,7 @@ class ChatSession:
             if not self.temporary:
                 result.reply_message_id = self._store_message("assistant", reply)
         if not self.temporary and self.memory is not None:
-            self.memory.after_turn(self.profile.id)
+            self.memory.after_turn(self.profile.id, reply_message_id=result.reply_message_id)
 
     def _store_message(self, role: str, content: str) -> int:
         if self.conversation_id is None:

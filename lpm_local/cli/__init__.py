@@ -24,13 +24,16 @@ def main() -> None:
 
 
 def _register() -> None:
-    # Imported here so that each module can import ``main``-free helpers without cycles, and so
-    # that `lpm --help` stays fast: command modules import torch lazily, inside the commands.
-    from lpm_local.cli import chatting, info
+    # Command modules import torch lazily, inside the commands, so `lpm --help` stays fast.
+    from lpm_local.cli import bundle, chatting, data, info, memory
 
-    for module in (chatting, info):
+    for module in (chatting, data, memory, info):
         for command in module.COMMANDS:
             main.add_command(command)
+    # Export, restore and wipe of the memory live with the bundle code but read as
+    # `lpm memory export|import|wipe`.
+    for command in bundle.MEMORY_COMMANDS:
+        memory.memory.add_command(command)
 
 
 _register()

@@ -28,10 +28,11 @@ max_tokens_option = click.option(
 )
 
 
-def _open(model: str | None, quantize: str | None):
+def _open(model: str | None, quantize: str | None, *, background_refits: bool = True):
     from lpm_local.assistant import open_assistant
 
-    assistant = open_assistant(model, quantize=quantize, progress=stderr_progress())
+    assistant = open_assistant(model, quantize=quantize, progress=stderr_progress(),
+                               background_refits=background_refits)
     finish_progress_line()
     return assistant
 
@@ -47,7 +48,8 @@ def ask(question: str, model: str | None, quantize: str | None, temporary: bool,
     """Ask one QUESTION and stream the answer to stdout."""
     if not question.strip():
         raise click.UsageError("the question is empty: write something after `lpm ask`")
-    assistant = _open(model, quantize)
+    # One answer, then exit: refits belong to a process that stays (the chat, `lpm memory refit`).
+    assistant = _open(model, quantize, background_refits=False)
     with assistant:
         session = assistant.new_session(temporary=temporary)
         for chunk in session.send(question, max_new_tokens=max_new_tokens):

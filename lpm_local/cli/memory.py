@@ -1,0 +1,328 @@
+"""`lpm memory ...` and `lpm forget`: see, refit and control the memory from the terminal.
+
+Commands that only read or move pointers (status, history, rollback, on, off) never load a
+model; refit, show and forget load the backbone the memory was fitted for (or ``--model``).
+Torch is imported inside the commands so `lpm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import click
+
+from lpm_local.cli.base import LpmGroup, finish_progress_line, stderr_progress
+from lpm_local.errors import BadInput
+
+profile_option = click.option(
+    "--profile", "profile_name", metavar="NAME", default=None,
+    help="Act on this profile (default: the active one).",
+)
+model_option = click.option(
+    "--model", "model", metavar="NAME|PATH", default=None,
+    help="Backbone to use (default: the one the memory was fitted for, else the default).",
+)
+quantize_option = click.option(
+    "--quantize", type=click.Choice(["nf4", "none"]), default=None,
+    help="Override the backbone's default quantization.",
+)
+
+
+@click.group(cls=LpmGroup)
+def memory() -> None:
+    """See and control what the assistant remembers about you.
+
+    The memory is a few learned vectors per profile, refit from your chats in the background.
+    `status` and `history` show it, `refit` runs a refit now, `rollback` returns to an earlier
+    version, `off`/`on` switch it, `show` explains its slots; `lpm forget` drops a chat from it.
+    """
+
+
+def _open(profile_name: str | None):
+    from lpm_local.store import Store
+
+    store = Store.open()
+    try:
+        profile = store.get_profile(profile_name) if profile_name else store.active_profile()
+    except BaseException:
+        store.close()
+        raise
+    return store, profile
+
+
+def _when(stamp: str | None) -> str:
+    return stamp[:19].replace("T", " ") if stamp else "never"
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+@memory.command()
+@profile_option
+def status(profile_name: str | None) -> None:
+    """Show whether memory is on, its current version, the last refit and what is pending."""
+    from lpm_local.memory import requests
+    from lpm_local.memory.refit import parse_detail
+    from lpm_local.memory.runtime import DEFAULT_REFIT_EVERY
+    from lpm_local.memory.scheduler import refit_running_elsewhere
+
+    store, profile = _open(profile_name)
+    with store:
+        versions = store.list_memory_versions(profile.id)
+        current = next((v for v in versions if v.id == profile.current_version_id), None)
+        refits = store.list_refits(profile.id)
+        last = next((r for r in refits if r.status != "running"), None)
+        through = next((parse_detail(r.detail).get("through") for r in refits
+                        if r.status in ("committed", "no_improvement")), None)
+        if through is None and current is not None:
+            through = current.trained_through_message_id
+        turns = store.count_user_messages(profile.id, after_message_id=through)
+        request = requests.pending_refit(store, profile.id)
+        holder = refit_running_elsewhere(profile.id)
+    rows = [
+        ("profile", profile.name),
+        ("memory", "on" if profile.memory_enabled else "off (replies are not shaped by memory; "
+                                                       "nothing is learned)"),
+        ("version", f"#{current.id} from {_when(current.created_at)}, held-out loss "
+                    f"{_loss(current.heldout_loss)}, {current.n_bytes:,} bytes"
+         if current else "none yet (no refit has committed)"),
+        ("last refit", _last_refit(last)),
+        ("since then", f"{turns} new user turns (a refit runs every {DEFAULT_REFIT_EVERY} in the app)"),
+        ("requested", f"{request.get('reason')} ({_when(request.get('at'))})" if request else "no"),
+        ("running", "no" if holder is None else f"yes (process {holder})"),
+        ("versions", f"{len(versions)} kept"),
+    ]
+    for label, value in rows:
+        click.echo(f"{label:<11} {value}")
+
+
+def _last_refit(record) -> str:
+    from lpm_local.memory.refit import parse_detail
+
+    if record is None:
+        return "never"
+    info = parse_detail(record.detail)
+    text = f"{_when(record.finished_at)} {record.status}"
+    if info.get("heldout_before") is not None and info.get("heldout_after") is not None:
+        text += f", held-out loss {info['heldout_before']:.4f} -> {info['heldout_after']:.4f}"
+    if record.new_version_id:
+        text += f", wrote #{record.new_version_id}"
+    elif info.get("note"):
+        text += f" ({info['note']})"
+    return text
+
+
+@memory.command()
+@profile_option
+@model_option
+@quantize_option
+@click.option("--steps", type=click.IntRange(1, 10_000), default=None,
+              help="Optimiser steps at most (default 30; early stopping may end sooner).")
+def refit(profile_name: str | None, model: str | None, quantize: str | None,
+          steps: int | None) -> None:
+    """Refit the memory now, in the foreground, and say whether a new version was written."""
+    store, profile = _open(profile_name)
+    with store:
+        frozen = _load_frozen(store, profile, model, quantize)
+        outcome = _foreground_refit(store, frozen, profile.id, "on demand (cli)", steps)
+    click.echo(outcome.summary())
+
+
+def _load_frozen(store, profile, model: str | None, quantize: str | None):
+    from lpm_local.backbone import load_backbone
+    from lpm_local.memory.frozen import load_frozen_memory
+
+    if model is None and profile.current_version_id is not None:
+        model = store.get_memory_version(profile.current_version_id, with_tensors=False).backbone
+    backbone = load_backbone(model, quantize=quantize, progress=stderr_progress("model: "))
+    finish_progress_line()
+    return load_frozen_memory(backbone)
+
+
+def _foreground_refit(store, frozen, profile_id: int, reason: str, steps: int | None = None):
+    """A refit in a worker thread, so Ctrl-C cancels it cleanly (memory unchanged)."""
+    from dataclasses import replace
+
+    from lpm_local.memory.refit import RefitSettings, run_refit
+    from lpm_local.memory.scheduler import locked_refit
+
+    settings = RefitSettings() if steps is None else replace(RefitSettings(), steps=steps)
+    cancel, box = threading.Event(), {}
+    report = stderr_progress("refit: ")
+
+    def work() -> None:
+        try:
+            box["outcome"] = locked_refit(store, profile_id, lambda: run_refit(
+                store, frozen, profile_id, settings=settings, reason=reason, cancel=cancel,
+                progress=report))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="lpm-refit-cli")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        cancel.set()
+        click.echo("\ncancelling the refit (the memory stays as it was)...", err=True)
+        worker.join()
+    finish_progress_line()
+    if "error" in box:
+        raise box["error"]
+    return box["outcome"]
+
+
+@memory.command()
+@profile_option
+def history(profile_name: str | None) -> None:
+    """List the memory versions with their losses; * marks the current one."""
+    store, profile = _open(profile_name)
+    with store:
+        versions = store.list_memory_versions(profile.id)
+    if not versions:
+        click.echo("no memory versions yet")
+        return
+    click.echo(f"  {'id':>5}  {'created':<19}  {'train':>7}  {'held-out':>8}  {'bytes':>7}  "
+               f"{'parent':>6}  reason")
+    for v in versions:
+        mark = "*" if v.id == profile.current_version_id else " "
+        parent = f"#{v.parent_id}" if v.parent_id else "-"
+        click.echo(f"{mark} {'#' + str(v.id):>5}  {_when(v.created_at):<19}  {_loss(v.train_loss):>7}  "
+                   f"{_loss(v.heldout_loss):>8}  {v.n_bytes:>7,}  {parent:>6}  {v.reason or ''}")
+
+
+def _version_id(text: str) -> int:
+    value = text.strip().lstrip("#")
+    if not value.isdigit():
+        raise BadInput(f"not a version id: {text[:40]!r}", hint="use a number from `lpm memory history`")
+    return int(value)
+
+
+@memory.command()
+@click.argument("version")
+@profile_option
+def rollback(version: str, profile_name: str | None) -> None:
+    """Make an earlier memory VERSION current (ids from `lpm memory history`)."""
+    from lpm_local.memory.versions import rollback as do_rollback
+
+    store, profile = _open(profile_name)
+    with store:
+        previous, new = do_rollback(store, profile.id, _version_id(version))
+    click.echo(f"memory version #{new} is current (was #{previous})" if previous else
+               f"memory version #{new} is current")
+
+
+@memory.command()
+@profile_option
+def on(profile_name: str | None) -> None:
+    """Switch memory on: replies are shaped by it and it learns from new chats."""
+    _switch(profile_name, True)
+
+
+@memory.command()
+@profile_option
+def off(profile_name: str | None) -> None:
+    """Switch memory off: replies come from the bare model and nothing is learned."""
+    _switch(profile_name, False)
+
+
+def _switch(profile_name: str | None, enabled: bool) -> None:
+    store, profile = _open(profile_name)
+    with store, store.transaction():
+        store.set_memory_enabled(profile.id, enabled)
+        store.audit(profile.id, "memory.on" if enabled else "memory.off")
+    click.echo(f"memory is {'on' if enabled else 'off'} for profile {profile.name!r}")
+
+
+@memory.command()
+@click.option("--reply", "reply_id", type=int, metavar="MESSAGE_ID", default=None,
+              help="Also show which slots this reply attended to, as a heatmap.")
+@profile_option
+@model_option
+@quantize_option
+def show(reply_id: int | None, profile_name: str | None, model: str | None,
+         quantize: str | None) -> None:
+    """Explain each memory slot: a label, how much replies use it, what shaped it."""
+    from lpm_local.memory.frozen import current_slots
+    from lpm_local.memory.inspect import describe, heatmap, reply_attention
+
+    store, profile = _open(profile_name)
+    with store:
+        attention = None
+        if reply_id is not None:
+            attention, used_version = reply_attention(store, reply_id, profile_id=profile.id)
+        frozen = _load_frozen(store, profile, model, quantize)
+        loaded = current_slots(store, frozen, profile.id)
+        if loaded.problem:
+            click.echo(f"the current version cannot be used: {loaded.problem}")
+        slots = describe(store, frozen, profile.id, loaded.slots, loaded.version_id, attention)
+    if not slots:
+        click.echo("no memory yet: it is fitted after a few chats (or run `lpm memory refit`)")
+    for s in slots:
+        reply = f"  this reply {s.reply_usage:5.1%}" if s.reply_usage is not None else ""
+        click.echo(f"slot {s.index}: {s.label or '?'}")
+        click.echo(f"  usage {s.usage:5.1%} over {len(s.usage_history)} recent replies{reply}")
+        click.echo(f"  shaped by: {', '.join(s.sources) if s.sources else '-'}")
+    if attention is not None:
+        click.echo(f"\nreply #{reply_id} (memory version #{used_version}):")
+        click.echo(heatmap(attention))
+
+
+@click.command()
+@click.argument("conversation", type=int)
+@click.option("--later", is_flag=True,
+              help="Do not refit now; leave a request for the app (or `lpm memory refit`).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@profile_option
+@model_option
+@quantize_option
+def forget(conversation: int, later: bool, yes: bool, profile_name: str | None,
+           model: str | None, quantize: str | None) -> None:
+    """Make the memory forget CONVERSATION (an id): exclude it, return to the memory from
+    before it was learned, and refit from the rest. The chat itself is kept."""
+    from lpm_local.memory import requests
+    from lpm_local.memory.scheduler import RefitBusy
+    from lpm_local.memory.versions import forget_conversation
+
+    store, profile = _open(profile_name)
+    with store:
+        chat = store.get_conversation(conversation)
+        if not yes:
+            click.confirm(f"Forget conversation #{chat.id} {chat.title or ''!r} from memory "
+                          "(versions that learned from it are deleted)?", abort=True)
+        report = forget_conversation(store, profile.id, conversation)
+        click.echo(f"conversation #{report.conversation_id} {report.title or ''!r} is excluded "
+                   "from memory (the chat is kept)")
+        click.echo(_forget_line(report))
+        if later or not profile.memory_enabled:
+            requests.request_refit(store, profile.id, "forget")
+            click.echo("a refit is requested: it runs in the open app or with `lpm memory refit`")
+            return
+        frozen = _load_frozen(store, store.get_profile_by_id(profile.id), model, quantize)
+        try:
+            outcome = _foreground_refit(store, frozen, profile.id, "forget")
+        except RefitBusy as busy:
+            requests.request_refit(store, profile.id, "forget")
+            click.echo(f"{busy}; a refit is requested instead")
+            return
+    click.echo(f"refit of the remaining history: {outcome.summary()}")
+
+
+def _forget_line(report) -> str:
+    moved = (f"memory went back from version #{report.previous_version_id} to "
+             f"#{report.restored_version_id}" if report.restored_version_id
+             else "the memory is empty until the next refit")
+    if report.previous_version_id == report.restored_version_id:
+        moved = ("there is no memory yet" if report.previous_version_id is None
+                 else f"the current memory (#{report.previous_version_id}) never learned from it")
+    deleted = ", ".join(f"#{i}" for i in report.deleted_version_ids) or "none"
+    line = f"{moved}; versions deleted because they learned from it: {deleted}"
+    if report.kept_version_ids:
+        kept = ", ".join(f"#{i}" for i in report.kept_version_ids)
+        line += f" (kept {kept}: an import's undo restores them)"
+    return line
+
+
+COMMANDS = [memory, forget]

@@ -1,0 +1,153 @@
+"""The frozen half of the memory for one backbone (projector, optional slot encoder), and the one
+way a stored version becomes slots.
+
+The projector ships per backbone (``models/<name>/projector.safetensors``, next to an optional
+``encoder.safetensors``). A backbone without shipped weights (a local model directory, the tiny
+test Qwen3, a backbone not trained yet) gets the identity-initialised projector: soft token m is
+slot m, i.e. plain prompt tuning, which works without any training. Its random parts are drawn
+from a fixed seed, so its sha256 (which pins every version to the projector it was fitted
+against) is the same in every process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lpm_local.errors import BadBundle, CorruptDatabase, ModelNotAvailable
+from lpm_local.memory.config import MemoryConfig
+from lpm_local.memory.encoder import SlotEncoder, encode_history
+from lpm_local.memory.projector import Projector, prompt_tuning_projector
+from lpm_local.memory.slots import init_slots, slots_from_bytes
+from lpm_local.memory.windows import ChatTokens, history_tokens
+from lpm_local.records import MemoryVersion
+from lpm_local.store import Store
+
+# Seed of the identity projector's random (but, at init, unused) query/key weights.
+IDENTITY_SEED = 0
+# A pasted document as the user message: the pooled query reads at most its last tokens.
+MAX_QUERY_TOKENS = 2048
+
+
+def default_config(hidden_size: int) -> MemoryConfig:
+    """The memory shape for a backbone without shipped weights: 8 full-width slots, as
+    prompt tuning with 8 tokens (heads that divide the hidden size)."""
+    heads = next(h for h in (4, 2, 1) if hidden_size % h == 0)
+    return MemoryConfig(hidden_size=hidden_size, slot_dim=hidden_size, heads=heads)
+
+
+@dataclass(eq=False)
+class FrozenMemory:
+    """Backbone + projector (+ encoder) for one backbone; shared by every profile using it."""
+
+    backbone: object  # lpm_local.backbone.Backbone
+    projector: Projector
+    encoder: SlotEncoder | None
+    config: MemoryConfig
+    projector_sha256: str
+    shipped: bool  # trained weights from models/<name>/, else the identity projector
+    chat: ChatTokens
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    def soft(self, slots: torch.Tensor, user_text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(soft [M, H] fp32, attention [heads, M, N]) for one message; never takes a gradient
+        (grad mode is per thread: this holds whatever a refit thread is doing)."""
+        ids = self.chat.text(user_text)[-MAX_QUERY_TOKENS:]
+        with torch.no_grad():
+            if ids:
+                q = self.backbone.embed(torch.tensor([ids], device=self.device)).float()
+                mask = torch.ones(1, len(ids), device=self.device)
+            else:  # an empty message pools to zero, as in the projector's no-query path
+                q, mask = None, None
+            soft, attention = self.projector(slots.to(self.device), q, mask)
+        return soft[0], attention[0]
+
+    def fresh_slots(self, turns: list[tuple[str, str]], *, seed: int = 0) -> torch.Tensor:
+        """Slots before any refit [N, d_s] fp32 on CPU: the encoder's reading of the history when
+        one ships, else vocabulary-token init (the usual prompt-tuning start)."""
+        if self.encoder is not None and turns:
+            ids, roles = history_tokens(self.chat, turns, self.config.encoder_max_tokens)
+            with torch.no_grad():
+                return encode_history(self.encoder, self.backbone.embed, ids, roles).float().cpu()
+        weight = self.backbone.model.get_input_embeddings().weight
+        return init_slots(self.config, weight, seed=seed)
+
+    def decode(self, version: MemoryVersion) -> torch.Tensor:
+        """A version's slots [N, d_s] fp32 on CPU, or ``BadBundle`` saying why they cannot be
+        read here (damaged blob, another memory shape, another backbone)."""
+        where = f"memory version #{version.id}"
+        if version.tensors is None:
+            raise ValueError("decode() needs a version loaded with its tensors")
+        slots, config = slots_from_bytes(version.tensors, where=where)
+        if (config.n_slots, config.slot_dim) != (self.config.n_slots, self.config.slot_dim):
+            raise BadBundle(f"slots of shape {config.n_slots}x{config.slot_dim} do not fit this "
+                            f"memory ({self.config.n_slots}x{self.config.slot_dim})", where=where)
+        if version.backbone and version.backbone != self.backbone.name:
+            raise BadBundle(f"fitted for backbone {version.backbone!r}, not "
+                            f"{self.backbone.name!r}", where=where)
+        return slots.float()
+
+
+def load_frozen_memory(backbone, config: MemoryConfig | None = None) -> FrozenMemory:
+    """The projector for ``backbone``: shipped weights if they exist (and fit ``config`` when
+    one is given), else the identity projector for ``config`` or ``default_config``."""
+    from models import projector_path
+
+    try:
+        chat = ChatTokens(backbone.tokenizer)
+    except ValueError as exc:
+        raise ModelNotAvailable(f"{backbone.name}: memory needs a ChatML chat template ({exc})") from None
+    path = projector_path(backbone.name)
+    projector, encoder, shipped = None, None, False
+    if path is not None:
+        candidate = Projector.load(path)
+        if config is None or candidate.config == config:
+            projector, shipped = candidate, True
+            enc_path = path.with_name("encoder.safetensors")
+            if enc_path.is_file() and candidate.config.encoder_heads > 0:
+                encoder = SlotEncoder.load(enc_path)
+                if encoder.config != candidate.config:
+                    raise BadBundle("encoder config differs from the projector's", where=str(enc_path))
+    if projector is None:
+        config = config or default_config(backbone.hidden_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(IDENTITY_SEED)
+            projector = prompt_tuning_projector(config)
+    if projector.config.hidden_size != backbone.hidden_size:
+        raise ModelNotAvailable(f"projector for hidden size {projector.config.hidden_size} cannot "
+                                f"drive {backbone.name} (hidden size {backbone.hidden_size})")
+    sha = projector.sha256()
+    for module in (projector, encoder):
+        if module is not None:
+            module.to(backbone.device).eval().requires_grad_(False)
+    return FrozenMemory(backbone, projector, encoder, projector.config, sha, shipped, chat)
+
+
+@dataclass(frozen=True)
+class LoadedSlots:
+    """The profile's current memory as this backbone can use it."""
+
+    slots: torch.Tensor | None  # [N, d_s] fp32 CPU; None: no usable version
+    version_id: int | None  # the profile's current version (even when unusable)
+    problem: str | None = None  # why a current version could not be used
+
+
+def current_slots(store: Store, frozen: FrozenMemory, profile_id: int) -> LoadedSlots:
+    """Read and check the profile's current version (sha256 by the store, then shape, dtype,
+    finiteness, memory shape and backbone); a version that fails is reported, not raised, so the
+    chat goes on without memory and the next refit replaces it."""
+    try:
+        version = store.current_memory_version(profile_id)
+    except CorruptDatabase as exc:
+        current = store.get_profile_by_id(profile_id).current_version_id
+        return LoadedSlots(None, current, str(exc))
+    if version is None:
+        return LoadedSlots(None, None)
+    try:
+        return LoadedSlots(frozen.decode(version), version.id)
+    except BadBundle as exc:
+        return LoadedSlots(None, version.id, str(exc))

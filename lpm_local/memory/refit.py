@@ -1,0 +1,324 @@
+"""One refit of a profile's memory: history -> windows -> ``fit_slots`` -> maybe a new version.
+
+1. The examples are windows of the profile's *learnable* history: conversations the user excluded
+   never appear (temporary chats are never stored at all). The cost is bounded whatever the
+   history's length: at most ``max_windows`` windows are tokenised, most of them from the most
+   recent conversations and the rest a seeded sample of older ones (the sample rotates with the
+   history, so old conversations are revisited over successive refits).
+2. A seeded share of windows is held out; ``fit_slots`` starts from the current version's slots
+   (fresh slots when there is none), moves only the slots and early-stops on the held-out loss.
+3. A new version is written only if the held-out loss improved, by ``versions.commit_version``:
+   version + pointer + refit row + pruning in one transaction (R1). Anything that fails before it
+   leaves the memory bitwise unchanged (R4): ``fit_slots`` never touches its input and nothing is
+   written until the commit; the refit row then says ``failed``/``cancelled``/``no_improvement``.
+
+Callers hold the profile's refit lock (``scheduler.ProfileLock``): one refit per profile, across
+processes. The job is cancellable (``cancel`` checked every step) and reports progress.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from lpm_local.memory import inspect as memory_inspect
+from lpm_local.memory.fitting import FitProgress, fit_slots
+from lpm_local.memory.frozen import FrozenMemory, current_slots
+from lpm_local.memory.slots import slots_to_bytes
+from lpm_local.memory.versions import StaleRefit, VersionBlob, commit_version
+from lpm_local.memory.windows import Window, WindowConfig, make_windows, split_heldout
+from lpm_local.store import Store
+
+Progress = Callable[[str, "float | None"], None]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefitSettings:
+    steps: int = 30  # Adam steps at most; early stopping usually ends sooner
+    lr: float = 1e-2  # the fitting experiments' rate for full-width slots
+    batch_size: int = 8  # windows per step: ~1-3 s of forward+backward for SmolLM2 on 2 cores
+    eval_every: int = 5
+    patience: int = 2
+    heldout_fraction: float = 0.2
+    # The cost bound: windows tokenised and fitted per refit, whatever the history's length.
+    max_windows: int = 48
+    # Share of the budget taken from the newest conversations; the rest samples older ones so
+    # that what the memory knew is rehearsed, not only what is new.
+    recent_share: float = 0.75
+    # Below this many windows there is nothing to hold out: no version is written.
+    min_windows: int = 2
+    # Windows used to attribute slot changes to conversations ("what shaped this slot").
+    attribution_windows: int = 16
+    seed: int = 0
+    window: WindowConfig = field(default_factory=WindowConfig)
+
+    def __post_init__(self) -> None:
+        ints = ("steps", "batch_size", "eval_every", "patience", "max_windows", "min_windows")
+        for name in ints:
+            if getattr(self, name) < 1:
+                raise ValueError(f"RefitSettings.{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_windows > self.max_windows:
+            raise ValueError(f"min_windows {self.min_windows} > max_windows {self.max_windows}")
+        if not 0 < self.lr < 10 or not 0 <= self.recent_share <= 1 or self.attribution_windows < 0:
+            raise ValueError(f"bad lr {self.lr}, recent_share {self.recent_share} or "
+                             f"attribution_windows {self.attribution_windows}")
+        if not 0 < self.heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RefitOutcome:
+    """What a refit did; ``status`` is a ``refits.status`` value."""
+
+    refit_id: int | None
+    status: str  # committed | no_improvement | cancelled | failed
+    base_version_id: int | None
+    new_version_id: int | None = None
+    heldout_before: float | None = None
+    heldout_after: float | None = None
+    train_loss: float | None = None
+    steps: int = 0
+    windows: int = 0
+    window_tokens: int = 0
+    trained_through: int | None = None
+    seconds: float = 0.0
+    detail: str = ""
+
+    @property
+    def committed(self) -> bool:
+        return self.status == "committed"
+
+    def summary(self) -> str:
+        """One line for people: losses and what happened to the memory."""
+        losses = ""
+        if self.heldout_before is not None and self.heldout_after is not None:
+            losses = f"held-out loss {self.heldout_before:.4f} -> {self.heldout_after:.4f}; "
+        if self.committed:
+            return f"{losses}new memory version #{self.new_version_id} written"
+        what = {"no_improvement": "no improvement", "cancelled": "cancelled",
+                "failed": "failed"}.get(self.status, self.status)
+        reason = f" ({self.detail})" if self.detail else ""
+        return f"{losses}{what}{reason}: memory unchanged"
+
+
+@dataclass
+class _Examples:
+    windows: list[Window]
+    owner: dict[int, int]  # id(window) -> conversation id
+    tokens: int
+
+
+def select_windows(store: Store, frozen: FrozenMemory, profile_id: int,
+                   settings: RefitSettings, *, salt: int = 0) -> _Examples:
+    """At most ``max_windows`` windows: the newest first, then a seeded sample of older ones.
+
+    Only conversations chosen for the budget are read and tokenised (bounded cost)."""
+    convs = [c for c in store.list_conversations(profile_id) if not c.exclude_from_memory]
+    convs.sort(key=lambda c: (c.updated_at, c.id), reverse=True)  # newest first
+    cfg, out = settings.window, _Examples([], {}, 0)
+    recent = math.ceil(settings.max_windows * settings.recent_share)
+    rest: list = []
+    for index, conv in enumerate(convs):
+        need = recent - len(out.windows)
+        if need <= 0:
+            rest = convs[index:]
+            break
+        turns = _turns(store, conv.id)
+        taken = _tail_windows(frozen, turns, need, cfg)
+        _add(out, taken, conv.id)
+    rng = random.Random(f"{settings.seed}:{salt}")
+    rng.shuffle(rest)
+    for conv in rest:
+        need = settings.max_windows - len(out.windows)
+        if need <= 0:
+            break
+        _add(out, _sample_windows(frozen, _turns(store, conv.id), min(2, need), cfg, rng), conv.id)
+    return out
+
+
+def _turns(store: Store, conversation_id: int) -> list[tuple[str, str]]:
+    return [(m.role, m.content) for m in store.messages(conversation_id)
+            if m.role in ("user", "assistant") and m.content.strip()]
+
+
+def _tail_windows(frozen, turns, n: int, cfg: WindowConfig) -> list[Window]:
+    """The ``n`` most recent windows, tokenising only the turns they need."""
+    start = max(0, len(turns) - n * cfg.target_turns - cfg.context_turns)
+    windows = make_windows(frozen.chat, turns[start:], cfg)
+    if start > 0 and cfg.context_turns:
+        windows = windows[1:]  # its targets were meant as the next window's context
+    return windows[-n:]
+
+
+def _sample_windows(frozen, turns, n: int, cfg: WindowConfig, rng: random.Random) -> list[Window]:
+    """``n`` consecutive windows from a random place in an older conversation."""
+    span = n * cfg.target_turns + cfg.context_turns
+    start = rng.randrange(0, max(1, len(turns) - span + 1))
+    windows = make_windows(frozen.chat, turns[start:start + span], cfg)
+    if start > 0 and cfg.context_turns:
+        windows = windows[1:]
+    return windows[:n]
+
+
+def _add(out: _Examples, windows: list[Window], conversation_id: int) -> None:
+    for w in windows:
+        out.windows.append(w)
+        out.owner[id(w)] = conversation_id
+        out.tokens += len(w.input_ids)
+
+
+def run_refit(
+    store: Store,
+    frozen: FrozenMemory,
+    profile_id: int,
+    *,
+    settings: RefitSettings | None = None,
+    reason: str = "refit",
+    cancel: threading.Event | None = None,
+    progress: Progress | None = None,
+    between_steps: Callable[[], None] | None = None,
+) -> RefitOutcome:
+    """Refit one profile's slots; see the module docstring. Call it holding the profile's lock.
+
+    ``between_steps`` runs after every optimiser step (the runtime pauses there while a chat
+    turn is generating). Exceptions propagate after the refit row is marked ``failed``."""
+    settings = settings or RefitSettings()
+    report = progress or (lambda stage, fraction=None: None)
+    started = time.perf_counter()
+    profile = store.get_profile_by_id(profile_id)
+    base_id = profile.current_version_id
+    refit_id = store.start_refit(profile_id, base_id)
+    try:
+        outcome = _refit(store, frozen, profile_id, refit_id, base_id, settings, reason,
+                         cancel, report, between_steps, started)
+    except BaseException as exc:
+        detail = json.dumps({"reason": reason, "error": type(exc).__name__})
+        try:
+            store.finish_refit(refit_id, "failed", detail=detail)
+        except Exception:  # the original error matters more; the row stays 'running'
+            log.exception("could not mark refit #%s failed (the next lock holder will)", refit_id)
+        raise
+    report("done", 1.0)
+    return outcome
+
+
+def _refit(store, frozen, profile_id, refit_id, base_id, settings, reason, cancel, report,
+           between_steps, started) -> RefitOutcome:
+    report("reading history", 0.0)
+    through = store.last_message_id(profile_id)
+    loaded = current_slots(store, frozen, profile_id)
+    examples = select_windows(store, frozen, profile_id, settings, salt=through or 0)
+    base = loaded.slots
+    if base is None:  # no usable version yet: the encoder's reading of the history, or init
+        turns = _recent_turns(store, examples) if frozen.encoder is not None else []
+        base = frozen.fresh_slots(turns, seed=profile_id)
+    common = {"refit_id": refit_id, "base_version_id": base_id, "windows": len(examples.windows),
+              "window_tokens": examples.tokens, "trained_through": through}
+
+    def finish(status: str, note: str = "", **values) -> RefitOutcome:
+        outcome = RefitOutcome(status=status, detail=note, **common, **values,
+                               seconds=time.perf_counter() - started)
+        store.finish_refit(refit_id, status, steps=outcome.steps, detail=_detail(outcome, reason))
+        return outcome
+
+    if len(examples.windows) < settings.min_windows:
+        return finish("no_improvement", f"not enough history yet ({len(examples.windows)} "
+                                        f"windows, {settings.min_windows} needed)")
+    train, held = split_heldout(examples.windows, settings.heldout_fraction, seed=settings.seed)
+
+    def on_step(p: FitProgress) -> None:
+        report("fitting", 0.05 + 0.85 * p.step / max(p.steps, 1))
+        if between_steps is not None:
+            between_steps()
+
+    result = fit_slots(frozen.backbone.model, frozen.projector, base, train, held,
+                       steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
+                       eval_every=settings.eval_every, patience=settings.patience,
+                       seed=settings.seed, cancel=cancel, progress=on_step)
+    losses = {"heldout_before": result.heldout_loss_before,
+              "heldout_after": result.heldout_loss_after,
+              "train_loss": result.train_losses[-1] if result.train_losses else None,
+              "steps": result.steps_run}
+    if result.stopped == "cancelled" or (cancel is not None and cancel.is_set()):
+        return finish("cancelled", "cancelled", **losses)
+    if not result.improved:
+        return finish("no_improvement", "held-out loss did not improve", **losses)
+    report("attributing", 0.92)
+    sources = memory_inspect.conversation_shares(
+        frozen, base, train, examples.owner, settings.attribution_windows, cancel=cancel)
+    if cancel is not None and cancel.is_set():
+        return finish("cancelled", "cancelled", **losses)
+    report("saving", 0.96)
+    parent_sources = _parent_sources(store, base_id)
+    outcome = RefitOutcome(status="committed", **common, **losses,
+                           seconds=time.perf_counter() - started)
+    blob = VersionBlob(
+        tensors=slots_to_bytes(result.slots, frozen.config,
+                               {"backbone": frozen.backbone.name,
+                                "projector_sha256": frozen.projector_sha256}),
+        backbone=frozen.backbone.name, projector_sha256=frozen.projector_sha256,
+        config_json=json.dumps({
+            "memory": asdict(frozen.config), "refit": settings.to_dict(),
+            "fit": {"reason": reason, "windows": outcome.windows, "tokens": outcome.window_tokens,
+                    "stopped": result.stopped, "best_step": result.best_step,
+                    "heldout_before": result.heldout_loss_before},
+            "sources": memory_inspect.merge_sources(sources, parent_sources),
+        }, default=list),
+        train_loss=losses["train_loss"], heldout_loss=result.heldout_loss_after,
+        trained_through_message_id=through, reason=reason,
+        sources=frozenset(examples.owner.values()),
+    )
+    try:
+        version = commit_version(store, profile_id, refit_id=refit_id, base_version_id=base_id,
+                                 blob=blob, steps=result.steps_run, detail=_detail(outcome, reason))
+    except StaleRefit as exc:
+        return finish("cancelled", str(exc), **losses)
+    return RefitOutcome(**{**asdict(outcome), "new_version_id": version.id,
+                           "seconds": time.perf_counter() - started})
+
+
+def _recent_turns(store: Store, examples: _Examples) -> list[tuple[str, str]]:
+    """History turns for the encoder (when one ships): the conversations already chosen."""
+    turns: list[tuple[str, str]] = []
+    for conv_id in dict.fromkeys(reversed(list(examples.owner.values()))):
+        turns += _turns(store, conv_id)
+    return turns
+
+
+def _parent_sources(store: Store, version_id: int | None) -> dict:
+    if version_id is None:
+        return {}
+    try:
+        raw = store.get_memory_version(version_id, with_tensors=False).config_json
+        return json.loads(raw or "{}").get("sources", {}) or {}
+    except Exception:  # noqa: BLE001 - attribution is a nicety; a missing parent is not an error
+        return {}
+
+
+def _detail(outcome: RefitOutcome, reason: str) -> str:
+    """The ``refits.detail`` JSON: what `lpm memory status` and the scheduler read back."""
+    return json.dumps({
+        "reason": reason, "through": outcome.trained_through, "windows": outcome.windows,
+        "tokens": outcome.window_tokens, "heldout_before": outcome.heldout_before,
+        "heldout_after": outcome.heldout_after, "seconds": round(outcome.seconds, 3),
+        "note": outcome.detail,
+    })
+
+
+def parse_detail(detail: str | None) -> dict:
+    """The JSON ``_detail`` wrote ({} for rows written otherwise)."""
+    try:
+        value = json.loads(detail or "{}")
+    except (json.JSONDecodeError, TypeError):
+        return {}
+    return value if isinstance(value, dict) else {}
