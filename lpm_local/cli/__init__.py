@@ -25,14 +25,14 @@ def main() -> None:
 
 def _register() -> None:
     # Command modules import torch lazily, inside the commands, so `lpm --help` stays fast.
-    from lpm_local.cli import bundle, chatting, data, info, memory
+    from lpm_local.cli import bundle, chatting, data, info, memory, research
 
-    for module in (chatting, data, memory, info):
+    for module in (chatting, data, memory, research, info):
         for command in module.COMMANDS:
             main.add_command(command)
     # Export, restore and wipe of the memory live with the bundle code but read as
     # `lpm memory export|import|wipe`.
-    for command in bundle.MEMORY_COMMANDS:
+    for command in (*bundle.MEMORY_COMMANDS, *research.MEMORY_COMMANDS):
         memory.memory.add_command(command)
 
 

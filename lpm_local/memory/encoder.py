@@ -73,7 +73,7 @@ class SlotEncoder(nn.Module):
         Returns (slots [B, N, d_s] fp32, attention [B, heads, N, L])."""
         x = token_embeds.float()
         batch, length, _ = x.shape
-        c, heads = self.config, self.config.encoder_heads
+        heads = self.config.encoder_heads
         mask = torch.ones(batch, length, device=x.device) if mask is None else mask.float()
         keyin = self.norm(x) + (self.role(roles) if roles is not None else 0.0)
         k = self.key(keyin).view(batch, length, heads, KEY_DIM).transpose(1, 2)  # [B, h, L, dk]

@@ -1,0 +1,45 @@
+"""`lpm train-projector` and `lpm memory eval` on the tiny Qwen3 (smoke: they run end to end)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from lpm_local.cli import main
+from lpm_local.memory.projector import Projector
+
+FACTS = ["I keep bees.", "I live in Lyon.", "I play the cello.", "I am vegan.", "I like jazz.",
+         "I drive a truck.", "I have two cats.", "I love hiking.", "I work nights.", "I bake bread."]
+
+
+def _personas(path):
+    def split(offset: int):
+        return [{"Speaker 1": FACTS[(offset + i) % 10:] + FACTS[:(offset + i) % 10][:2],
+                 "Speaker 2": FACTS[::-1]} for i in range(6)]
+
+    path.write_text(json.dumps({"train": split(0), "valid": split(3), "test": split(5)}))
+    return path
+
+
+def test_train_projector_writes_a_loadable_checkpoint(tiny_qwen3_dir, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "train-projector", "--model", str(tiny_qwen3_dir), "--personas",
+        str(_personas(tmp_path / "p.json")), "--out", str(out), "--steps", "2",
+        "--users-per-step", "2"])
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in log] == [1, 2]
+    assert all(record["loss"] > 0 for record in log)
+    checkpoints = list(out.glob("*projector*.safetensors"))
+    assert checkpoints, sorted(p.name for p in out.iterdir())
+    assert Projector.load(checkpoints[0]).config.hidden_size == 64
+
+
+def test_memory_eval_needs_a_trained_projector(tiny_qwen3_dir, tmp_path):
+    result = CliRunner().invoke(main, [
+        "memory", "eval", "--model", str(tiny_qwen3_dir), "--personas",
+        str(_personas(tmp_path / "p.json"))])
+    assert result.exit_code == 2
+    assert "no trained projector for" in result.output
