@@ -36,6 +36,19 @@ class Assistant:
             temporary=temporary,
         )
 
+    def use_profile(self, name: str) -> Profile:
+        """Make profile ``name`` active, keeping the loaded model; memory is per profile, so
+        the old runtime is closed (joining its refit) and the new profile's is opened."""
+        from lpm_local.memory.runtime import MemoryRuntime
+
+        profile = self.store.set_active_profile(name)
+        if self.memory is not None and hasattr(self.memory, "close"):
+            self.memory.close()
+        self.memory = None  # if opening the new runtime fails, chat on without memory
+        self.profile = profile
+        self.memory = MemoryRuntime(self.store, self.backbone, profile)
+        return profile
+
     def close(self) -> None:
         if self.memory is not None and hasattr(self.memory, "close"):
             self.memory.close()

@@ -73,7 +73,8 @@ def chat(plain: bool, model: str | None, quantize: str | None, temporary: bool,
         if not plain:
             from tui.app import run_app
 
-            run_app(model=model, quantize=quantize, temporary=temporary)
+            run_app(model=model, quantize=quantize, temporary=temporary,
+                    max_new_tokens=max_new_tokens)
             return
         _plain_chat(model, quantize, temporary, max_new_tokens)
 

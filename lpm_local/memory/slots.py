@@ -81,5 +81,6 @@ def slots_from_bytes(blob: bytes, *, where: str = "memory") -> tuple[torch.Tenso
 
 def slots_metadata(blob: bytes, *, where: str = "memory") -> dict[str, str]:
     """The metadata of a valid blob (e.g. the projector sha256 it was fitted against)."""
+    slots_from_bytes(blob, where=where)  # refuse what would be refused on load
     _, metadata = tensors_from_bytes(blob, where=where)
     return metadata
