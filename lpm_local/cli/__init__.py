@@ -25,9 +25,9 @@ def main() -> None:
 
 def _register() -> None:
     # Command modules import torch lazily, inside the commands, so `lpm --help` stays fast.
-    from lpm_local.cli import bundle, chatting, data, info, memory, research
+    from lpm_local.cli import bundle, chatting, data, evaluation, info, memory, research
 
-    for module in (chatting, data, memory, research, info):
+    for module in (chatting, data, memory, research, evaluation, info):
         for command in module.COMMANDS:
             main.add_command(command)
     # Export, restore and wipe of the memory live with the bundle code but read as

@@ -1,0 +1,179 @@
+"""`lpm eval` and `lpm bench`: the evidence (accuracy vs baselines) and the speed figures.
+
+Thin: options become ``EvalConfig``/``BenchSettings``, the library does the work, progress goes
+to stderr, results to files (eval) or stdout/a file (bench JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from lpm_local.cli.base import finish_progress_line, stderr_progress
+
+BENCHMARK_NAMES = ("personamem", "locomo")
+METHOD_NAMES = ("no_memory", "full_context", "retrieval", "prompt_tuning", "lora", "lpm", "e2p")
+DEFAULT_METHOD_NAMES = METHOD_NAMES[:6]
+SHAPE_NAMES = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b")
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name) from None
+    if not values:
+        raise click.BadParameter("give at least one value", param_hint=name)
+    return values
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=name) from None
+
+
+def _method_rates(specs: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    out = []
+    for spec in specs:
+        name, _, rate = spec.partition("=")
+        if name not in ("prompt_tuning", "lora", "lpm", "e2p"):
+            raise click.BadParameter(f"{name!r} is not a fitted method", param_hint="--lr")
+        try:
+            out.append((name, float(rate)))
+        except ValueError:
+            raise click.BadParameter(f"expected METHOD=RATE, got {spec!r}", param_hint="--lr") from None
+    return tuple(out)
+
+
+def _lengths(specs: tuple[str, ...], users: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``LENGTH[:USERS]`` items -> (lengths, users per length)."""
+    lengths, counts = [], []
+    for spec in specs or ("1024",):
+        length, _, n = spec.partition(":")
+        try:
+            lengths.append(int(length))
+            counts.append(int(n) if n else users)
+        except ValueError:
+            raise click.BadParameter(f"expected LENGTH or LENGTH:USERS, got {spec!r}",
+                                     param_hint="--history-tokens") from None
+    return tuple(lengths), tuple(counts)
+
+
+def _load(model: str | None, quantize: str | None, device: str | None, prefix: str):
+    from lpm_local.backbone import load_backbone
+
+    backbone = load_backbone(model, quantize=quantize, device=device, progress=stderr_progress(prefix))
+    finish_progress_line()
+    return backbone
+
+
+@click.command("eval")
+@click.option("--model", "-m", default=None, help="Backbone name (`lpm models`) or a local model directory.")
+@click.option("--quantize", type=click.Choice(["nf4", "none"]), default=None, help="Override the default.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if present).")
+@click.option("--benchmark", "-b", "benchmarks", multiple=True, type=click.Choice(BENCHMARK_NAMES),
+              help="Benchmarks to run (repeatable; default: both).")
+@click.option("--method", "methods", multiple=True, type=click.Choice(METHOD_NAMES),
+              help="Methods to compare (repeatable; default: all but e2p).")
+@click.option("--users", default=10, show_default=True, help="Held-out PersonaMem users per history length.")
+@click.option("--history-tokens", multiple=True, metavar="LENGTH[:USERS]",
+              help="PersonaMem history length (repeatable; default 1024); ':USERS' caps the users there.")
+@click.option("--locomo-questions", default=20, show_default=True, help="Questions per LoCoMo conversation.")
+@click.option("--locomo-conversations", type=int, default=None, help="Only the first N conversations.")
+@click.option("--steps", default=10, show_default=True, help="Adam steps per user fit (every fitted method).")
+@click.option("--lr-grid", default="", help="Comma-separated learning rates; each fitted method takes its "
+                                            "best on validation users (default: no search).")
+@click.option("--tune-users", default=2, show_default=True, help="Validation users for the lr search.")
+@click.option("--lr", "lrs", multiple=True, metavar="METHOD=RATE",
+              help="Fix a fitted method's learning rate (repeatable), e.g. --lr lora=0.003.")
+@click.option("--generate/--no-generate", default=False, help="Also generate LoCoMo answers (token F1).")
+@click.option("--max-new-tokens", default=32, show_default=True, help="Length limit of generated answers.")
+@click.option("--personas", type=click.Path(dir_okay=False), help="MSC personas file (msc_personas_all.json).")
+@click.option("--locomo", "locomo_path", type=click.Path(dir_okay=False), help="A file of locomo10.json's schema.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_dir", default="eval-out", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for eval.md, eval.json and eval.png.")
+def eval_(model, quantize, device, benchmarks, methods, users, history_tokens, locomo_questions,
+          locomo_conversations, steps, lr_grid, tune_users, lrs, generate, max_new_tokens, personas, locomo_path,
+          seed, out_dir) -> None:
+    """Compare LPM with no memory, full context, retrieval, prompt tuning and LoRA.
+
+    Same backbone, same users, same fitting budget; each question sees only the history before
+    it. Writes a Markdown table, the full JSON and a plot to --out.
+    """
+    from dataclasses import replace
+
+    from lpm_local.eval.locomo import LocomoConfig
+    from lpm_local.eval.methods import MethodSettings
+    from lpm_local.eval.personamem import PersonaMemConfig
+    from lpm_local.eval.runner import EvalConfig, run_eval
+
+    lengths, counts = _lengths(history_tokens, users)
+    try:
+        config = EvalConfig(
+            personamem=PersonaMemConfig(users=users, history_tokens=lengths, users_per_length=counts, seed=seed),
+            locomo=LocomoConfig(questions_per_conversation=locomo_questions, conversations=locomo_conversations),
+            methods=replace(MethodSettings(), steps=steps, lrs=_method_rates(lrs)), personas_path=personas,
+            locomo_path=locomo_path,
+            generate=generate, max_new_tokens=max_new_tokens, lr_grid=_floats(lr_grid, "--lr-grid"),
+            tune_users=tune_users)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    backbone = _load(model, quantize, device, "eval: ")
+    result = run_eval(backbone, list(benchmarks or BENCHMARK_NAMES), list(methods or DEFAULT_METHOD_NAMES),
+                      users=users, seed=seed, progress=stderr_progress("eval: "), out_dir=out_dir, config=config)
+    finish_progress_line()
+    for bench, info in result["benchmarks"].items():
+        click.echo(f"{bench}:")
+        for name, m in info["methods"].items():
+            click.echo(f"  {name:<14} accuracy {m['accuracy']:6.1%} (n={m['questions']})")
+    click.echo(f"report: {Path(out_dir) / 'eval.md'}")
+
+
+@click.command()
+@click.option("--model", "-m", default=None, help="Backbone name (`lpm models`) or a local model directory.")
+@click.option("--quantize", type=click.Choice(["nf4", "none"]), default=None)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if present).")
+@click.option("--random-weights", type=click.Choice(SHAPE_NAMES), default=None,
+              help="Measure a random-weight Qwen3 of this real shape instead of loading weights.")
+@click.option("--tokenizer", type=click.Path(file_okay=False), default=None,
+              help="Tokenizer for --random-weights (default: the embedded SmolLM2's).")
+@click.option("--lengths", default="256,1024,4096", show_default=True, help="History lengths for the TTFT curve.")
+@click.option("--new-tokens", default=32, show_default=True, help="Tokens decoded for tokens/s.")
+@click.option("--repeats", default=3, show_default=True, help="Runs per TTFT point (median).")
+@click.option("--refit-steps", default=5, show_default=True, help="fit_slots steps timed.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON here (default: stdout).")
+def bench(model, quantize, device, random_weights, tokenizer, lengths, new_tokens, repeats, refit_steps,
+          out_file) -> None:
+    """Measure decode speed, time to first token vs history length (LPM vs full context),
+    projector overhead, refit time and peak memory on this machine; JSON out."""
+    from lpm_local.eval.bench import BenchSettings, borrowed_tokenizer, random_backbone, run_bench
+
+    try:
+        settings = BenchSettings(lengths=_ints(lengths, "--lengths"), new_tokens=new_tokens, repeats=repeats,
+                                 refit_steps=refit_steps)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if random_weights:
+        if model:
+            raise click.UsageError("give --model or --random-weights, not both")
+        stderr_progress("bench: ")(f"building a random-weight {random_weights}", None)
+        backbone = random_backbone(random_weights, tokenizer=borrowed_tokenizer(tokenizer), device=device)
+    else:
+        backbone = _load(model, quantize, device, "bench: ")
+    result = run_bench(backbone, settings, progress=stderr_progress("bench: "))
+    finish_progress_line()
+    text = json.dumps(result, indent=1)
+    if out_file:
+        Path(out_file).write_text(text + "\n", encoding="utf-8")
+        click.echo(f"bench results: {out_file}")
+    else:
+        click.echo(text)
+
+
+COMMANDS = [eval_, bench]
