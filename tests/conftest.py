@@ -29,3 +29,32 @@ def tiny_backbone(tiny_qwen3_dir):
     from lpm_local.backbone import load_backbone
 
     return load_backbone(str(tiny_qwen3_dir), quantize="none", device="cpu")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """On a shared 2-core machine OpenMP oversubscription slows tiny fits ~20x; memory tests
+    opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def store():
+    """The app's store in this test's LPM_HOME."""
+    from lpm_local.store import Store
+
+    with Store.open() as opened:
+        yield opened
+
+
+@pytest.fixture
+def frozen(tiny_backbone):
+    """The frozen memory network (identity projector) for the tiny Qwen3."""
+    from lpm_local.memory.frozen import load_frozen_memory
+
+    return load_frozen_memory(tiny_backbone)

@@ -24,12 +24,7 @@ for _command in COMMANDS:
     cli.add_command(_command)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(*args: str, input: str | None = None):

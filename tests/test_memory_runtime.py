@@ -20,27 +20,9 @@ from lpm_local.memory.slots import init_slots, slots_to_bytes
 from lpm_local.records import NewMessage
 from lpm_local.store import Store
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FAST = RefitSettings(steps=4, eval_every=2, patience=3, max_windows=10)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On a shared 2-core machine OpenMP oversubscription slows these tiny fits ~20x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture
-def store():
-    with Store.open() as s:
-        yield s
-
-
-@pytest.fixture
-def frozen(tiny_backbone):
-    return load_frozen_memory(tiny_backbone)
 
 
 @pytest.fixture

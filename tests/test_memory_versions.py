@@ -14,12 +14,6 @@ from lpm_local.records import MemoryVersion
 from lpm_local.store import Store
 
 
-@pytest.fixture
-def store():
-    with Store.open() as s:
-        yield s
-
-
 def _blob(i: int, size: int = 512) -> bytes:
     return i.to_bytes(4, "little") + os.urandom(size - 4)
 

@@ -10,39 +10,19 @@ import threading
 from dataclasses import asdict
 
 import pytest
-import torch
 
 from lpm_local.memory import inspect as memory_inspect
 from lpm_local.memory import refit as refit_module
 from lpm_local.memory import versions as V
-from lpm_local.memory.frozen import load_frozen_memory
 from lpm_local.memory.refit import RefitSettings, run_refit, select_windows
 from lpm_local.memory.scheduler import ProfileLock, RefitBusy, lock_path, locked_refit
 from lpm_local.memory.slots import slots_from_bytes
 from lpm_local.records import NewMessage
 from lpm_local.store import Store
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FAST = RefitSettings(steps=6, eval_every=2, patience=3, max_windows=12)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On a shared 2-core machine OpenMP oversubscription slows these tiny fits ~20x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture
-def store():
-    with Store.open() as s:
-        yield s
-
-
-@pytest.fixture
-def frozen(tiny_backbone):
-    return load_frozen_memory(tiny_backbone)
 
 
 def add_chat(store: Store, profile_id: int, title: str, n_exchanges: int, *, word: str = "tea",
