@@ -14,6 +14,7 @@ from lpm_local.errors import BadInput
 from lpm_local.eval.bench import COMMON, SHAPES, BenchSettings, random_backbone, run_bench
 from lpm_local.eval.report import kv_bytes_for, kv_bytes_per_token
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny fits: no OpenMP oversubscription
 QUICK = BenchSettings(lengths=(100, 800), new_tokens=4, repeats=1, refit_history_tokens=64, refit_steps=1,
                       projector_repeats=2)
 

@@ -25,6 +25,7 @@ from lpm_local.eval.runner import EvalConfig, run_eval, token_counter
 from lpm_local.eval.scoring import ContextCache, score_windows
 from lpm_local.memory.windows import ChatTokens, qa_window
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny fits: no OpenMP oversubscription
 JOBS = ["nurse", "teacher", "pilot", "baker", "welder", "chemist", "lawyer", "farmer", "driver", "singer"]
 LIKES = ["green tea", "old books", "hiking", "jazz", "red wine", "chess", "gardening", "cats", "surfing",
          "opera", "sushi", "poetry"]
