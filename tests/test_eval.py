@@ -260,12 +260,19 @@ def test_trainable_numbers_per_user(tiny_backbone):
     assert got["lora"] == cfg.num_hidden_layers * FAST.lora_rank * ((h + q_out) + (h + v_out))
 
 
-def test_identity_lpm_is_prompt_tuning(tiny_backbone):
-    """Without shipped weights LPM's projector is the identity: same init, same fit, same scores."""
+def test_identity_lpm_is_prompt_tuning_from_the_salient_start(tiny_backbone, monkeypatch):
+    """Without shipped weights LPM's projector is the identity: LPM is then prompt tuning that
+    starts from the history's salient tokens instead of random vocabulary (same fit, same scores)."""
+    import lpm_local.eval.methods.prompt_tuning as pt_module
+
     pt, lpm = build_method("prompt_tuning", tiny_backbone, FAST), build_method("lpm", tiny_backbone, FAST)
     assert not lpm.frozen.shipped
     q = _question()
-    assert pt.score_options(pt.fit(HISTORY), q) == pytest.approx(lpm.score_options(lpm.fit(HISTORY), q), abs=1e-5)
+    lpm_scores = lpm.score_options(lpm.fit(HISTORY), q)
+    assert pt.score_options(pt.fit(HISTORY), q) != pytest.approx(lpm_scores, abs=1e-5)  # other start
+    start = lpm.frozen.fresh_slots(list(HISTORY), seed=lpm.user_seed(HISTORY))
+    monkeypatch.setattr(pt_module, "init_slots", lambda *a, **k: start.clone())
+    assert pt.score_options(pt.fit(HISTORY), q) == pytest.approx(lpm_scores, abs=1e-5)
 
 
 def test_prompt_tuning_loss_matches_peft(tiny_qwen3_dir, tiny_backbone):

@@ -27,7 +27,7 @@ VOCAB = ["<pad>", "<|im_start|>", "<|im_end|>", "user", "assistant", "system", "
 
 
 def tiny_config(**kw) -> MemoryConfig:
-    base = dict(hidden_size=H, n_slots=4, slot_dim=H, n_soft_tokens=4, heads=2, head_dim=8, encoder_heads=2)
+    base = dict(hidden_size=H, n_slots=4, slot_dim=H, n_soft_tokens=4, heads=2, head_dim=8)
     return MemoryConfig(**{**base, **kw})
 
 

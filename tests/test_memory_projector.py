@@ -19,7 +19,7 @@ H = 64
 
 
 def tiny_config(**kw) -> MemoryConfig:
-    base = dict(hidden_size=H, n_slots=4, slot_dim=H, n_soft_tokens=4, heads=2, head_dim=8, encoder_heads=2)
+    base = dict(hidden_size=H, n_slots=4, slot_dim=H, n_soft_tokens=4, heads=2, head_dim=8)
     base.update(kw)
     return MemoryConfig(**base)
 
@@ -182,48 +182,3 @@ def test_config_json_round_trip_and_unknown_keys():
     assert MemoryConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ValueError, match="unknown keys"):
         MemoryConfig.from_json('{"n_slots": 4, "evil": 1}')
-
-
-# -- slot encoder --------------------------------------------------------------------------
-
-from lpm_local.memory.encoder import ASSISTANT_BUCKET, SlotEncoder, encode_history, turn_buckets  # noqa: E402
-
-
-def test_turn_buckets_count_user_messages_from_the_latest():
-    assert turn_buckets([0, 0, 1, 1, 0, 1, 0, 0]) == [2, 2, ASSISTANT_BUCKET, ASSISTANT_BUCKET, 1,
-                                                       ASSISTANT_BUCKET, 0, 0]
-
-
-def test_untrained_encoder_writes_its_base_exactly():
-    enc = SlotEncoder(tiny_config())
-    emb = torch.nn.Embedding(50, H)
-    enc.init_base_from(emb.weight, seed=1)
-    slots = encode_history(enc, emb, [3, 4, 5, 6], [0, 0, 1, 1])
-    assert torch.equal(slots, enc.base.detach())  # gate 0: exactly a prompt-tuning init
-
-
-def test_open_gate_reads_the_history_one_message_per_slot():
-    enc = SlotEncoder(tiny_config())
-    with torch.no_grad():
-        enc.gate.fill_(1.0)
-    emb = torch.nn.Embedding(50, H)
-    a = encode_history(enc, emb, [3, 4, 7, 8], [0, 0, 1, 1])
-    b = encode_history(enc, emb, [9, 10, 7, 8], [0, 0, 1, 1])
-    assert not torch.allclose(a, b)
-    # slot 0 reads the latest user message: close to its mean embedding
-    mean = emb.weight[[3, 4]].mean(0)
-    assert torch.allclose(a[0], mean, atol=0.1 * mean.abs().max().item() + 1e-3)
-    slots, attn = enc(emb(torch.tensor([[3, 4, 7, 8]])), None, torch.tensor([[0, 0, 1, 1]]),
-                      torch.tensor([turn_buckets([0, 0, 1, 1])]))
-    assert attn.shape == (1, tiny_config().encoder_heads, 4, 4) and slots.shape == (1, 4, H)
-
-
-def test_encoder_round_trip_and_refusal(tmp_path):
-    enc = SlotEncoder(tiny_config())
-    with torch.no_grad():
-        enc.gate.normal_()
-    enc.save(tmp_path / "e.safetensors")
-    again = SlotEncoder.load(tmp_path / "e.safetensors")
-    assert again.sha256() == enc.sha256()
-    with pytest.raises(BadBundle, match="not a slot encoder"):
-        SlotEncoder.from_bytes(Projector(tiny_config()).to_bytes())

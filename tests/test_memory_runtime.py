@@ -343,23 +343,20 @@ def test_heatmap_shows_the_dominant_slot():
 
 
 
-def test_shipped_weights_with_an_encoder_give_memory_before_the_first_refit(
+def test_shipped_projector_is_used_and_no_memory_before_the_first_refit(
         store, tiny_backbone, tmp_path, monkeypatch, make_runtime):
     import models
-    from lpm_local.memory.encoder import SlotEncoder
     from lpm_local.memory.frozen import default_config
     from lpm_local.memory.projector import Projector
 
     config = default_config(tiny_backbone.hidden_size)
     Projector(config).save(tmp_path / "projector.safetensors")
-    SlotEncoder(config).save(tmp_path / "encoder.safetensors")
     monkeypatch.setattr(models, "projector_path", lambda name: tmp_path / "projector.safetensors")
     frozen = load_frozen_memory(tiny_backbone)
-    assert frozen.shipped and frozen.encoder is not None
+    assert frozen.shipped and frozen.projector_sha256 == Projector.load(tmp_path / "projector.safetensors").sha256()
     profile = store.ensure_profile()
     add_history(store, profile.id, n_convs=1, n_exchanges=2)
     runtime = make_runtime(profile, frozen=frozen, autostart=False)
-    soft, _attention = runtime.prefix("What is my sister's job?")
+    assert runtime.prefix("What is my sister's job?") is None  # unfitted slots are never shown
     runtime.after_turn(profile.id)
-    assert soft.shape == (config.n_soft_tokens, tiny_backbone.hidden_size)
-    assert runtime.state.current_version_id is None  # encoder slots, nothing stored yet
+    assert runtime.state.current_version_id is None

@@ -27,14 +27,15 @@ def test_train_projector_writes_a_loadable_checkpoint(tiny_qwen3_dir, tmp_path):
     result = CliRunner().invoke(main, [
         "train-projector", "--model", str(tiny_qwen3_dir), "--personas",
         str(_personas(tmp_path / "p.json")), "--out", str(out), "--steps", "2",
-        "--users-per-step", "2"])
+        "--users-per-step", "2", "--eval-every", "1"])
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [record["step"] for record in log] == [1, 2]
-    assert all(record["loss"] > 0 for record in log)
-    checkpoints = list(out.glob("*projector*.safetensors"))
-    assert checkpoints, sorted(p.name for p in out.iterdir())
-    assert Projector.load(checkpoints[0]).config.hidden_size == 64
+    assert all(record["loss"] > 0 and record["valid"]["questions"] > 0 for record in log)
+    assert Projector.load(out / "projector.safetensors").config.hidden_size == 64
+    best = json.loads((out / "best.json").read_text())
+    assert best["valid"]["own_loss"] == min(r["valid"]["own_loss"] for r in log)  # the best step is kept
+    assert Projector.load(out / "best-projector.safetensors").config.hidden_size == 64
 
 
 def test_memory_eval_needs_a_trained_projector(tiny_qwen3_dir, tmp_path):

@@ -38,17 +38,19 @@ def _load(model: str | None, personas_path: Path):
 @personas_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Checkpoint folder (resumed if it has one).")
-@click.option("--steps", type=click.IntRange(1), default=600, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--users-per-step", type=click.IntRange(1), default=4, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-every", type=click.IntRange(1), default=25, show_default=True,
+              help="Steps between validations; the best one is kept as best-projector.safetensors.")
 def train_projector(model: str | None, personas_path: Path, out_dir: Path, steps: int,
-                    users_per_step: int, lr: float, seed: int) -> None:
-    """Train the shared projector and slot encoder on synthetic users.
+                    users_per_step: int, lr: float, seed: int, eval_every: int) -> None:
+    """Train the shared projector on synthetic users.
 
     Runs through accelerate: `accelerate launch -m lpm_local.cli train-projector ...` uses
-    several GPUs unchanged. Copy the resulting projector.safetensors and encoder.safetensors
-    into models/<backbone>/ to ship them.
+    several GPUs unchanged. Copy the best validated checkpoint, best-projector.safetensors, to
+    models/<backbone>/projector.safetensors to ship it.
     """
     from lpm_local.memory.config import MemoryConfig
     from lpm_local.memory.training import TrainConfig, train_projector as train
@@ -56,7 +58,7 @@ def train_projector(model: str | None, personas_path: Path, out_dir: Path, steps
     backbone, personas = _load(model, personas_path)
     config = MemoryConfig(hidden_size=backbone.hidden_size, slot_dim=backbone.hidden_size)
     train_config = TrainConfig(steps=steps, users_per_step=users_per_step, lr=lr, seed=seed,
-                               eval_every=max(1, min(100, steps)),
+                               eval_every=max(1, min(eval_every, steps)),
                                checkpoint_every=max(1, min(50, steps)))
 
     def report(record: dict) -> None:
@@ -78,12 +80,11 @@ def memory_eval(model: str | None, personas_path: Path, test_users: int, steps: 
                 out_path: Path | None) -> None:
     """Compare memory off, per-user prompt tuning and LPM on held-out synthetic users.
 
-    Uses the backbone's shipped projector and encoder (models/<backbone>/); prints the table
+    Uses the backbone's shipped projector (models/<backbone>/); prints the table
     of PROJECTOR_CARD.md: accuracy, log-likelihood margin, held-out phrasings, another user's
     slots, fit time.
     """
     from lpm_local.errors import ModelNotAvailable
-    from lpm_local.memory.encoder import SlotEncoder
     from lpm_local.memory.experiment import ExperimentConfig, run_experiment, to_markdown
     from lpm_local.memory.projector import Projector
     from models import models_dir
@@ -95,7 +96,6 @@ def memory_eval(model: str | None, personas_path: Path, test_users: int, steps: 
                                 "train one with `lpm train-projector`")
     result = run_experiment(backbone, backbone.tokenizer, personas,
                             Projector.load(folder / "projector.safetensors").eval(),
-                            SlotEncoder.load(folder / "encoder.safetensors").eval(),
                             ExperimentConfig(test_users=test_users, steps=steps),
                             log=lambda line: click.echo(line, err=True))
     click.echo(to_markdown(result))

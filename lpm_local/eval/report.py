@@ -200,7 +200,7 @@ def to_markdown(result: dict) -> str:
                 else " (given or defaults; no lr search in this run)")]
     for d in meta["methods"]:
         if d["name"] == "lpm":
-            lines.append(f"- LPM projector: {d['projector']}; slot encoder: {'yes' if d['encoder'] else 'no'}")
+            lines.append(f"- LPM projector: {d['projector']}; slots start from: {d['slot_init']}")
     lines.append("- chance is 25% (four options); accuracy is micro (all questions), macro = mean over types")
     for bench, info in result["benchmarks"].items():
         lines += ["", f"## {bench}", "", _main_table(info, labels), "", "### by history length", "",

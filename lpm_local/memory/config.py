@@ -1,4 +1,4 @@
-"""Shape and initialisation of Latent Personal Memory: slots, projector and slot encoder.
+"""Shape and initialisation of Latent Personal Memory: slots and projector.
 
 One ``MemoryConfig`` describes a memory for one backbone. It travels with every saved tensor
 (as safetensors metadata), so a blob can be checked against the projector that will read it.
@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
+
+
+# Keys older files may carry, ignored on reading: the learned slot encoder, replaced by the
+# salient-token initialisation (its gate never opened: PROJECTOR_CARD.md). Slots stored with
+# them stay readable.
+RETIRED_KEYS = frozenset({"encoder_heads", "encoder_max_tokens"})
 
 
 @dataclass(frozen=True)
@@ -36,11 +42,10 @@ class MemoryConfig:
     # Soft token m starts as slot m (W_v = I); the cross-attention mix is added on top through a
     # zero-initialised output map, so at init the projector *is* prompt tuning (a tested fact).
     identity_path: bool = True
-    # The amortised slot encoder (history -> initial slots) reads token embeddings of the
-    # history with this many heads; 0 disables the encoder.
-    encoder_heads: int = 4
-    # History tokens the encoder reads at most (the most recent ones); bounds its cost.
-    encoder_max_tokens: int = 512
+    # History tokens the salient-token initialisation reads at most (the most recent ones): a
+    # forward pass of the backbone over them (in 512-token chunks), so this bounds its cost;
+    # 16K covers the histories of the evaluation, beyond SmolLM2's 8K window.
+    salient_max_tokens: int = 16384
     # Std of the random part of vocabulary-sampled slot init, relative to the embedding RMS:
     # small, so a fresh memory starts near real token embeddings.
     init_noise: float = 0.0
@@ -60,11 +65,8 @@ class MemoryConfig:
                 f"identity_path needs slot_dim == hidden_size, got {self.slot_dim} != "
                 f"{self.hidden_size}"
             )
-        if self.encoder_heads < 0 or self.encoder_max_tokens <= 0:
-            raise ValueError(
-                f"encoder_heads must be >= 0 and encoder_max_tokens > 0, got "
-                f"{self.encoder_heads}, {self.encoder_max_tokens}"
-            )
+        if self.salient_max_tokens < 2:
+            raise ValueError(f"salient_max_tokens must be >= 2, got {self.salient_max_tokens}")
         if not 0.0 <= self.init_noise < 10.0:
             raise ValueError(f"MemoryConfig.init_noise must be in [0, 10), got {self.init_noise}")
 
@@ -86,6 +88,7 @@ class MemoryConfig:
         if not isinstance(raw, dict):
             raise ValueError("memory config must be a JSON object")
         known = {f.name for f in fields(cls)}
+        raw = {k: v for k, v in raw.items() if k not in RETIRED_KEYS}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"memory config has unknown keys: {sorted(unknown)}")

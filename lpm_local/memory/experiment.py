@@ -11,7 +11,9 @@ the same Adam, the same number of steps, and its own best learning rate from the
 picked on *validation* users by mean log-likelihood margin. Prompt tuning is ``fit_slots`` with
 ``projector=None`` (soft tokens = the fitted tensor, 8 x 576 = 4,608 numbers, initialised from
 random vocabulary embeddings like peft's prompt tuning); LPM fits 8 x 576 slots too, starting
-from the trained encoder's reading of the history.
+from the salient tokens of the user's history (``salient.py``). The ablation "LPM, untrained
+projector" is prompt tuning from that same start: it separates what the start brings from what
+the trained projector brings.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from lpm_local.memory.encoder import SlotEncoder, encode_history
 from lpm_local.memory.fitting import fit_slots
 from lpm_local.memory.lm import resolve_model, soft_for, token_logprobs
 from lpm_local.memory.projector import Projector
+from lpm_local.memory.salient import salient_slots
 from lpm_local.memory.slots import init_slots
-from lpm_local.memory.windows import ChatTokens, WindowConfig, history_tokens, make_windows, qa_window
+from lpm_local.memory.windows import ChatTokens, WindowConfig, make_windows, qa_window
 from lpm_local.synthetic import Question, SyntheticConfig, SyntheticUser, SyntheticUsers
 
 # Rows of the table, in order. "lpm_untrained" and "full_context" are references/ablations.
@@ -79,9 +81,7 @@ def score_questions(model, projector, slots: torch.Tensor | None, chat: ChatToke
 def _initial(method: str, model, chat, user: SyntheticUser, nets: dict, index: int, cfg) -> torch.Tensor:
     if method == "prompt_tuning":
         return init_slots(nets["config"], model.get_input_embeddings().weight, seed=cfg.seed * 100_003 + index)
-    encoder = nets["encoder_untrained"] if method == "lpm_untrained" else nets["encoder"]
-    ids, roles = history_tokens(chat, user.history(), encoder.config.encoder_max_tokens)
-    return encode_history(encoder, model.get_input_embeddings(), ids, roles).detach()
+    return salient_slots(model, chat, user.history(), nets["config"], seed=cfg.seed * 100_003 + index)
 
 
 def _projector(method: str, nets: dict):
@@ -126,23 +126,20 @@ def _summary(rows: list[dict]) -> dict:
             "margin": sum(r["margin"] for r in rows) / max(n, 1)}
 
 
-def build_nets(model, projector: Projector, encoder: SlotEncoder, personas: dict, seed: int) -> dict:
-    """Trained and untrained networks for every method (untrained = as training starts)."""
-    untrained = SlotEncoder(encoder.config)
-    untrained.init_base_from(model.get_input_embeddings().weight, seed=seed)
-    return {"config": projector.config, "projector": projector.eval(), "encoder": encoder.eval(),
-            "projector_untrained": Projector(projector.config).eval(),
-            "encoder_untrained": untrained.eval(), "personas": personas}
+def build_nets(projector: Projector, personas: dict) -> dict:
+    """The trained projector and an untrained one (as training starts: the identity) per method."""
+    return {"config": projector.config, "projector": projector.eval(),
+            "projector_untrained": Projector(projector.config).eval(), "personas": personas}
 
 
 def run_experiment(model_or_backbone, tokenizer, personas: dict, projector: Projector,
-                   encoder: SlotEncoder, cfg: ExperimentConfig, *, lrs: dict | None = None,
+                   cfg: ExperimentConfig, *, lrs: dict | None = None,
                    log: Callable[[str], None] = print) -> dict:
     """Run every method on the test users; returns a JSON-able result (see ``to_markdown``)."""
     model = resolve_model(model_or_backbone)
     chat = ChatTokens(tokenizer)
     torch.manual_seed(cfg.seed)
-    nets = build_nets(model, projector, encoder, personas, cfg.seed)
+    nets = build_nets(projector, personas)
     lr_info = {"chosen": dict(lrs), "table": {}} if lrs else choose_lrs(model, chat, nets, cfg, log)
     main = SyntheticUsers(personas, "test", seed=cfg.seed, config=cfg.synthetic)
     alt_cfg = SyntheticConfig(**{**asdict(cfg.synthetic), "recall_templates": cfg.heldout_templates})
@@ -190,8 +187,8 @@ def run_experiment(model_or_backbone, tokenizer, personas: dict, projector: Proj
 
 
 LABELS = {"memory_off": "memory off", "full_context": "full history in context (reference)",
-          "prompt_tuning": "per-user prompt tuning, 8 soft tokens", "lpm_untrained": "LPM, untrained projector + encoder (ablation)",
-          "lpm_unfitted": "LPM, trained, slots not fitted (encoder only)", "lpm": "LPM, trained encoder + projector, slots fitted"}
+          "prompt_tuning": "per-user prompt tuning, 8 soft tokens", "lpm_untrained": "LPM, untrained projector (ablation: prompt tuning from the salient start)",
+          "lpm_unfitted": "LPM, trained projector, salient slots not fitted", "lpm": "LPM, trained projector, slots fitted"}
 
 
 def to_markdown(result: dict) -> str:

@@ -1,8 +1,7 @@
-"""The frozen half of the memory for one backbone (projector, optional slot encoder), and the one
-way a stored version becomes slots.
+"""The frozen half of the memory for one backbone (the projector), where a profile's slots start,
+and the one way a stored version becomes slots.
 
-The projector ships per backbone (``models/<name>/projector.safetensors``, next to an optional
-``encoder.safetensors``). A backbone without shipped weights (a local model directory, the tiny
+The projector ships per backbone (``models/<name>/projector.safetensors``). A backbone without shipped weights (a local model directory, the tiny
 test Qwen3, a backbone not trained yet) gets the identity-initialised projector: soft token m is
 slot m, i.e. plain prompt tuning, which works without any training. Its random parts are drawn
 from a fixed seed, so its sha256 (which pins every version to the projector it was fitted
@@ -17,10 +16,10 @@ import torch
 
 from lpm_local.errors import BadBundle, CorruptDatabase, ModelNotAvailable
 from lpm_local.memory.config import MemoryConfig
-from lpm_local.memory.encoder import SlotEncoder, encode_history
 from lpm_local.memory.projector import Projector, prompt_tuning_projector
+from lpm_local.memory.salient import salient_slots
 from lpm_local.memory.slots import init_slots, slots_from_bytes
-from lpm_local.memory.windows import ChatTokens, history_tokens
+from lpm_local.memory.windows import ChatTokens
 from lpm_local.records import MemoryVersion
 from lpm_local.store import Store
 
@@ -39,11 +38,10 @@ def default_config(hidden_size: int) -> MemoryConfig:
 
 @dataclass(eq=False)
 class FrozenMemory:
-    """Backbone + projector (+ encoder) for one backbone; shared by every profile using it."""
+    """Backbone + projector for one backbone; shared by every profile using it."""
 
     backbone: object  # lpm_local.backbone.Backbone
     projector: Projector
-    encoder: SlotEncoder | None
     config: MemoryConfig
     projector_sha256: str
     shipped: bool  # trained weights from models/<name>/, else the identity projector
@@ -67,12 +65,11 @@ class FrozenMemory:
         return soft[0], attention[0]
 
     def fresh_slots(self, turns: list[tuple[str, str]], *, seed: int = 0) -> torch.Tensor:
-        """Slots before any refit [N, d_s] fp32 on CPU: the encoder's reading of the history when
-        one ships, else vocabulary-token init (the usual prompt-tuning start)."""
-        if self.encoder is not None and turns:
-            ids, roles = history_tokens(self.chat, turns, self.config.encoder_max_tokens)
-            with torch.no_grad():
-                return encode_history(self.encoder, self.backbone.embed, ids, roles).float().cpu()
+        """Slots before any refit [N, d_s] fp32 on CPU: the embeddings of the history's salient
+        tokens (``salient.py``), topped up with vocabulary-token init (the usual prompt-tuning
+        start), which is all a profile without history gets."""
+        if turns:
+            return salient_slots(self.backbone.model, self.chat, turns, self.config, seed=seed)
         weight = self.backbone.model.get_input_embeddings().weight
         return init_slots(self.config, weight, seed=seed)
 
@@ -102,16 +99,11 @@ def load_frozen_memory(backbone, config: MemoryConfig | None = None) -> FrozenMe
     except ValueError as exc:
         raise ModelNotAvailable(f"{backbone.name}: memory needs a ChatML chat template ({exc})") from None
     path = projector_path(backbone.name)
-    projector, encoder, shipped = None, None, False
+    projector, shipped = None, False
     if path is not None:
         candidate = Projector.load(path)
         if config is None or candidate.config == config:
             projector, shipped = candidate, True
-            enc_path = path.with_name("encoder.safetensors")
-            if enc_path.is_file() and candidate.config.encoder_heads > 0:
-                encoder = SlotEncoder.load(enc_path)
-                if encoder.config != candidate.config:
-                    raise BadBundle("encoder config differs from the projector's", where=str(enc_path))
     if projector is None:
         config = config or default_config(backbone.hidden_size)
         with torch.random.fork_rng(devices=[]):
@@ -121,10 +113,8 @@ def load_frozen_memory(backbone, config: MemoryConfig | None = None) -> FrozenMe
         raise ModelNotAvailable(f"projector for hidden size {projector.config.hidden_size} cannot "
                                 f"drive {backbone.name} (hidden size {backbone.hidden_size})")
     sha = projector.sha256()
-    for module in (projector, encoder):
-        if module is not None:
-            module.to(backbone.device).eval().requires_grad_(False)
-    return FrozenMemory(backbone, projector, encoder, projector.config, sha, shipped, chat)
+    projector.to(backbone.device).eval().requires_grad_(False)
+    return FrozenMemory(backbone, projector, projector.config, sha, shipped, chat)
 
 
 @dataclass(frozen=True)

@@ -219,9 +219,8 @@ def _refit(store, frozen, profile_id, refit_id, base_id, settings, reason, cance
     loaded = current_slots(store, frozen, profile_id)
     examples = select_windows(store, frozen, profile_id, settings, salt=through or 0)
     base = loaded.slots
-    if base is None:  # no usable version yet: the encoder's reading of the history, or init
-        turns = _recent_turns(store, examples) if frozen.encoder is not None else []
-        base = frozen.fresh_slots(turns, seed=profile_id)
+    if base is None:  # no usable version yet: the salient tokens of the history being fitted
+        base = frozen.fresh_slots(_recent_turns(store, examples), seed=profile_id)
     common = {"refit_id": refit_id, "base_version_id": base_id, "windows": len(examples.windows),
               "window_tokens": examples.tokens, "trained_through": through}
 
@@ -288,7 +287,7 @@ def _refit(store, frozen, profile_id, refit_id, base_id, settings, reason, cance
 
 
 def _recent_turns(store: Store, examples: _Examples) -> list[tuple[str, str]]:
-    """History turns for the encoder (when one ships): the conversations already chosen."""
+    """History turns for the salient-token init: the conversations already chosen."""
     turns: list[tuple[str, str]] = []
     for conv_id in dict.fromkeys(reversed(list(examples.owner.values()))):
         turns += _turns(store, conv_id)

@@ -9,8 +9,9 @@ after it. Around that: background refits every ``refit_every`` user turns and on
 
 - Memory off (the profile's switch, read fresh every turn): ``prefix`` returns None, so the turn
   is the bare backbone (R22), and nothing is learned.
-- No usable version yet: the encoder's reading of the history when one ships; otherwise None
-  (random initial slots would only add noise until the first refit has fitted them).
+- No usable version yet: None, the bare backbone. The first refit starts from the history's
+  salient tokens and commits only if they fit held-out history better; until then unfitted
+  slots would be a guess shown to the user.
 - The slots in use are swapped only after a version is committed (or a rollback/forget), and
   re-read when another process moved the profile's pointer.
 """
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 MAX_PAUSE_S = 120.0
 DEFAULT_REFIT_EVERY = 8  # user turns between automatic refits (DESIGN.md §3)
 BUSY_RETRY_S = 30.0  # another process holds the refit lock: try again after this
-ENCODER_CONVERSATIONS = 8  # newest conversations the encoder reads before the first refit
 
 
 @dataclass(frozen=True)
@@ -201,8 +201,6 @@ class MemoryRuntime:
         """Re-read the profile's current version (sha256 and shape checked) into use."""
         loaded = current_slots(self.store, self.frozen, self.profile.id)
         slots = loaded.slots
-        if slots is None and loaded.problem is None and self.frozen.encoder is not None:
-            slots = self._encoder_slots()
         with self._lock:
             self._slots = slots
             self._set_state(current_version_id=loaded.version_id, problem=loaded.problem)
@@ -309,10 +307,3 @@ class MemoryRuntime:
             if version.id == current:
                 return version.trained_through_message_id
         return None
-
-    def _encoder_slots(self) -> torch.Tensor | None:
-        """Slots from the shipped encoder over the newest conversations (bounded reading)."""
-        convs = [c for c in self.store.list_conversations(self.profile.id)
-                 if not c.exclude_from_memory][:ENCODER_CONVERSATIONS]
-        turns = [(m.role, m.content) for c in reversed(convs) for m in self.store.messages(c.id)]
-        return self.frozen.fresh_slots(turns) if turns else None

@@ -150,7 +150,7 @@ def qa_window(tokenizer_or_chat, prompt: str, answer_prefix: str, answer: str, *
 
 def history_tokens(tokenizer_or_chat, turns: Sequence[tuple[str, str]], max_tokens: int) -> tuple[list[int], list[int]]:
     """Content token ids of the history with a role id per token (the most recent ``max_tokens``):
-    what the amortised slot encoder reads."""
+    what the salient-token slot initialisation reads."""
     chat = _chat(tokenizer_or_chat)
     ids, roles = [], []
     for role, content in turns:

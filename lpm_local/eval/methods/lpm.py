@@ -1,7 +1,7 @@
 """Latent Personal Memory: the backbone's frozen projector, slots fitted per user.
 
-Slots start from the shipped encoder's reading of the history when one ships (else from random
-vocabulary embeddings, the prompt-tuning start) and are fitted with ``fit_slots``: the same
+Slots start from the embeddings of the history's salient tokens (``memory/salient.py``) and are
+fitted with ``fit_slots``: the same
 optimiser, steps, batches and windows as prompt tuning. Before each question the projector reads
 the slots, conditioned on the question, and writes M soft tokens. Without shipped weights the
 projector is the identity (``load_frozen_memory``): LPM then *is* prompt tuning, and the report
@@ -43,6 +43,6 @@ class LatentPersonalMemory(BackboneMethod):
     def describe(self) -> dict:
         c = self.frozen.config
         return {**super().describe(), "projector": "shipped" if self.frozen.shipped else "identity (untrained)",
-                "encoder": self.frozen.encoder is not None, "projector_sha256": self.frozen.projector_sha256,
+                "slot_init": "salient tokens", "projector_sha256": self.frozen.projector_sha256,
                 "slots": [c.n_slots, c.slot_dim], "soft_tokens": c.n_soft_tokens,
                 "lr": self.settings.lr(self.name), "steps": self.settings.steps}
