@@ -414,3 +414,36 @@ def test_eval_command_rejects_bad_options(tiny_qwen3_dir):
     result = CliRunner().invoke(_cli(), ["eval", "--personas", "/nonexistent/p.json", "-b", "personamem",
                                          "-m", str(tiny_qwen3_dir), "--quantize", "none", "--device", "cpu"])
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_first_ctrl_c_asks_the_eval_to_stop_and_the_second_aborts():
+    import os
+    import signal
+
+    from lpm_local.cli.evaluation import stop_on_first_interrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    with stop_on_first_interrupt() as cancel:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert cancel.is_set()  # the run stops at its next check and writes its report
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_cancelled_run_still_writes_the_questions_it_finished(bench, tiny_backbone, tmp_path):
+    import threading
+
+    cancel = threading.Event()
+    stages = []
+
+    def progress(stage, fraction=None):
+        stages.append(stage)
+        if len(stages) == 2:  # the second group starts: let it finish its current question
+            cancel.set()
+
+    result = run_eval(tiny_backbone, [bench], [Oracle(tiny_backbone, FAST)], users=2, progress=progress,
+                      config=EvalConfig(ttft_samples=0), out_dir=tmp_path, cancel=cancel)
+    assert result["meta"]["cancelled"]
+    assert 0 < len(result["records"]) < bench.n_questions
+    assert "CANCELLED" in (tmp_path / "eval.md").read_text()

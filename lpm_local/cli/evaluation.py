@@ -7,6 +7,9 @@ to stderr, results to files (eval) or stdout/a file (bench JSON).
 from __future__ import annotations
 
 import json
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -124,14 +127,37 @@ def eval_(model, quantize, device, benchmarks, methods, users, history_tokens, l
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     backbone = _load(model, quantize, device, "eval: ")
-    result = run_eval(backbone, list(benchmarks or BENCHMARK_NAMES), list(methods or DEFAULT_METHOD_NAMES),
-                      users=users, seed=seed, progress=stderr_progress("eval: "), out_dir=out_dir, config=config)
+    with stop_on_first_interrupt() as cancel:
+        result = run_eval(backbone, list(benchmarks or BENCHMARK_NAMES), list(methods or DEFAULT_METHOD_NAMES),
+                          users=users, seed=seed, progress=stderr_progress("eval: "), out_dir=out_dir,
+                          config=config, cancel=cancel)
     finish_progress_line()
+    if result["meta"].get("cancelled"):
+        click.echo("interrupted: the report holds the questions finished so far", err=True)
     for bench, info in result["benchmarks"].items():
         click.echo(f"{bench}:")
         for name, m in info["methods"].items():
             click.echo(f"  {name:<14} accuracy {m['accuracy']:6.1%} (n={m['questions']})")
     click.echo(f"report: {Path(out_dir) / 'eval.md'}")
+
+
+@contextmanager
+def stop_on_first_interrupt():
+    """An event set by the first Ctrl-C, so an hour-long run stops after the current question
+    and still writes its report; a second Ctrl-C aborts at once (the default handler)."""
+    cancel = threading.Event()
+
+    def first(signum, frame):
+        cancel.set()
+        signal.signal(signal.SIGINT, previous)
+        click.echo("\nstopping after the current question; Ctrl-C again to abort without a report",
+                   err=True)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @click.command()
