@@ -118,7 +118,7 @@ def _last_refit(record) -> str:
 @model_option
 @quantize_option
 @click.option("--steps", type=click.IntRange(1, 10_000), default=None,
-              help="Optimiser steps at most (default 30; early stopping may end sooner).")
+              help="Optimiser steps at most (default 12; early stopping may end sooner).")
 def refit(profile_name: str | None, model: str | None, quantize: str | None,
           steps: int | None) -> None:
     """Refit the memory now, in the foreground, and say whether a new version was written."""

@@ -41,8 +41,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RefitSettings:
-    steps: int = 30  # Adam steps at most; early stopping usually ends sooner
-    lr: float = 1e-2  # the fitting experiments' rate for full-width slots
+    # The measured protocol (PROJECTOR_CARD.md): 10-12 Adam steps at lr 0.03 on one-exchange
+    # windows is where LPM beat prompt tuning. Every step is a forward+backward through the
+    # whole backbone, so steps are the cost: 30 steps with two turns of context took 6 min for
+    # a 2K-token history on one contended core; this budget is about 3 passes over it.
+    steps: int = 12  # Adam steps at most; early stopping may end sooner
+    lr: float = 3e-2  # chosen on validation users for LPM (and prompt tuning) in the card
     batch_size: int = 8  # windows per step: ~1-3 s of forward+backward for SmolLM2 on 2 cores
     eval_every: int = 5
     patience: int = 2
@@ -57,7 +61,9 @@ class RefitSettings:
     # Windows used to attribute slot changes to conversations ("what shaped this slot").
     attribution_windows: int = 16
     seed: int = 0
-    window: WindowConfig = field(default_factory=WindowConfig)
+    # One exchange per window and no context, as measured: context tokens cost compute and
+    # carry no loss.
+    window: WindowConfig = field(default_factory=lambda: WindowConfig(context_turns=0, target_turns=2))
 
     def __post_init__(self) -> None:
         ints = ("steps", "batch_size", "eval_every", "patience", "max_windows", "min_windows")
