@@ -10,7 +10,8 @@ backbone already knows how to read. The refit then refines the slots with the sa
 and steps as prompt tuning.
 
 Measured on SmolLM2 (PROJECTOR_CARD.md): mean-pooled message embeddings as soft tokens *hurt*;
-single salient-token embeddings help, before and after fitting.
+starting from single salient-token embeddings, 10 fitting steps reach 60.8% recall where the
+same steps from random vocabulary embeddings (prompt tuning) reach 40.0%.
 
 Selection: user-message tokens only, never a message's first token (openers like "Also," are
 always surprising and never informative), only tokens with a letter or digit, each token id at
