@@ -33,12 +33,6 @@ FORMATS = [
 ]
 
 
-@pytest.fixture
-def store():
-    with Store.open() as s:
-        yield s
-
-
 def _count(store: Store, table: str) -> int:
     return store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 

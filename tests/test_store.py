@@ -20,12 +20,6 @@ from lpm_local.store import PRAGMAS, Store
 from lpm_local.write_gate import gate_path
 
 
-@pytest.fixture
-def store():
-    with Store.open() as s:
-        yield s
-
-
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 

@@ -12,12 +12,6 @@ from lpm_local.records import NewMessage, to_utc_iso
 from lpm_local.store import Store
 
 
-@pytest.fixture
-def store():
-    with Store.open() as s:
-        yield s
-
-
 def _count(store: Store, table: str) -> int:
     return store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
