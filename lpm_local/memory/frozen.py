@@ -18,7 +18,7 @@ from lpm_local.errors import BadBundle, CorruptDatabase, ModelNotAvailable
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.projector import Projector, prompt_tuning_projector
 from lpm_local.memory.salient import salient_slots
-from lpm_local.memory.slots import init_slots, slots_from_bytes
+from lpm_local.memory.slots import slots_from_bytes
 from lpm_local.memory.windows import ChatTokens
 from lpm_local.records import MemoryVersion
 from lpm_local.store import Store
@@ -68,10 +68,7 @@ class FrozenMemory:
         """Slots before any refit [N, d_s] fp32 on CPU: the embeddings of the history's salient
         tokens (``salient.py``), topped up with vocabulary-token init (the usual prompt-tuning
         start), which is all a profile without history gets."""
-        if turns:
-            return salient_slots(self.backbone.model, self.chat, turns, self.config, seed=seed)
-        weight = self.backbone.model.get_input_embeddings().weight
-        return init_slots(self.config, weight, seed=seed)
+        return salient_slots(self.backbone.model, self.chat, turns, self.config, seed=seed)
 
     def decode(self, version: MemoryVersion) -> torch.Tensor:
         """A version's slots [N, d_s] fp32 on CPU, or ``BadBundle`` saying why they cannot be
