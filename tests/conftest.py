@@ -26,7 +26,7 @@ def tiny_qwen3_dir(tmp_path_factory):
 def tiny_backbone(tiny_qwen3_dir):
     """The tiny Qwen3 loaded unquantized on CPU through ``load_backbone`` (frozen; shared, so
     tests must not change its weights, and must remove any hook they add)."""
-    from lpm_local.backbone import load_backbone
+    from lpm_local.backbones.loader import load_backbone
 
     return load_backbone(str(tiny_qwen3_dir), quantize="none", device="cpu")
 
@@ -46,7 +46,7 @@ def one_torch_thread():
 @pytest.fixture
 def store():
     """The app's store in this test's LPM_HOME."""
-    from lpm_local.store import Store
+    from lpm_local.storage.store import Store
 
     with Store.open() as opened:
         yield opened

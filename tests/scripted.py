@@ -172,7 +172,7 @@ class ScriptedMemory:
 
 @dataclass
 class ScriptedAssistant:
-    """``lpm_local.assistant.Assistant``'s shape, built on a real store and a scripted engine."""
+    """``lpm_local.chat.assistant.Assistant``'s shape, built on a real store and a scripted engine."""
 
     store: Any
     backbone: Any
@@ -182,7 +182,7 @@ class ScriptedAssistant:
     closed: bool = False
 
     def new_session(self, *, temporary: bool = False, conversation_id: int | None = None):
-        from lpm_local.chat import ChatSession
+        from lpm_local.chat.session import ChatSession
 
         enabled = self.store.get_profile(self.profile.name).memory_enabled
         return ChatSession(engine=self.engine, store=self.store, profile=self.profile,
@@ -218,7 +218,7 @@ class ScriptedFactory:
 
     def __call__(self, model: str | None, quantize: str | None,
                  progress: Callable[[str, float | None], None]) -> ScriptedAssistant:
-        from lpm_local.store import Store
+        from lpm_local.storage.store import Store
 
         self.models.append(model)
         progress(*self.stage)

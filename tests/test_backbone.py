@@ -12,10 +12,10 @@ import time
 import pytest
 import torch
 
-import models
-from lpm_local import backbone as backbone_mod
-from lpm_local import gguf_cache
-from lpm_local.backbone import backbone_status, default_backbone_name, load_backbone
+from lpm_local.backbones import registry as models
+from lpm_local.backbones import loader as backbone_mod
+from lpm_local.backbones import gguf_cache
+from lpm_local.backbones.loader import backbone_status, default_backbone_name, load_backbone
 from lpm_local.errors import BadInput, ModelNotAvailable
 
 # ---------------------------------------------------------------- registry

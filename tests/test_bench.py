@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from transformers import Qwen3Config
 
 from lpm_local.errors import BadInput
-from lpm_local.eval.bench import COMMON, SHAPES, BenchSettings, random_backbone, run_bench
-from lpm_local.eval.report import kv_bytes_for, kv_bytes_per_token
+from lpm_local.research.eval.bench import COMMON, SHAPES, BenchSettings, random_backbone, run_bench
+from lpm_local.research.eval.report import kv_bytes_for, kv_bytes_per_token
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny fits: no OpenMP oversubscription
 QUICK = BenchSettings(lengths=(100, 800), new_tokens=4, repeats=1, refit_history_tokens=64, refit_steps=1,

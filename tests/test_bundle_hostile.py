@@ -19,12 +19,12 @@ import pytest
 import torch
 from builders import slots_config
 
-from lpm_local.bundle import import_bundle
-from lpm_local.bundle_format import Manifest, MemberInfo, MemoryInfo
+from lpm_local.data.bundle.archive import import_bundle
+from lpm_local.data.bundle.format import Manifest, MemberInfo, MemoryInfo
 from lpm_local.errors import BadInput
 from lpm_local.memory.slots import slots_to_bytes
 from lpm_local.memory.tensorio import tensors_to_bytes
-from lpm_local.store import Store
+from lpm_local.storage.store import Store
 
 CONFIG = slots_config(4, 16)
 

@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from lpm_local.cli import main
-from lpm_local.instance import InstanceLock
-from lpm_local.store import Store
+from lpm_local.storage.instance import InstanceLock
+from lpm_local.storage.store import Store
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def test_library_error_is_one_line_exit_2(monkeypatch):
     def refuse(*args, **kwargs):
         raise ModelNotAvailable("model 'nope' is not available.\nRun `lpm models` to see which are")
 
-    monkeypatch.setattr("lpm_local.assistant.open_assistant", refuse)
+    monkeypatch.setattr("lpm_local.chat.assistant.open_assistant", refuse)
     result = CliRunner().invoke(main, ["ask", "hello", "--model", "nope"])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]

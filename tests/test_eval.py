@@ -16,13 +16,14 @@ import torch
 from click.testing import CliRunner
 
 from lpm_local.errors import BadInput
-from lpm_local.eval.cases import EvalQuestion
-from lpm_local.eval.locomo import LocomoConfig, load_locomo, locomo_f1, multi_answer_f1, normalize_answer, token_f1
-from lpm_local.eval.methods import METHODS, BackboneMethod, Conditioning, MethodSettings, UserState, build_method
-from lpm_local.eval.methods.full_context import most_recent
-from lpm_local.eval.personamem import QTYPES, PersonaMemConfig, build_personamem
-from lpm_local.eval.runner import EvalConfig, run_eval, token_counter
-from lpm_local.eval.scoring import ContextCache, score_windows
+from lpm_local.research.eval.cases import EvalQuestion
+from lpm_local.research.eval.locomo import LocomoConfig, load_locomo, locomo_f1, multi_answer_f1, normalize_answer, token_f1
+from lpm_local.research.eval.methods import METHODS, BackboneMethod, Conditioning, MethodSettings, UserState, build_method
+from lpm_local.research.eval.methods.full_context import most_recent
+from lpm_local.research.eval.personamem import QTYPES, PersonaMemConfig, build_personamem
+from lpm_local.research.eval.cases import token_counter
+from lpm_local.research.eval.runner import EvalConfig, run_eval
+from lpm_local.research.eval.scoring import ContextCache, score_windows
 from lpm_local.memory.windows import ChatTokens, qa_window
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny fits: no OpenMP oversubscription
@@ -141,7 +142,7 @@ def test_each_question_sees_only_the_history_before_it(bench, tiny_backbone, tmp
 
 
 def test_runs_over_different_benchmarks_merge_into_one_report(bench, tiny_backbone, tmp_path):
-    from lpm_local.eval.report import merge_results
+    from lpm_local.research.eval.report import merge_results
 
     path = tmp_path / "locomo.json"
     path.write_text(json.dumps([_locomo_sample()]))
@@ -182,7 +183,7 @@ def test_cached_context_scores_equal_the_batched_path(tiny_backbone, with_soft):
 
 
 def test_cached_greedy_equals_the_engine(tiny_backbone):
-    from lpm_local.generation import ChatEngine
+    from lpm_local.chat.engine import ChatEngine
 
     engine = ChatEngine(tiny_backbone)
     chat = ChatTokens(tiny_backbone.tokenizer)
@@ -263,7 +264,7 @@ def test_trainable_numbers_per_user(tiny_backbone):
 def test_identity_lpm_is_prompt_tuning_from_the_salient_start(tiny_backbone, monkeypatch):
     """Without shipped weights LPM's projector is the identity: LPM is then prompt tuning that
     starts from the history's salient tokens instead of random vocabulary (same fit, same scores)."""
-    import lpm_local.eval.methods.prompt_tuning as pt_module
+    import lpm_local.research.eval.methods.prompt_tuning as pt_module
 
     pt, lpm = build_method("prompt_tuning", tiny_backbone, FAST), build_method("lpm", tiny_backbone, FAST)
     assert not lpm.frozen.shipped

@@ -10,9 +10,9 @@ import threading
 import pytest
 import torch
 
-from lpm_local.backbone import load_backbone
-from lpm_local.generation import IGNORE_INDEX, ChatEngine
-from lpm_local.prompting import Turn
+from lpm_local.backbones.loader import load_backbone
+from lpm_local.chat.engine import IGNORE_INDEX, ChatEngine
+from lpm_local.chat.encoding import Turn
 
 QUESTION = [Turn("user", "What is the capital of France?")]
 

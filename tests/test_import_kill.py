@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from builders import write_chatgpt_export
 
-from lpm_local.importing import import_files
-from lpm_local.store import Store
+from lpm_local.data.importing import import_files
+from lpm_local.storage.store import Store
 
 _CHILD = """
 import sys
-from lpm_local.importing import import_files
-from lpm_local.store import Store
+from lpm_local.data.importing import import_files
+from lpm_local.storage.store import Store
 store = Store.open()
 print("ready", flush=True)
 import_files(store, [sys.argv[1]])

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lpm_local.errors import BadInput
-from lpm_local.importers import ImportLimits, detect_format, parse_file
-from lpm_local.importers.fields import clean_text, iso_utc, Place
-from lpm_local.importers.safe_json import iter_records, json_depth
-from lpm_local.importers.textio import TextReader
+from lpm_local.data.importers import ImportLimits, detect_format, parse_file
+from lpm_local.data.importers.fields import clean_text, iso_utc, Place
+from lpm_local.data.importers.safe_json import iter_records, json_depth
+from lpm_local.data.importers.textio import TextReader
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imports"
 

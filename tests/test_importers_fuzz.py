@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lpm_local.errors import BadInput
-from lpm_local.importers import ImportLimits, detect_format, parse_file
+from lpm_local.data.importers import ImportLimits, detect_format, parse_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imports"
 CASE_SECONDS = 10.0
@@ -519,7 +519,7 @@ def test_lone_surrogates_become_replacement_characters(relative: str, tmp_path: 
 _HEAVY = """
 import json, resource, sys
 from lpm_local.errors import BadInput
-from lpm_local.importers import ImportLimits, parse_file
+from lpm_local.data.importers import ImportLimits, parse_file
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     with parse_file(sys.argv[1], limits=ImportLimits(max_conversations=int(sys.argv[2]))) as pf:

@@ -10,7 +10,7 @@ import pytest
 from builders import add_memory, write_chatgpt_export
 
 from lpm_local.errors import BadInput, NotFound
-from lpm_local.importing import (
+from lpm_local.data.importing import (
     ImportCancelled,
     file_sha256,
     import_files,
@@ -18,7 +18,7 @@ from lpm_local.importing import (
     undo_import,
 )
 from lpm_local.memory.requests import pending_refit
-from lpm_local.store import Store
+from lpm_local.storage.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imports"
 # (path, format, conversations, messages) as the parsers read them.

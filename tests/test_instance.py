@@ -13,13 +13,13 @@ import pytest
 
 from lpm_local import locations
 from lpm_local.errors import AlreadyRunning
-from lpm_local.instance import InstanceLock
+from lpm_local.storage.instance import InstanceLock
 
 # Tries the lock in a fresh process; prints how long the attempt took and its outcome.
 _SECOND_INSTANCE = """
 import json, sys, time
 from lpm_local.errors import AlreadyRunning
-from lpm_local.instance import InstanceLock
+from lpm_local.storage.instance import InstanceLock
 start = time.monotonic()
 try:
     InstanceLock().acquire()
@@ -68,7 +68,7 @@ def test_same_process_second_lock_fails_and_release_is_idempotent():
 def test_lock_of_a_killed_instance_is_free():
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from lpm_local.instance import InstanceLock; "
+         "import sys, time; from lpm_local.storage.instance import InstanceLock; "
          "InstanceLock().acquire(); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:

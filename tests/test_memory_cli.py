@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from lpm_local.cli.base import LpmGroup
 from lpm_local.cli.memory import COMMANDS, memory
 from lpm_local.memory import requests
-from lpm_local.memory.inspect import record_reply_attention
-from lpm_local.records import NewMessage
-from lpm_local.store import Store
+from lpm_local.memory.inspection import record_reply_attention
+from lpm_local.storage.records import NewMessage
+from lpm_local.storage.store import Store
 
 
 @click.group(cls=LpmGroup)

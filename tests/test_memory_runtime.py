@@ -8,17 +8,17 @@ import threading
 import pytest
 import torch
 
-from lpm_local.chat import ChatSession
+from lpm_local.chat.session import ChatSession
 from lpm_local.errors import NotFound
-from lpm_local.generation import ChatEngine
+from lpm_local.chat.engine import ChatEngine
 from lpm_local.memory import requests
 from lpm_local.memory.frozen import load_frozen_memory
-from lpm_local.memory.inspect import reply_attention
+from lpm_local.memory.inspection import reply_attention
 from lpm_local.memory.refit import RefitSettings
 from lpm_local.memory.runtime import MemoryRuntime
 from lpm_local.memory.slots import init_slots, slots_to_bytes
-from lpm_local.records import NewMessage
-from lpm_local.store import Store
+from lpm_local.storage.records import NewMessage
+from lpm_local.storage.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -306,7 +306,7 @@ def test_grad_mode_is_per_thread_so_chat_and_refit_can_share_the_model(store, fr
 
 
 def test_reply_attention_is_trimmed_per_profile_and_cascades(store, monkeypatch):
-    from lpm_local.memory import inspect as memory_inspect
+    from lpm_local.memory import inspection as memory_inspect
 
     monkeypatch.setattr(memory_inspect, "KEEP_REPLIES", 3)
     mine, theirs = store.ensure_profile(), store.create_profile("other")
@@ -330,7 +330,7 @@ def test_reply_attention_is_trimmed_per_profile_and_cascades(store, monkeypatch)
 
 
 def test_heatmap_shows_the_dominant_slot():
-    from lpm_local.memory.inspect import heatmap
+    from lpm_local.memory.inspection import heatmap
 
     attention = torch.full((2, 3, 4), 0.02)
     attention[:, :, 2] = 0.94
@@ -345,7 +345,7 @@ def test_heatmap_shows_the_dominant_slot():
 
 def test_shipped_projector_is_used_and_no_memory_before_the_first_refit(
         store, tiny_backbone, tmp_path, monkeypatch, make_runtime):
-    import models
+    from lpm_local.backbones import registry as models
     from lpm_local.memory.frozen import default_config
     from lpm_local.memory.projector import Projector
 

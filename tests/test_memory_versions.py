@@ -10,8 +10,8 @@ import pytest
 
 from lpm_local.errors import NotFound
 from lpm_local.memory import versions as V
-from lpm_local.records import MemoryVersion
-from lpm_local.store import Store
+from lpm_local.storage.records import MemoryVersion
+from lpm_local.storage.store import Store
 
 
 def _blob(i: int, size: int = 512) -> bytes:

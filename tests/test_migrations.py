@@ -11,8 +11,8 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from lpm_local import locations
-from lpm_local.migrations import MIGRATION_SET, migrations
-from lpm_local.store import Store
+from lpm_local.storage.migrations import MIGRATION_SET, migrations
+from lpm_local.storage.store import Store
 
 EXPECTED_COLUMNS = {
     "profiles": {"id", "name", "created_at", "memory_enabled", "current_version_id", "note"},

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from lpm_local.cli import bundle as bundle_cli
 from lpm_local.cli import data
 from lpm_local.cli.base import LpmGroup
-from lpm_local.store import Store
+from lpm_local.storage.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imports"
 

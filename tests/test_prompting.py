@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lpm_local.errors import BadInput, ModelNotAvailable
-from lpm_local.prompting import (
+from lpm_local.chat.encoding import (
     Turn,
     control_token_ids,
     count_chat_tokens,

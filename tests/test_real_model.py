@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lpm_local import gguf_cache
-from lpm_local.backbone import load_backbone
-from lpm_local.generation import ChatEngine
-from lpm_local.prompting import Turn, control_token_ids, encode_chat, encode_chat_spans
+from lpm_local.backbones import gguf_cache
+from lpm_local.backbones.loader import load_backbone
+from lpm_local.chat.engine import ChatEngine
+from lpm_local.chat.encoding import Turn, control_token_ids, encode_chat, encode_chat_spans
 
 pytestmark = [
     pytest.mark.realmodel,
@@ -63,7 +63,7 @@ def test_lpm_ask_answers_paris(smol, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from lpm_local.cli import main
-    from lpm_local.store import Store
+    from lpm_local.storage.store import Store
 
     home = tmp_path / "home"
     home.mkdir()

@@ -11,14 +11,14 @@ from dataclasses import asdict
 
 import pytest
 
-from lpm_local.memory import inspect as memory_inspect
+from lpm_local.memory import inspection as memory_inspect
 from lpm_local.memory import refit as refit_module
 from lpm_local.memory import versions as V
 from lpm_local.memory.refit import RefitSettings, run_refit, select_windows
 from lpm_local.memory.scheduler import ProfileLock, RefitBusy, lock_path, locked_refit
 from lpm_local.memory.slots import slots_from_bytes
-from lpm_local.records import NewMessage
-from lpm_local.store import Store
+from lpm_local.storage.records import NewMessage
+from lpm_local.storage.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

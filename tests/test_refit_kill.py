@@ -26,7 +26,7 @@ from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.scheduler import locked_refit
 from lpm_local.memory.slots import slots_from_bytes, slots_to_bytes
 from lpm_local.memory.versions import DEFAULT_POLICY
-from lpm_local.store import Store
+from lpm_local.storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from lpm_local.memory.scheduler import locked_refit
 from lpm_local.memory.versions import VersionBlob, commit_version
-from lpm_local.store import Store
+from lpm_local.storage.store import Store
 
 blobs = [p.read_bytes() for p in sorted(Path(sys.argv[1]).glob("*.st"))]
 store = Store.open()
@@ -60,11 +60,11 @@ REAL_REFIT = r"""
 import sys
 import torch
 torch.set_num_threads(1)
-from lpm_local.backbone import load_backbone
+from lpm_local.backbones.loader import load_backbone
 from lpm_local.memory.frozen import load_frozen_memory
 from lpm_local.memory.refit import RefitSettings, run_refit
 from lpm_local.memory.scheduler import locked_refit
-from lpm_local.store import Store
+from lpm_local.storage.store import Store
 
 frozen = load_frozen_memory(load_backbone(sys.argv[1], quantize="none", device="cpu"))
 store = Store.open()

@@ -16,8 +16,8 @@ import pytest
 
 from lpm_local import locations
 from lpm_local.errors import CorruptDatabase
-from lpm_local.store import PRAGMAS, Store
-from lpm_local.write_gate import gate_path
+from lpm_local.storage.store import PRAGMAS, Store
+from lpm_local.storage.write_gate import gate_path
 
 
 def _mode(path: Path) -> int:
@@ -125,7 +125,7 @@ def test_corrupt_database_detected_at_open_and_left_untouched(corrupt):
 
 _KILL_MID_TRANSACTION = """
 import os, signal, sys
-from lpm_local.store import Store
+from lpm_local.storage.store import Store
 s = Store.open()
 c = s.create_conversation(s.ensure_profile().id)
 s.conn.execute("PRAGMA cache_size = 2")  # spill pages to the file before the commit

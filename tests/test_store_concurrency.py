@@ -17,13 +17,13 @@ import time
 
 import pytest
 
-from lpm_local.store import Store
-from lpm_local.write_gate import DatabaseBusy, WriteGate
+from lpm_local.storage.store import Store
+from lpm_local.storage.write_gate import DatabaseBusy, WriteGate
 
 _WORKER = """
 import json, os, sqlite3, sys, time
 from pathlib import Path
-from lpm_local.store import Store
+from lpm_local.storage.store import Store
 
 n, go = int(sys.argv[1]), Path(sys.argv[2])
 while not go.exists():

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from lpm_local.errors import BadInput, CorruptDatabase, NotFound
-from lpm_local.records import NewMessage, to_utc_iso
-from lpm_local.store import Store
+from lpm_local.storage.records import NewMessage, to_utc_iso
+from lpm_local.storage.store import Store
 
 
 def _count(store: Store, table: str) -> int:

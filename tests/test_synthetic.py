@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lpm_local.synthetic import (RECALL_TEMPLATES, SyntheticConfig, SyntheticUsers, load_msc_personas)
+from lpm_local.research.synthetic import (RECALL_TEMPLATES, SyntheticConfig, SyntheticUsers, load_msc_personas)
 
 PERSONAS = {
     split: [{"Speaker 1": [f"I like {split} thing {i}-{j}." for j in range(6)],

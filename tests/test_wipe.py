@@ -19,14 +19,14 @@ from builders import add_memory, finite_marker_bytes, write_chatgpt_export
 from click.testing import CliRunner
 
 from lpm_local import locations
-from lpm_local.bundle import export_bundle
+from lpm_local.data.bundle.archive import export_bundle
 from lpm_local.cli import bundle as bundle_cli
 from lpm_local.cli.base import LpmGroup
 from lpm_local.errors import NotFound
-from lpm_local.importing import import_files
-from lpm_local.records import utc_now
-from lpm_local.store import Store
-from lpm_local.wipe import WipeScope, resume_pending_wipes, verify_wiped, wipe
+from lpm_local.data.importing import import_files
+from lpm_local.storage.records import utc_now
+from lpm_local.storage.store import Store
+from lpm_local.data.wipe import WipeScope, resume_pending_wipes, verify_wiped, wipe
 
 
 def _scan(root: Path, markers: dict[str, bytes]) -> dict[str, list[str]]:
@@ -196,8 +196,8 @@ def test_a_resumed_wipe_never_deletes_newer_data(tmp_path):
 
 _CHILD = """
 import sys
-from lpm_local.store import Store
-from lpm_local.wipe import WipeScope, wipe
+from lpm_local.storage.store import Store
+from lpm_local.data.wipe import WipeScope, wipe
 store = Store.open()
 print("ready", flush=True)
 wipe(store, WipeScope.of(store, "profile", "default"))

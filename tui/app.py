@@ -35,7 +35,7 @@ class LoadAborted(Exception):
 
 
 def default_factory(model: str | None, quantize: str | None, progress: Progress) -> Any:
-    from lpm_local.assistant import open_assistant
+    from lpm_local.chat.assistant import open_assistant
 
     return open_assistant(model, quantize=quantize, progress=progress)
 
@@ -242,8 +242,8 @@ class LpmApp(App[None]):
 def _model_choices() -> list[tuple[str, str]]:
     """Registry backbones with a word on whether each would load here (nothing is loaded)."""
     try:
-        from lpm_local.backbone import backbone_status
-        from models import registry
+        from lpm_local.backbones.loader import backbone_status
+        from lpm_local.backbones.registry import registry
     except ImportError:
         return []
     choices = []

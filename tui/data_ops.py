@@ -1,6 +1,6 @@
 """Import, export and wipe, as the TUI calls them.
 
-The library modules (``lpm_local.importing``, ``lpm_local.bundle``, ``lpm_local.wipe``) are the
+The library modules (``lpm_local.data.importing``, ``lpm_local.data.bundle.archive``, ``lpm_local.data.wipe``) are the
 only place these things happen; this module calls them and passes their reports' own lines
 (``ImportSummary.lines()``, ``WipeReport.lines()``) to the dialogs. A module that is missing
 (a trimmed install) makes its action say "not available yet" instead of failing. What a wipe
@@ -59,7 +59,7 @@ class DataOps:
 
     def preview_import(self, paths: list[Path]) -> ImportPreview:
         """A dry run: every file parsed and checked, nothing written."""
-        importing = _module("lpm_local.importing", "import")
+        importing = _module("lpm_local.data.importing", "import")
         summary = importing.import_files(self.store, paths, profile=self.profile.name,
                                          dry_run=True)
         added = sum(f.messages for f in summary.files if f.status != "duplicate")
@@ -67,7 +67,7 @@ class DataOps:
 
     def commit_import(self, paths: list[Path]) -> list[str]:
         """Import for real (one transaction per file); asks the memory to refit afterwards."""
-        importing = _module("lpm_local.importing", "import")
+        importing = _module("lpm_local.data.importing", "import")
         summary = importing.import_files(self.store, paths, profile=self.profile.name)
         runtime = getattr(self.assistant, "memory", None)
         if summary.messages and hasattr(runtime, "refit_now") and runtime.enabled:
@@ -77,7 +77,7 @@ class DataOps:
     # -- export ---------------------------------------------------------------------------------
 
     def export(self, path: Path, *, with_history: bool = False) -> list[str]:
-        bundle = _module("lpm_local.bundle", "export")
+        bundle = _module("lpm_local.data.bundle.archive", "export")
         result = bundle.export_bundle(self.store, path, profile=self.profile.name,
                                       with_history=with_history, slot_info=self._slot_info())
         version = f"memory version #{result.memory_version}" if result.memory_version else "no memory"
@@ -119,7 +119,7 @@ class DataOps:
     def wipe(self, scope: str) -> list[str]:
         if scope not in WIPE_SCOPES:
             raise ValueError(f"unknown wipe scope {scope!r}")
-        wipe = _module("lpm_local.wipe", "wipe")
+        wipe = _module("lpm_local.data.wipe", "wipe")
         report = wipe.wipe(self.store, wipe.WipeScope.of(self.store, scope, self.profile.name))
         runtime = getattr(self.assistant, "memory", None)
         if scope == "memory" and hasattr(runtime, "reload"):

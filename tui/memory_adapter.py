@@ -186,7 +186,7 @@ class MemoryAdapter:
         """The attention stored with a reply of an earlier session ([heads, M, N]), or None."""
         if message_id is None or self.runtime is None:
             return None
-        module = optional_module("lpm_local.memory.inspect")
+        module = optional_module("lpm_local.memory.inspection")
         lookup = getattr(module, "reply_attention", None) if module else None
         if lookup is None:
             return None

@@ -12,7 +12,7 @@ import click
 
 from lpm_local.cli.data import progress_bar, yes_option
 from lpm_local.errors import LpmError
-from lpm_local.store import Store
+from lpm_local.storage.store import Store
 
 
 @click.command("export")
@@ -23,7 +23,7 @@ from lpm_local.store import Store
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 def export(file: Path, with_history: bool, profile: str | None, force: bool) -> None:
     """Save the memory to an .lpm bundle FILE (a zip, readable only by you)."""
-    from lpm_local.bundle import export_bundle
+    from lpm_local.data.bundle.archive import export_bundle
 
     with Store.open() as store, progress_bar("exporting") as progress:
         result = export_bundle(store, file, profile=profile, with_history=with_history,
@@ -44,7 +44,7 @@ def export(file: Path, with_history: bool, profile: str | None, force: bool) -> 
 @click.option("--dry-run", is_flag=True, help="Check the bundle and show what would be restored.")
 def import_(file: Path, profile: str | None, dry_run: bool) -> None:
     """Restore memory (and chats, if it has them) from an .lpm bundle FILE."""
-    from lpm_local.bundle import import_bundle
+    from lpm_local.data.bundle.archive import import_bundle
 
     with Store.open() as store, progress_bar("restoring") as progress:
         result = import_bundle(store, file, profile=profile, dry_run=dry_run, progress=progress,
@@ -76,8 +76,8 @@ def wipe(memory_only: bool, profile: str | None, everything: bool, yes: bool) ->
     Deleted data is zeroed and the database rebuilt (VACUUM), bundles of it lying in the data
     dir are removed, and every file there is scanned to verify that nothing of it remains.
     """
-    from lpm_local.wipe import WipeScope, verify_wiped
-    from lpm_local.wipe import wipe as run_wipe
+    from lpm_local.data.wipe import WipeScope, verify_wiped
+    from lpm_local.data.wipe import wipe as run_wipe
 
     if everything and (memory_only or profile):
         raise click.UsageError("--all cannot be combined with --memory-only or --profile")

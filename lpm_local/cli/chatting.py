@@ -29,7 +29,7 @@ max_tokens_option = click.option(
 
 
 def _open(model: str | None, quantize: str | None, *, background_refits: bool = True):
-    from lpm_local.assistant import open_assistant
+    from lpm_local.chat.assistant import open_assistant
 
     assistant = open_assistant(model, quantize=quantize, progress=stderr_progress(),
                                background_refits=background_refits)
@@ -67,16 +67,30 @@ def ask(question: str, model: str | None, quantize: str | None, temporary: bool,
 def chat(plain: bool, model: str | None, quantize: str | None, temporary: bool,
          max_new_tokens: int) -> None:
     """Chat with the assistant (the terminal UI, or --plain for line mode)."""
-    from lpm_local.instance import InstanceLock
+    from lpm_local.storage.instance import InstanceLock
 
     with InstanceLock():
         if not plain:
-            from tui.app import run_app
-
+            run_app = _terminal_ui()
             run_app(model=model, quantize=quantize, temporary=temporary,
                     max_new_tokens=max_new_tokens)
             return
         _plain_chat(model, quantize, temporary, max_new_tokens)
+
+
+# The library never imports the TUI (the TUI builds on the library, not the other way round):
+# the TUI registers itself under this entry-point group and `lpm chat` looks it up by name.
+FRONTENDS_GROUP = "lpm_local.frontends"
+
+
+def _terminal_ui():
+    from importlib.metadata import entry_points
+
+    found = entry_points(group=FRONTENDS_GROUP, name="tui")
+    if not found:
+        raise click.ClickException("the terminal UI is not installed with this lpm; "
+                                   "reinstall lpm-local, or use `lpm chat --plain`")
+    return next(iter(found)).load()
 
 
 def _plain_chat(model: str | None, quantize: str | None, temporary: bool,

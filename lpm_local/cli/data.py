@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from lpm_local.errors import LpmError
-from lpm_local.store import Store
+from lpm_local.storage.store import Store
 
 profile_option = click.option(
     "--profile", "profile", metavar="NAME", default=None,
@@ -64,7 +64,7 @@ def import_(files: tuple[Path, ...], dry_run: bool, profile: str | None) -> None
     and .lpm bundles. Each file is imported whole or not at all; the same file twice adds
     nothing; `lpm imports undo ID` takes an import back out.
     """
-    from lpm_local.importing import import_files
+    from lpm_local.data.importing import import_files
 
     with Store.open() as store, progress_bar("importing") as progress:
         try:
@@ -111,7 +111,7 @@ def imports_list(profile: str | None) -> None:
 @yes_option
 def imports_undo(import_id: int, yes: bool) -> None:
     """Remove import ID's chats and restore the memory from before it, bit for bit."""
-    from lpm_local.importing import undo_import
+    from lpm_local.data.importing import undo_import
 
     with Store.open() as store:
         record = store.get_import(import_id)
@@ -175,7 +175,7 @@ def profile_switch(name: str) -> None:
 @yes_option
 def profile_delete(name: str, yes: bool) -> None:
     """Delete profile NAME with all its chats, memory and imports, beyond recovery."""
-    from lpm_local.wipe import WipeScope, verify_wiped, wipe
+    from lpm_local.data.wipe import WipeScope, verify_wiped, wipe
 
     with Store.open() as store:
         scope = WipeScope.of(store, "profile", name)

@@ -67,7 +67,7 @@ def _lengths(specs: tuple[str, ...], users: int) -> tuple[tuple[int, ...], tuple
 
 
 def _load(model: str | None, quantize: str | None, device: str | None, prefix: str):
-    from lpm_local.backbone import load_backbone
+    from lpm_local.backbones.loader import load_backbone
 
     backbone = load_backbone(model, quantize=quantize, device=device, progress=stderr_progress(prefix))
     finish_progress_line()
@@ -110,10 +110,10 @@ def eval_(model, quantize, device, benchmarks, methods, users, history_tokens, l
     """
     from dataclasses import replace
 
-    from lpm_local.eval.locomo import LocomoConfig
-    from lpm_local.eval.methods import MethodSettings
-    from lpm_local.eval.personamem import PersonaMemConfig
-    from lpm_local.eval.runner import EvalConfig, run_eval
+    from lpm_local.research.eval.locomo import LocomoConfig
+    from lpm_local.research.eval.methods import MethodSettings
+    from lpm_local.research.eval.personamem import PersonaMemConfig
+    from lpm_local.research.eval.runner import EvalConfig, run_eval
 
     lengths, counts = _lengths(history_tokens, users)
     try:
@@ -178,7 +178,7 @@ def bench(model, quantize, device, random_weights, tokenizer, lengths, new_token
           out_file) -> None:
     """Measure decode speed, time to first token vs history length (LPM vs full context),
     projector overhead, refit time and peak memory on this machine; JSON out."""
-    from lpm_local.eval.bench import BenchSettings, borrowed_tokenizer, random_backbone, run_bench
+    from lpm_local.research.eval.bench import BenchSettings, borrowed_tokenizer, random_backbone, run_bench
 
     try:
         settings = BenchSettings(lengths=_ints(lengths, "--lengths"), new_tokens=new_tokens, repeats=repeats,

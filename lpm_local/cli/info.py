@@ -34,8 +34,8 @@ def paths() -> None:
 @click.command()
 def models() -> None:
     """List the backbones: which is selected, which are ready on this machine."""
-    from lpm_local.backbone import backbone_status, default_backbone_name
-    from models import registry
+    from lpm_local.backbones.loader import backbone_status, default_backbone_name
+    from lpm_local.backbones.registry import registry
 
     default = default_backbone_name()
     click.echo(f"{'':2}{'name':<14} {'status':<28} description")
@@ -50,8 +50,8 @@ def doctor() -> None:
     """Check this machine: device, versions, SQLite, paths, and what would be loaded."""
     import torch
 
-    from lpm_local.backbone import default_backbone_name
-    from models import get_spec
+    from lpm_local.backbones.loader import default_backbone_name
+    from lpm_local.backbones.registry import get_spec
 
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else f"CPU ({torch.get_num_threads()} threads)"
@@ -74,7 +74,7 @@ def doctor() -> None:
 
 def _database_state() -> str:
     from lpm_local.errors import LpmError
-    from lpm_local.store import Store
+    from lpm_local.storage.store import Store
 
     path = locations.db_path()
     if not path.exists():

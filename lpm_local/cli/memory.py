@@ -39,7 +39,7 @@ def memory() -> None:
 
 
 def _open(profile_name: str | None):
-    from lpm_local.store import Store
+    from lpm_local.storage.store import Store
 
     store = Store.open()
     try:
@@ -130,7 +130,7 @@ def refit(profile_name: str | None, model: str | None, quantize: str | None,
 
 
 def _load_frozen(store, profile, model: str | None, quantize: str | None):
-    from lpm_local.backbone import load_backbone
+    from lpm_local.backbones.loader import load_backbone
     from lpm_local.memory.frozen import load_frozen_memory
 
     if model is None and profile.current_version_id is not None:
@@ -246,7 +246,7 @@ def show(reply_id: int | None, profile_name: str | None, model: str | None,
          quantize: str | None) -> None:
     """Explain each memory slot: a label, how much replies use it, what shaped it."""
     from lpm_local.memory.frozen import current_slots
-    from lpm_local.memory.inspect import describe, heatmap, reply_attention
+    from lpm_local.memory.inspection import describe, heatmap, reply_attention
 
     store, profile = _open(profile_name)
     with store:

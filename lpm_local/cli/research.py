@@ -24,8 +24,8 @@ personas_option = click.option(
 def _load(model: str | None, personas_path: Path):
     import torch
 
-    from lpm_local.backbone import load_backbone
-    from lpm_local.synthetic import load_msc_personas
+    from lpm_local.backbones.loader import load_backbone
+    from lpm_local.research.synthetic import load_msc_personas
 
     # The memory network and refits train in fp32; on CPU the compute must stay fp32 too.
     backbone = load_backbone(model, quantize=None if torch.cuda.is_available() else "none",
@@ -50,10 +50,10 @@ def train_projector(model: str | None, personas_path: Path, out_dir: Path, steps
 
     Runs through accelerate: `accelerate launch -m lpm_local.cli train-projector ...` uses
     several GPUs unchanged. Copy the best validated checkpoint, best-projector.safetensors, to
-    models/<backbone>/projector.safetensors to ship it.
+    lpm_local/backbones/<backbone>/projector.safetensors to ship it.
     """
     from lpm_local.memory.config import MemoryConfig
-    from lpm_local.memory.training import TrainConfig, train_projector as train
+    from lpm_local.research.training import TrainConfig, train_projector as train
 
     backbone, personas = _load(model, personas_path)
     config = MemoryConfig(hidden_size=backbone.hidden_size, slot_dim=backbone.hidden_size)
@@ -80,14 +80,14 @@ def memory_eval(model: str | None, personas_path: Path, test_users: int, steps: 
                 out_path: Path | None) -> None:
     """Compare memory off, per-user prompt tuning and LPM on held-out synthetic users.
 
-    Uses the backbone's shipped projector (models/<backbone>/); prints the table
+    Uses the backbone's shipped projector (lpm_local/backbones/<backbone>/); prints the table
     of PROJECTOR_CARD.md: accuracy, log-likelihood margin, held-out phrasings, another user's
     slots, fit time.
     """
     from lpm_local.errors import ModelNotAvailable
-    from lpm_local.memory.experiment import ExperimentConfig, run_experiment, to_markdown
+    from lpm_local.research.experiment import ExperimentConfig, run_experiment, to_markdown
     from lpm_local.memory.projector import Projector
-    from models import models_dir
+    from lpm_local.backbones.registry import models_dir
 
     backbone, personas = _load(model, personas_path)
     folder = models_dir() / backbone.name

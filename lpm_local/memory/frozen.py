@@ -1,7 +1,7 @@
 """The frozen half of the memory for one backbone (the projector), where a profile's slots start,
 and the one way a stored version becomes slots.
 
-The projector ships per backbone (``models/<name>/projector.safetensors``). A backbone without
+The projector ships per backbone (``lpm_local/backbones/<name>/projector.safetensors``). A backbone without
 shipped weights (a local model directory, the tiny test Qwen3, a backbone not trained yet) gets
 the identity-initialised projector: soft token m is slot m, i.e. plain prompt tuning, which works
 without any training. Its random parts are drawn from a fixed seed, so its sha256 (which pins
@@ -20,8 +20,8 @@ from lpm_local.memory.projector import Projector, prompt_tuning_projector
 from lpm_local.memory.salient import salient_slots
 from lpm_local.memory.slots import slots_from_bytes
 from lpm_local.memory.windows import ChatTokens
-from lpm_local.records import MemoryVersion
-from lpm_local.store import Store
+from lpm_local.storage.records import MemoryVersion
+from lpm_local.storage.store import Store
 
 # Seed of the identity projector's random (but, at init, unused) query/key weights.
 IDENTITY_SEED = 0
@@ -40,11 +40,11 @@ def default_config(hidden_size: int) -> MemoryConfig:
 class FrozenMemory:
     """Backbone + projector for one backbone; shared by every profile using it."""
 
-    backbone: object  # lpm_local.backbone.Backbone
+    backbone: object  # lpm_local.backbones.loader.Backbone
     projector: Projector
     config: MemoryConfig
     projector_sha256: str
-    shipped: bool  # trained weights from models/<name>/, else the identity projector
+    shipped: bool  # trained weights from lpm_local/backbones/<name>/, else the identity projector
     chat: ChatTokens
 
     @property
@@ -89,7 +89,7 @@ class FrozenMemory:
 def load_frozen_memory(backbone, config: MemoryConfig | None = None) -> FrozenMemory:
     """The projector for ``backbone``: shipped weights if they exist (and fit ``config`` when
     one is given), else the identity projector for ``config`` or ``default_config``."""
-    from models import projector_path
+    from lpm_local.backbones.registry import projector_path
 
     try:
         chat = ChatTokens(backbone.tokenizer)

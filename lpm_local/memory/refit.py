@@ -27,13 +27,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from lpm_local.memory import inspect as memory_inspect
+from lpm_local.memory import inspection as memory_inspect
 from lpm_local.memory.fitting import FitProgress, fit_slots
 from lpm_local.memory.frozen import FrozenMemory, current_slots
 from lpm_local.memory.slots import slots_to_bytes
 from lpm_local.memory.versions import StaleRefit, VersionBlob, commit_version
 from lpm_local.memory.windows import Window, WindowConfig, make_windows, split_heldout
-from lpm_local.store import Store
+from lpm_local.storage.store import Store
 
 Progress = Callable[[str, "float | None"], None]
 log = logging.getLogger(__name__)

@@ -8,10 +8,14 @@ crash cannot lose it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 
-from lpm_local.records import utc_now
-from lpm_local.store import Store
+from lpm_local.storage.records import utc_now
+
+if TYPE_CHECKING:
+    from lpm_local.storage.store import Store
 
 
 def _key(profile_id: int) -> str:

@@ -26,14 +26,14 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from lpm_local.memory import inspect as memory_inspect
+from lpm_local.memory import inspection as memory_inspect
 from lpm_local.memory import requests, versions
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.frozen import FrozenMemory, current_slots, load_frozen_memory
 from lpm_local.memory.refit import RefitOutcome, RefitSettings, parse_detail, run_refit
 from lpm_local.memory.scheduler import RefitBusy, RefitScheduler, locked_refit
-from lpm_local.records import Profile
-from lpm_local.store import Store
+from lpm_local.storage.records import Profile
+from lpm_local.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from lpm_local import locations
 from lpm_local.errors import LpmError
-from lpm_local.store import Store
+from lpm_local.storage.store import Store
 
 log = logging.getLogger(__name__)
 

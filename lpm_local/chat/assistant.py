@@ -1,0 +1,88 @@
+"""Everything a front end needs to talk to the assistant, opened in one call.
+
+The CLI and the TUI both open the store, pick the active profile, load the backbone and the
+profile's memory the same way; this module is that one way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lpm_local.backbones.loader import Backbone, load_backbone
+from lpm_local.chat.session import ChatSession, MemoryConditioner
+from lpm_local.chat.engine import ChatEngine
+from lpm_local.storage.records import Profile
+from lpm_local.storage.store import Store
+
+
+@dataclass
+class Assistant:
+    store: Store
+    backbone: Backbone
+    engine: ChatEngine
+    profile: Profile
+    memory: MemoryConditioner | None = None
+
+    def new_session(self, *, temporary: bool = False, conversation_id: int | None = None) -> ChatSession:
+        return ChatSession(
+            engine=self.engine,
+            store=self.store,
+            profile=self.profile,
+            conversation_id=conversation_id,
+            # The runtime reads the on/off switch on every turn, so `lpm memory off` in another
+            # terminal takes effect at the next message.
+            memory=self.memory,
+            temporary=temporary,
+        )
+
+    def use_profile(self, name: str) -> Profile:
+        """Make profile ``name`` active, keeping the loaded model; memory is per profile, so
+        the old runtime is closed (joining its refit) and the new profile's is opened."""
+        from lpm_local.memory.runtime import MemoryRuntime
+
+        profile = self.store.set_active_profile(name)
+        if self.memory is not None and hasattr(self.memory, "close"):
+            self.memory.close()
+        self.memory = None  # if opening the new runtime fails, chat on without memory
+        self.profile = profile
+        self.memory = MemoryRuntime(self.store, self.backbone, profile)
+        return profile
+
+    def close(self) -> None:
+        if self.memory is not None and hasattr(self.memory, "close"):
+            self.memory.close()
+        self.store.close()
+
+    def __enter__(self) -> Assistant:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_assistant(
+    model: str | None = None,
+    *,
+    quantize: str | None = None,
+    progress: Callable[[str, float | None], None] | None = None,
+    background_refits: bool = True,
+) -> Assistant:
+    """Open the store, the backbone and the profile's memory.
+
+    The store opens first, so a locked or corrupt database fails before the slow model load.
+    ``background_refits=False`` is for one-shot commands (`lpm ask`): a process that exits
+    after one answer should not start a refit only to cancel it.
+    """
+    from lpm_local.memory.runtime import MemoryRuntime
+
+    store = Store.open()
+    try:
+        profile = store.active_profile()
+        backbone = load_backbone(model, quantize=quantize, progress=progress)
+        engine = ChatEngine(backbone)
+        memory = MemoryRuntime(store, backbone, profile, background=background_refits)
+    except BaseException:
+        store.close()
+        raise
+    return Assistant(store=store, backbone=backbone, engine=engine, profile=profile, memory=memory)

@@ -1,0 +1,135 @@
+"""One chat turn, end to end.
+
+``ChatSession`` ties the pieces together: it stores the user's message, asks the memory for a
+soft prompt conditioned on that message, streams the reply from the engine over a recent window
+of the conversation, stores the reply, and tells the memory that a turn happened (so a refit can
+be scheduled). A temporary session does the same with nothing stored and no memory at all.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from lpm_local.chat.encoding import Turn, recent_window
+
+if TYPE_CHECKING:
+    import torch
+
+    from lpm_local.chat.engine import ChatEngine
+    from lpm_local.storage.records import Profile
+    from lpm_local.storage.store import Store
+
+# Tokens of recent conversation kept in context. The long-term memory is the soft prompt, not
+# this window: a short window is what makes the KV cache small (DESIGN.md §3).
+DEFAULT_WINDOW_TOKENS = 1024
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful, concise assistant running privately on the user's machine."
+
+
+class MemoryConditioner(Protocol):
+    """What a chat turn needs from the memory (implemented by ``lpm_local.memory.runtime``)."""
+
+    def prefix(self, user_text: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Soft prompt ``[M, hidden]`` and attention ``[heads, M, N]`` for this message, or None."""
+
+    def after_turn(self, profile_id: int, *, reply_message_id: int | None = None) -> None:
+        """Called once a turn is stored; records what the reply attended to and may schedule
+        a background refit."""
+
+
+@dataclass
+class TurnResult:
+    """What one ``send`` produced, filled in while streaming."""
+
+    reply: str = ""
+    cancelled: bool = False
+    attention: torch.Tensor | None = None  # [heads, M, N] when memory shaped the reply
+    user_message_id: int | None = None
+    reply_message_id: int | None = None
+
+
+@dataclass
+class ChatSession:
+    """A conversation with the assistant; ``temporary`` sessions leave no trace."""
+
+    engine: ChatEngine
+    store: Store | None = None
+    profile: Profile | None = None
+    conversation_id: int | None = None
+    memory: MemoryConditioner | None = None
+    temporary: bool = False
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    window_tokens: int = DEFAULT_WINDOW_TOKENS
+    turns: list[Turn] = field(default_factory=list)
+    last: TurnResult | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temporary and (self.store is None or self.profile is None):
+            raise ValueError("a stored session needs a store and a profile; use temporary=True")
+        if self.temporary:
+            # Temporary means neither stored nor learned, and not shaped by memory either:
+            # the user asked for a clean room.
+            self.memory = None
+        elif self.conversation_id is not None:
+            self.turns = [Turn(m.role, m.content) for m in self.store.messages(self.conversation_id)]
+
+    def send(
+        self,
+        text: str,
+        *,
+        cancel: threading.Event | None = None,
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+    ) -> Iterator[str]:
+        """Stream the reply to ``text`` chunk by chunk; the result lands in ``self.last``."""
+        result = TurnResult()
+        self.last = result
+        if not self.temporary:
+            result.user_message_id = self._store_message("user", text)
+        self.turns.append(Turn("user", text))
+        prefix = None
+        if self.memory is not None:
+            conditioned = self.memory.prefix(text)
+            if conditioned is not None:
+                prefix, result.attention = conditioned
+        context = recent_window(
+            self.engine.backbone.tokenizer,
+            self.turns,
+            self.window_tokens,
+            system=self.system_prompt,
+        )
+        for chunk in self.engine.stream(
+            context, prefix=prefix, cancel=cancel, max_new_tokens=max_new_tokens,
+            temperature=temperature,
+        ):
+            result.reply += chunk
+            yield chunk
+        result.cancelled = bool(cancel is not None and cancel.is_set())
+        self._finish(result)
+
+    def _finish(self, result: TurnResult) -> None:
+        reply = result.reply.strip()
+        if reply:
+            # A cancelled reply is kept as far as it got: the user saw it, the context has it.
+            self.turns.append(Turn("assistant", reply))
+            if not self.temporary:
+                result.reply_message_id = self._store_message("assistant", reply)
+        if not self.temporary and self.memory is not None:
+            self.memory.after_turn(self.profile.id, reply_message_id=result.reply_message_id)
+
+    def _store_message(self, role: str, content: str) -> int:
+        if self.conversation_id is None:
+            title = _title_from(content)
+            self.conversation_id = self.store.create_conversation(self.profile.id, title).id
+        return self.store.add_message(self.conversation_id, role, content).id
+
+
+def _title_from(text: str, limit: int = 48) -> str:
+    """A conversation title from its first message: the first line, shortened on a word."""
+    first = " ".join(text.split())
+    if len(first) <= limit:
+        return first or "New chat"
+    return first[:limit].rsplit(" ", 1)[0] + "…"

@@ -1,0 +1,1 @@
+"""Data in and out: importing chat logs, .lpm bundles, verified wipes."""

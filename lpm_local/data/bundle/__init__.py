@@ -1,0 +1,1 @@
+"""``.lpm`` memory bundles: the format, the reader and export/import."""

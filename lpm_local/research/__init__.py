@@ -1,0 +1,1 @@
+"""Research: synthetic users, projector training and the evaluation harness."""

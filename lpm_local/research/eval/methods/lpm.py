@@ -1,0 +1,48 @@
+"""Latent Personal Memory: the backbone's frozen projector, slots fitted per user.
+
+Slots start from the embeddings of the history's salient tokens (``memory/salient.py``) and are
+fitted with ``fit_slots``: the same
+optimiser, steps, batches and windows as prompt tuning. Before each question the projector reads
+the slots, conditioned on the question, and writes M soft tokens. Without shipped weights the
+projector is the identity (``load_frozen_memory``): LPM then *is* prompt tuning, and the report
+says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
+from lpm_local.research.eval.methods.base import BackboneMethod, Conditioning, MethodSettings, UserState
+from lpm_local.memory.fitting import fit_slots
+from lpm_local.memory.frozen import load_frozen_memory
+
+
+class LatentPersonalMemory(BackboneMethod):
+    name = "lpm"
+    label = "LPM (projector + per-user slots)"
+
+    def __init__(self, backbone, settings: MethodSettings | None = None):
+        super().__init__(backbone, settings)
+        self.frozen = load_frozen_memory(backbone)
+
+    def fit(self, history: Sequence[HistoryTurn]) -> UserState:
+        seed = self.user_seed(history)
+        slots = self.frozen.fresh_slots(list(history), seed=seed)
+        windows = self.training_windows(history)
+        if windows and self.settings.steps > 0:
+            slots = fit_slots(self.model, self.frozen.projector, slots, windows,
+                              steps=self.settings.steps, lr=self.settings.lr(self.name),
+                              batch_size=self.settings.batch_size, seed=seed).slots
+        return UserState(tuple(history), trainable=int(slots.numel()), tensor=slots)
+
+    def condition(self, state: UserState, question: EvalQuestion) -> Conditioning:
+        soft, _ = self.frozen.soft(state.tensor, question.prompt)  # [M, H], question-conditioned
+        return Conditioning(soft=soft)
+
+    def describe(self) -> dict:
+        c = self.frozen.config
+        return {**super().describe(), "projector": "shipped" if self.frozen.shipped else "identity (untrained)",
+                "slot_init": "salient tokens", "projector_sha256": self.frozen.projector_sha256,
+                "slots": [c.n_slots, c.slot_dim], "soft_tokens": c.n_soft_tokens,
+                "lr": self.settings.lr(self.name), "steps": self.settings.steps}
