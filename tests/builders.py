@@ -11,16 +11,19 @@ import json
 import random
 from pathlib import Path
 
-_WORDS = ("memory slot lisbon garden python recipe train budget music river cat winter "
-          "project deadline coffee bicycle chess poem doctor holiday camera tomato").split()
+_WORDS = (
+    "memory slot lisbon garden python recipe train budget music river cat winter "
+    "project deadline coffee bicycle chess poem doctor holiday camera tomato"
+).split()
 
 
 def _text(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(words))
 
 
-def chatgpt_conversation(index: int, n_messages: int, rng: random.Random,
-                         words: int = 20, marker: str | None = None) -> dict:
+def chatgpt_conversation(
+    index: int, n_messages: int, rng: random.Random, words: int = 20, marker: str | None = None
+) -> dict:
     """One conversation in the ChatGPT export shape: a node chain root -> messages."""
     conv_id = f"conv-{index:08d}"
     mapping = {"root": {"id": "root", "message": None, "parent": None, "children": []}}
@@ -32,24 +35,45 @@ def chatgpt_conversation(index: int, n_messages: int, rng: random.Random,
         if marker is not None and k == 0:
             content = f"{content} {marker}"
         mapping[node] = {
-            "id": node, "parent": parent, "children": [],
+            "id": node,
+            "parent": parent,
+            "children": [],
             "message": {
-                "id": node, "author": {"role": role, "name": None, "metadata": {}},
-                "create_time": 1_700_000_000 + index * 60 + k, "update_time": None,
+                "id": node,
+                "author": {"role": role, "name": None, "metadata": {}},
+                "create_time": 1_700_000_000 + index * 60 + k,
+                "update_time": None,
                 "content": {"content_type": "text", "parts": [content]},
-                "status": "finished_successfully", "end_turn": True, "weight": 1.0,
-                "metadata": {}, "recipient": "all", "channel": None,
+                "status": "finished_successfully",
+                "end_turn": True,
+                "weight": 1.0,
+                "metadata": {},
+                "recipient": "all",
+                "channel": None,
             },
         }
         mapping[parent]["children"].append(node)
         parent = node
-    return {"title": f"Conversation {index}", "create_time": 1_700_000_000 + index * 60,
-            "update_time": 1_700_000_000 + index * 60 + n_messages, "mapping": mapping,
-            "current_node": parent, "conversation_id": conv_id, "id": conv_id}
+    return {
+        "title": f"Conversation {index}",
+        "create_time": 1_700_000_000 + index * 60,
+        "update_time": 1_700_000_000 + index * 60 + n_messages,
+        "mapping": mapping,
+        "current_node": parent,
+        "conversation_id": conv_id,
+        "id": conv_id,
+    }
 
 
-def write_chatgpt_export(path: Path, n_conversations: int, messages_per_conversation: int, *,
-                         words: int = 20, seed: int = 0, marker: str | None = None) -> Path:
+def write_chatgpt_export(
+    path: Path,
+    n_conversations: int,
+    messages_per_conversation: int,
+    *,
+    words: int = 20,
+    seed: int = 0,
+    marker: str | None = None,
+) -> Path:
     """Write ``conversations.json`` with ``n_conversations`` x ``messages_per_conversation``
     messages; ``marker`` (if given) is appended to the first message of the first one."""
     rng = random.Random(seed)
@@ -58,8 +82,9 @@ def write_chatgpt_export(path: Path, n_conversations: int, messages_per_conversa
         for i in range(n_conversations):
             if i:
                 fh.write(",\n")
-            conversation = chatgpt_conversation(i, messages_per_conversation, rng, words,
-                                                marker if i == 0 else None)
+            conversation = chatgpt_conversation(
+                i, messages_per_conversation, rng, words, marker if i == 0 else None
+            )
             fh.write(json.dumps(conversation, indent=1))
         fh.write("]\n")
     return path
@@ -68,12 +93,22 @@ def write_chatgpt_export(path: Path, n_conversations: int, messages_per_conversa
 def slots_config(n_slots: int = 4, dim: int = 16):
     from lpm_local.memory.config import MemoryConfig
 
-    return MemoryConfig(hidden_size=dim, n_slots=n_slots, slot_dim=dim, n_soft_tokens=n_slots,
-                        heads=1, head_dim=8)
+    return MemoryConfig(
+        hidden_size=dim, n_slots=n_slots, slot_dim=dim, n_soft_tokens=n_slots, heads=1, head_dim=8
+    )
 
 
-def add_memory(store, profile_id: int, *, n_slots: int = 4, dim: int = 16, seed: int = 0,
-               dtype=None, slots=None, **kwargs):
+def add_memory(
+    store,
+    profile_id: int,
+    *,
+    n_slots: int = 4,
+    dim: int = 16,
+    seed: int = 0,
+    dtype=None,
+    slots=None,
+    **kwargs,
+):
     """Store random (or given) slots as a new current memory version; returns the version."""
     import torch
 

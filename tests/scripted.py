@@ -50,8 +50,15 @@ class ScriptedEngine:
     hold: bool = False
     calls: list[dict] = field(default_factory=list)
 
-    def stream(self, turns: list, *, prefix: Any = None, cancel: threading.Event | None = None,
-               max_new_tokens: int = 512, temperature: float = 0.0) -> Iterator[str]:
+    def stream(
+        self,
+        turns: list,
+        *,
+        prefix: Any = None,
+        cancel: threading.Event | None = None,
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+    ) -> Iterator[str]:
         self.calls.append({"turns": list(turns), "prefix": prefix})
         text = self.reply(turns[-1].content)
         words = text.split(" ")
@@ -79,12 +86,21 @@ class RefitEvent:
 class ScriptedMemory:
     """A memory runtime with N slots and M soft tokens; refits write real store versions."""
 
-    def __init__(self, store: Any, profile: Any, *, slots: int = 8, queries: int = 4,
-                 heads: int = 2, hidden: int = 16) -> None:
+    def __init__(
+        self,
+        store: Any,
+        profile: Any,
+        *,
+        slots: int = 8,
+        queries: int = 4,
+        heads: int = 2,
+        hidden: int = 16,
+    ) -> None:
         self.store, self.profile = store, profile
         self.n, self.m, self.heads, self.hidden = slots, queries, heads, hidden
-        self.state = SimpleNamespace(running=False, stage="", fraction=None,
-                                     last_refit_at=None, current_version_id=None)
+        self.state = SimpleNamespace(
+            running=False, stage="", fraction=None, last_refit_at=None, current_version_id=None
+        )
         self.listeners: list[Callable[[RefitEvent], None]] = []
         self.turns_seen = 0
         self.release = threading.Event()  # tests hold a refit mid-way until they set this
@@ -121,10 +137,16 @@ class ScriptedMemory:
         version = self._write_version(heldout=1.0 / (2 + len(self._versions())))
         self.state.running, self.state.stage, self.state.fraction = False, "", None
         self.state.current_version_id = version
-        self.state.last_refit_at = self.store.get_memory_version(version, with_tensors=False).created_at
-        outcome = SimpleNamespace(status="committed", new_version_id=version, heldout_before=None,
-                                  heldout_after=self.store.get_memory_version(
-                                      version, with_tensors=False).heldout_loss, detail="")
+        self.state.last_refit_at = self.store.get_memory_version(
+            version, with_tensors=False
+        ).created_at
+        outcome = SimpleNamespace(
+            status="committed",
+            new_version_id=version,
+            heldout_before=None,
+            heldout_after=self.store.get_memory_version(version, with_tensors=False).heldout_loss,
+            detail="",
+        )
         self._emit(RefitEvent("committed", 1.0, True, outcome))
 
     def _versions(self) -> list:
@@ -136,9 +158,16 @@ class ScriptedMemory:
         blob = save({"slots": torch.zeros(self.n, self.hidden)})
         current = self.store.get_profile_by_id(self.profile.id).current_version_id
         version = self.store.add_memory_version(
-            self.profile.id, tensors=blob, backbone="scripted", projector_sha256=None,
-            config_json=None, train_loss=heldout + 0.1, heldout_loss=heldout,
-            parent_id=current, reason="scripted refit")
+            self.profile.id,
+            tensors=blob,
+            backbone="scripted",
+            projector_sha256=None,
+            config_json=None,
+            train_loss=heldout + 0.1,
+            heldout_loss=heldout,
+            parent_id=current,
+            reason="scripted refit",
+        )
         return version.id
 
     def cancel_refit(self) -> None:
@@ -158,13 +187,22 @@ class ScriptedMemory:
         return self.store.get_profile_by_id(self.profile.id).memory_enabled
 
     def reload(self) -> None:
-        self.state.current_version_id = self.store.get_profile_by_id(self.profile.id).current_version_id
+        self.state.current_version_id = self.store.get_profile_by_id(
+            self.profile.id
+        ).current_version_id
 
     def slot_info(self, attention: Any = None) -> list[dict]:
         """Hostile labels and sources on purpose: the inspector must show them literally."""
-        return [{"index": i, "label": f"[b]slot {i}[/b] [@click=app.quit]x[/]",
-                 "usage": 1 / (i + 1), "usage_history": [0.1, 1 / (i + 1)],
-                 "sources": ["#1 [link=file:///etc/passwd]trip[/link]"]} for i in range(self.n)]
+        return [
+            {
+                "index": i,
+                "label": f"[b]slot {i}[/b] [@click=app.quit]x[/]",
+                "usage": 1 / (i + 1),
+                "usage_history": [0.1, 1 / (i + 1)],
+                "sources": ["#1 [link=file:///etc/passwd]trip[/link]"],
+            }
+            for i in range(self.n)
+        ]
 
     def close(self) -> None:
         self.release.set()
@@ -185,9 +223,14 @@ class ScriptedAssistant:
         from lpm_local.chat.session import ChatSession
 
         enabled = self.store.get_profile(self.profile.name).memory_enabled
-        return ChatSession(engine=self.engine, store=self.store, profile=self.profile,
-                           conversation_id=conversation_id,
-                           memory=self.memory if enabled else None, temporary=temporary)
+        return ChatSession(
+            engine=self.engine,
+            store=self.store,
+            profile=self.profile,
+            conversation_id=conversation_id,
+            memory=self.memory if enabled else None,
+            temporary=temporary,
+        )
 
     def close(self) -> None:
         if self.memory is not None:
@@ -216,8 +259,9 @@ class ScriptedFactory:
     made: list[ScriptedAssistant] = field(default_factory=list)
     models: list[str | None] = field(default_factory=list)
 
-    def __call__(self, model: str | None, quantize: str | None,
-                 progress: Callable[[str, float | None], None]) -> ScriptedAssistant:
+    def __call__(
+        self, model: str | None, quantize: str | None, progress: Callable[[str, float | None], None]
+    ) -> ScriptedAssistant:
         from lpm_local.storage.store import Store
 
         self.models.append(model)
@@ -230,12 +274,17 @@ class ScriptedFactory:
         progress("loading weights", 0.5)
         store = Store.open()
         profile = store.active_profile()
-        backbone = SimpleNamespace(name=model or "scripted",
-                                   tokenizer=self.tokenizer or chat_tokenizer())
+        backbone = SimpleNamespace(
+            name=model or "scripted", tokenizer=self.tokenizer or chat_tokenizer()
+        )
         engine = ScriptedEngine(backbone, reply=self.reply, hold=self.hold, delay=self.delay)
         assistant = ScriptedAssistant(
-            store=store, backbone=backbone, engine=engine, profile=profile,
-            memory=ScriptedMemory(store, profile) if self.memory else None)
+            store=store,
+            backbone=backbone,
+            engine=engine,
+            profile=profile,
+            memory=ScriptedMemory(store, profile) if self.memory else None,
+        )
         self.made.append(assistant)
         return assistant
 

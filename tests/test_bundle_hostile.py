@@ -67,9 +67,16 @@ def _huge_header_blob() -> bytes:
     return struct.pack("<Q", len(header)) + header
 
 
-def make_bundle(path: Path, memory: bytes | None, *, history: bytes | None = None,
-                extra: dict[str, bytes] | None = None, manifest: bytes | None = None,
-                compress: int = zipfile.ZIP_STORED, profile_name: str = "victim") -> Path:
+def make_bundle(
+    path: Path,
+    memory: bytes | None,
+    *,
+    history: bytes | None = None,
+    extra: dict[str, bytes] | None = None,
+    manifest: bytes | None = None,
+    compress: int = zipfile.ZIP_STORED,
+    profile_name: str = "victim",
+) -> Path:
     """A bundle whose manifest truthfully lists ``memory`` (and ``history``) by size and sha256."""
     members = {"slots.json": b"{}", "audit.jsonl": b""}
     if memory is not None:
@@ -77,11 +84,24 @@ def make_bundle(path: Path, memory: bytes | None, *, history: bytes | None = Non
     if history is not None:
         members["conversations.jsonl"] = history
     infos = {n: MemberInfo(hashlib.sha256(d).hexdigest(), len(d)) for n, d in members.items()}
-    memory_info = None if memory is None else MemoryInfo(
-        infos["memory.safetensors"].sha256, CONFIG.to_json(), None, None, None, None)
+    memory_info = (
+        None
+        if memory is None
+        else MemoryInfo(
+            infos["memory.safetensors"].sha256, CONFIG.to_json(), None, None, None, None
+        )
+    )
     if manifest is None:
-        manifest = Manifest("2026-01-01T00:00:00+00:00", profile_name, None, "tiny-test", None,
-                            memory_info, history is not None, infos).to_bytes()
+        manifest = Manifest(
+            "2026-01-01T00:00:00+00:00",
+            profile_name,
+            None,
+            "tiny-test",
+            None,
+            memory_info,
+            history is not None,
+            infos,
+        ).to_bytes()
     with zipfile.ZipFile(path, "w", compress) as zf:
         zf.writestr("manifest.json", manifest)
         for name, data in {**members, **(extra or {})}.items():
@@ -92,8 +112,12 @@ def make_bundle(path: Path, memory: bytes | None, *, history: bytes | None = Non
 def _state(store: Store, home: Path) -> tuple:
     """Every row of every table, and every file name under LPM_HOME (the db is never opened
     from Python: its content is read through SQLite)."""
-    tables = [r[0] for r in store.conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    tables = [
+        r[0]
+        for r in store.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        )
+    ]
     rows = {t: store.conn.execute(f"SELECT * FROM {t}").fetchall() for t in tables}
     files = sorted(str(p.relative_to(home)) for p in home.rglob("*"))
     return rows, files
@@ -102,27 +126,53 @@ def _state(store: Store, home: Path) -> tuple:
 # (name, how to build the memory member (sentinel, tmp) -> bytes, expected message)
 MEMORY_ATTACKS = [
     ("truncated", lambda s, t: _good_blob()[:-7], r"corrupt safetensors data"),
-    ("header-longer-than-file", lambda s, t: _with_header_length(_good_blob(), 10_000),
-     r"header is longer than the file"),
-    ("huge-header-length", lambda s, t: _with_header_length(_good_blob(), 1 << 40),
-     r"header of 1099511627776 bytes is too large"),
+    (
+        "header-longer-than-file",
+        lambda s, t: _with_header_length(_good_blob(), 10_000),
+        r"header is longer than the file",
+    ),
+    (
+        "huge-header-length",
+        lambda s, t: _with_header_length(_good_blob(), 1 << 40),
+        r"header of 1099511627776 bytes is too large",
+    ),
     ("huge-header", lambda s, t: _huge_header_blob(), r"header of \d+ bytes is too large"),
     ("nan", lambda s, t: _slots_blob(torch.full((4, 16), float("nan"))), r"holds NaN or Inf"),
     ("inf", lambda s, t: _slots_blob(torch.full((4, 16), float("inf"))), r"holds NaN or Inf"),
-    ("wrong-shape", lambda s, t: _slots_blob(torch.zeros(4, 8)),
-     r"shape \(4, 8\), expected \(4, 16\)"),
-    ("wrong-dtype-f64", lambda s, t: _slots_blob(torch.zeros(4, 16, dtype=torch.float64)),
-     r"dtype torch\.float64"),
-    ("wrong-dtype-int", lambda s, t: _slots_blob(torch.zeros(4, 16, dtype=torch.int32)),
-     r"dtype torch\.int32"),
-    ("two-tensors", lambda s, t: tensors_to_bytes(
-        {"slots": torch.zeros(4, 16), "x": torch.zeros(1)},
-        {"format": "lpm-slots/1", "memory_config": CONFIG.to_json()}), r"expected one tensor"),
-    ("not-slots-format", lambda s, t: tensors_to_bytes({"slots": torch.zeros(4, 16)}, {}),
-     r"not a memory slots blob"),
+    (
+        "wrong-shape",
+        lambda s, t: _slots_blob(torch.zeros(4, 8)),
+        r"shape \(4, 8\), expected \(4, 16\)",
+    ),
+    (
+        "wrong-dtype-f64",
+        lambda s, t: _slots_blob(torch.zeros(4, 16, dtype=torch.float64)),
+        r"dtype torch\.float64",
+    ),
+    (
+        "wrong-dtype-int",
+        lambda s, t: _slots_blob(torch.zeros(4, 16, dtype=torch.int32)),
+        r"dtype torch\.int32",
+    ),
+    (
+        "two-tensors",
+        lambda s, t: tensors_to_bytes(
+            {"slots": torch.zeros(4, 16), "x": torch.zeros(1)},
+            {"format": "lpm-slots/1", "memory_config": CONFIG.to_json()},
+        ),
+        r"expected one tensor",
+    ),
+    (
+        "not-slots-format",
+        lambda s, t: tensors_to_bytes({"slots": torch.zeros(4, 16)}, {}),
+        r"not a memory slots blob",
+    ),
     ("pickle-member", lambda s, t: _pickle_payload(s), r"header of \d+ bytes is too large"),
-    ("torch-save-member", lambda s, t: _torch_save_payload(s, t),
-     r"header of \d+ bytes is too large"),
+    (
+        "torch-save-member",
+        lambda s, t: _torch_save_payload(s, t),
+        r"header of \d+ bytes is too large",
+    ),
 ]
 
 
@@ -175,10 +225,20 @@ def test_torch_save_file_given_as_the_bundle(store, lpm_home, tmp_path):
 
 
 def _line(**changes) -> bytes:
-    conversation = {"title": "t", "created_at": "2024-01-01T00:00:00+00:00",
-                    "exclude_from_memory": False, "source_ref": None,
-                    "messages": [{"role": "user", "content": "hi", "source_ref": None,
-                                  "created_at": "2024-01-01T00:00:01+00:00"}]}
+    conversation = {
+        "title": "t",
+        "created_at": "2024-01-01T00:00:00+00:00",
+        "exclude_from_memory": False,
+        "source_ref": None,
+        "messages": [
+            {
+                "role": "user",
+                "content": "hi",
+                "source_ref": None,
+                "created_at": "2024-01-01T00:00:01+00:00",
+            }
+        ],
+    }
     message = conversation["messages"][0]
     for key, value in changes.items():
         (message if key in message else conversation)[key] = value
@@ -196,10 +256,12 @@ HISTORY_ATTACKS = [
 ]
 
 
-@pytest.mark.parametrize("name, history, message", HISTORY_ATTACKS,
-                         ids=[a[0] for a in HISTORY_ATTACKS])
-def test_hostile_history_is_refused_after_partial_writes(store, lpm_home, tmp_path, name,
-                                                        history, message):
+@pytest.mark.parametrize(
+    "name, history, message", HISTORY_ATTACKS, ids=[a[0] for a in HISTORY_ATTACKS]
+)
+def test_hostile_history_is_refused_after_partial_writes(
+    store, lpm_home, tmp_path, name, history, message
+):
     """Lines before the bad one are written inside the transaction, then rolled back."""
     sentinel = tmp_path / "sentinel"
     path = make_bundle(tmp_path / f"{name}.lpm", _good_blob(), history=history)
@@ -207,8 +269,11 @@ def test_hostile_history_is_refused_after_partial_writes(store, lpm_home, tmp_pa
 
 
 def _manifest_with(**fields) -> bytes:
-    base = json.loads(Manifest("2026-01-01T00:00:00+00:00", "victim", None, None, None, None,
-                               False, {}).to_bytes())
+    base = json.loads(
+        Manifest(
+            "2026-01-01T00:00:00+00:00", "victim", None, None, None, None, False, {}
+        ).to_bytes()
+    )
     base.update(fields)
     return json.dumps(base).encode()
 
@@ -216,15 +281,24 @@ def _manifest_with(**fields) -> bytes:
 ZIP_ATTACKS = [
     ("zip-slip", dict(extra={"../../evil.sh": b"x"}), r"unsafe member name"),
     ("absolute-name", dict(extra={"/etc/evil": b"x"}), r"unsafe member name"),
-    ("too-many-members", dict(extra={f"m{i}": b"" for i in range(20)}),
-     r"central directory too large"),
+    (
+        "too-many-members",
+        dict(extra={f"m{i}": b"" for i in range(20)}),
+        r"central directory too large",
+    ),
     ("unknown-member", dict(extra={"payload.pkl": b"x"}), r"unexpected member 'payload\.pkl'"),
-    ("manifest-nan", dict(manifest=b'{"format": "lpm-bundle", "format_version": NaN}'),
-     r"NaN is not valid JSON"),
+    (
+        "manifest-nan",
+        dict(manifest=b'{"format": "lpm-bundle", "format_version": NaN}'),
+        r"NaN is not valid JSON",
+    ),
     ("manifest-deep", dict(manifest=b"[" * 50_000 + b"]" * 50_000), r"nested too deeply"),
     ("manifest-huge", dict(manifest=b" " * (2 << 20) + b"{}"), r"manifest\.json is too large"),
-    ("manifest-wrong-type", dict(manifest=_manifest_with(with_history="yes")),
-     r"field 'with_history' has the wrong type"),
+    (
+        "manifest-wrong-type",
+        dict(manifest=_manifest_with(with_history="yes")),
+        r"field 'with_history' has the wrong type",
+    ),
     ("manifest-bad-name", dict(profile_name="../../root"), r"invalid profile name"),
     ("memory-not-listed", dict(manifest=_manifest_with()), r"'audit\.jsonl' is not listed"),
 ]
@@ -240,8 +314,9 @@ def test_hostile_archives(store, lpm_home, tmp_path, name, options, message):
 
 def test_zip_bomb_member(store, lpm_home, tmp_path):
     bomb = b"\n" * (64 << 20)  # 64 MiB deflating ~1000:1
-    path = make_bundle(tmp_path / "bomb.lpm", _good_blob(), history=bomb,
-                       compress=zipfile.ZIP_DEFLATED)
+    path = make_bundle(
+        tmp_path / "bomb.lpm", _good_blob(), history=bomb, compress=zipfile.ZIP_DEFLATED
+    )
     assert os.path.getsize(path) < 1 << 20
     _refused(store, lpm_home, path, r"looks like a zip bomb", tmp_path / "sentinel")
 

@@ -18,8 +18,9 @@ def tiny_model_args(tiny_qwen3_dir):
 def _stored_roles() -> list[list[str]]:
     with Store.open() as store:
         profile = store.active_profile()
-        return [[m.role for m in store.messages(c.id)]
-                for c in store.list_conversations(profile.id)]
+        return [
+            [m.role for m in store.messages(c.id)] for c in store.list_conversations(profile.id)
+        ]
 
 
 def test_ask_streams_an_answer_and_stores_the_turn(tiny_model_args):
@@ -42,8 +43,9 @@ def test_empty_question_is_a_usage_error(tiny_model_args):
 
 
 def test_plain_chat_keeps_one_conversation(tiny_model_args):
-    result = CliRunner().invoke(main, ["chat", "--plain", *tiny_model_args],
-                                input="first message\nsecond message\n/quit\n")
+    result = CliRunner().invoke(
+        main, ["chat", "--plain", *tiny_model_args], input="first message\nsecond message\n/quit\n"
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.count("lpm> ") == 2
     assert _stored_roles() == [["user", "assistant", "user", "assistant"]]

@@ -16,20 +16,56 @@ import torch
 from click.testing import CliRunner
 
 from lpm_local.errors import BadInput
-from lpm_local.research.eval.cases import EvalQuestion
-from lpm_local.research.eval.locomo import LocomoConfig, load_locomo, locomo_f1, multi_answer_f1, normalize_answer, token_f1
-from lpm_local.research.eval.methods import METHODS, BackboneMethod, Conditioning, MethodSettings, UserState, build_method
+from lpm_local.memory.windows import ChatTokens, qa_window
+from lpm_local.research.eval.cases import EvalQuestion, token_counter
+from lpm_local.research.eval.locomo import (
+    LocomoConfig,
+    load_locomo,
+    locomo_f1,
+    multi_answer_f1,
+    normalize_answer,
+    token_f1,
+)
+from lpm_local.research.eval.methods import (
+    METHODS,
+    BackboneMethod,
+    Conditioning,
+    MethodSettings,
+    UserState,
+    build_method,
+)
 from lpm_local.research.eval.methods.full_context import most_recent
 from lpm_local.research.eval.personamem import QTYPES, PersonaMemConfig, build_personamem
-from lpm_local.research.eval.cases import token_counter
 from lpm_local.research.eval.runner import EvalConfig, run_eval
 from lpm_local.research.eval.scoring import ContextCache, score_windows
-from lpm_local.memory.windows import ChatTokens, qa_window
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny fits: no OpenMP oversubscription
-JOBS = ["nurse", "teacher", "pilot", "baker", "welder", "chemist", "lawyer", "farmer", "driver", "singer"]
-LIKES = ["green tea", "old books", "hiking", "jazz", "red wine", "chess", "gardening", "cats", "surfing",
-         "opera", "sushi", "poetry"]
+JOBS = [
+    "nurse",
+    "teacher",
+    "pilot",
+    "baker",
+    "welder",
+    "chemist",
+    "lawyer",
+    "farmer",
+    "driver",
+    "singer",
+]
+LIKES = [
+    "green tea",
+    "old books",
+    "hiking",
+    "jazz",
+    "red wine",
+    "chess",
+    "gardening",
+    "cats",
+    "surfing",
+    "opera",
+    "sushi",
+    "poetry",
+]
 FAST = MethodSettings(steps=1, batch_size=4, retrieval_k=2, cache_min_tokens=32)
 
 
@@ -38,9 +74,16 @@ def fake_personas() -> dict:
     out = {}
     for split in ("train", "valid", "test"):
         rng = random.Random(split)
-        out[split] = [[f"I work as a {job}.", f"I like {rng.choice(LIKES)}.", f"I have {k + 2} brothers.",
-                       f"My home town is number {k} on the map.", f"I drive a {rng.choice(LIKES)} coloured car."]
-                      for k, job in enumerate(JOBS)]
+        out[split] = [
+            [
+                f"I work as a {job}.",
+                f"I like {rng.choice(LIKES)}.",
+                f"I have {k + 2} brothers.",
+                f"My home town is number {k} on the map.",
+                f"I drive a {rng.choice(LIKES)} coloured car.",
+            ]
+            for k, job in enumerate(JOBS)
+        ]
     return out
 
 
@@ -51,8 +94,11 @@ def personas():
 
 @pytest.fixture(scope="module")
 def bench(personas, tiny_backbone):
-    return build_personamem(personas, PersonaMemConfig(users=2, history_tokens=(1500, 6000),
-                                                       users_per_length=(2, 1)), token_counter(tiny_backbone))
+    return build_personamem(
+        personas,
+        PersonaMemConfig(users=2, history_tokens=(1500, 6000), users_per_length=(2, 1)),
+        token_counter(tiny_backbone),
+    )
 
 
 def _text(turns) -> str:
@@ -85,7 +131,9 @@ def test_history_lengths_reach_their_targets_and_beyond_the_window(bench, tiny_b
     for case in bench.cases:
         measured = sum(count(c) + 5 for _, c in case.turns)
         target = int(case.length_label)
-        assert target <= measured <= 1.25 * target + 200  # each of 4 gaps overshoots by < 1 exchange
+        assert (
+            target <= measured <= 1.25 * target + 200
+        )  # each of 4 gaps overshoots by < 1 exchange
     longest = max(bench.cases, key=lambda c: int(c.length_label))
     assert longest.meta["history_tokens"] > tiny_backbone.context_window
 
@@ -94,7 +142,11 @@ def test_mid_questions_know_the_old_taste_and_not_the_future_one(bench):
     for case in bench.cases:
         mid = case.meta["mid_cutoff"]
         seen, later = _text(case.turns[:mid]), _text(case.turns[mid:])
-        latest = [q for q in case.questions if q.cutoff == mid and q.qtype == "acknowledge_latest_preference"]
+        latest = [
+            q
+            for q in case.questions
+            if q.cutoff == mid and q.qtype == "acknowledge_latest_preference"
+        ]
         assert len(latest) == 1
         q = latest[0]
         assert q.options[q.correct].lower() in seen
@@ -127,8 +179,14 @@ class Oracle(BackboneMethod):
 
 def test_each_question_sees_only_the_history_before_it(bench, tiny_backbone, tmp_path):
     Oracle.seen = []
-    result = run_eval(tiny_backbone, [bench], [Oracle(tiny_backbone, FAST)], users=2,
-                      config=EvalConfig(ttft_samples=0), out_dir=tmp_path)
+    result = run_eval(
+        tiny_backbone,
+        [bench],
+        [Oracle(tiny_backbone, FAST)],
+        users=2,
+        config=EvalConfig(ttft_samples=0),
+        out_dir=tmp_path,
+    )
     assert len(Oracle.seen) == bench.n_questions
     assert all(cutoff == fitted for _, cutoff, fitted in Oracle.seen)
     records = result["records"]
@@ -154,7 +212,9 @@ def test_runs_over_different_benchmarks_merge_into_one_report(bench, tiny_backbo
     assert set(merged["benchmarks"]) == {"personamem", "locomo"}
     assert len(merged["records"]) == len(first["records"]) + len(second["records"])
     assert merged["benchmarks"]["personamem"] == first["benchmarks"]["personamem"]
-    other = run_eval(tiny_backbone, [bench], [oracle], config=replace(config, methods=replace(FAST, steps=3)))
+    other = run_eval(
+        tiny_backbone, [bench], [oracle], config=replace(config, methods=replace(FAST, steps=3))
+    )
     with pytest.raises(ValueError, match="settings"):
         merge_results([first, other])
 
@@ -162,15 +222,21 @@ def test_runs_over_different_benchmarks_merge_into_one_report(bench, tiny_backbo
 # -- scoring paths ---------------------------------------------------------------------------
 
 
-def _question(prompt="What do I like?", prefix="You like", options=("green tea", "jazz", "cats", "chess")):
+def _question(
+    prompt="What do I like?", prefix="You like", options=("green tea", "jazz", "cats", "chess")
+):
     return EvalQuestion("q", "recall_facts", prompt, prefix, tuple(options), 0, 0)
 
 
 @pytest.mark.parametrize("with_soft", [False, True])
 def test_cached_context_scores_equal_the_batched_path(tiny_backbone, with_soft):
     chat = ChatTokens(tiny_backbone.tokenizer)
-    context = [("user", "I like green tea and old books."), ("assistant", "Noted!"),
-               ("user", "My name is Ada and I live in Lyon."), ("assistant", "Nice to meet you, Ada.")]
+    context = [
+        ("user", "I like green tea and old books."),
+        ("assistant", "Noted!"),
+        ("user", "My name is Ada and I live in Lyon."),
+        ("assistant", "Nice to meet you, Ada."),
+    ]
     soft = torch.randn(3, tiny_backbone.hidden_size) * 0.1 if with_soft else None
     q = _question()
     windows = [qa_window(chat, q.prompt, q.answer_prefix, o, context=context) for o in q.options]
@@ -223,9 +289,14 @@ def test_context_changes_the_scores(tiny_backbone):
 
 # -- the methods -----------------------------------------------------------------------------
 
-HISTORY = [("user", "I like green tea and long walks."), ("assistant", "Noted!"),
-           ("user", "Remember that my sister works as a nurse."), ("assistant", "I'll remember that."),
-           ("user", "My name is Ada and I live in Lyon."), ("assistant", "Nice to meet you.")]
+HISTORY = [
+    ("user", "I like green tea and long walks."),
+    ("assistant", "Noted!"),
+    ("user", "Remember that my sister works as a nurse."),
+    ("assistant", "I'll remember that."),
+    ("user", "My name is Ada and I live in Lyon."),
+    ("assistant", "Nice to meet you."),
+]
 
 
 def _logits(backbone):
@@ -254,7 +325,10 @@ def test_every_method_fits_scores_generates_and_leaves_the_backbone_bare(tiny_ba
 def test_trainable_numbers_per_user(tiny_backbone):
     h = tiny_backbone.hidden_size
     cfg = tiny_backbone.model.config
-    counts = {n: build_method(n, tiny_backbone, FAST) for n in ("prompt_tuning", "lpm", "e2p", "lora", "retrieval")}
+    counts = {
+        n: build_method(n, tiny_backbone, FAST)
+        for n in ("prompt_tuning", "lpm", "e2p", "lora", "retrieval")
+    }
     got = {n: m.trainable_params(m.fit(HISTORY)) for n, m in counts.items()}
     assert got["prompt_tuning"] == got["lpm"] == 8 * h and got["e2p"] == h and got["retrieval"] == 0
     q_out, v_out = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
@@ -266,11 +340,16 @@ def test_identity_lpm_is_prompt_tuning_from_the_salient_start(tiny_backbone, mon
     starts from the history's salient tokens instead of random vocabulary (same fit, same scores)."""
     import lpm_local.research.eval.methods.prompt_tuning as pt_module
 
-    pt, lpm = build_method("prompt_tuning", tiny_backbone, FAST), build_method("lpm", tiny_backbone, FAST)
+    pt, lpm = (
+        build_method("prompt_tuning", tiny_backbone, FAST),
+        build_method("lpm", tiny_backbone, FAST),
+    )
     assert not lpm.frozen.shipped
     q = _question()
     lpm_scores = lpm.score_options(lpm.fit(HISTORY), q)
-    assert pt.score_options(pt.fit(HISTORY), q) != pytest.approx(lpm_scores, abs=1e-5)  # other start
+    assert pt.score_options(pt.fit(HISTORY), q) != pytest.approx(
+        lpm_scores, abs=1e-5
+    )  # other start
     start = lpm.frozen.fresh_slots(list(HISTORY), seed=lpm.user_seed(HISTORY))
     monkeypatch.setattr(pt_module, "init_slots", lambda *a, **k: start.clone())
     assert pt.score_options(pt.fit(HISTORY), q) == pytest.approx(lpm_scores, abs=1e-5)
@@ -287,10 +366,14 @@ def test_prompt_tuning_loss_matches_peft(tiny_qwen3_dir, tiny_backbone):
     prompt = torch.randn(8, tiny_backbone.hidden_size) * 0.05
     window = make_windows(method.chat, HISTORY[:2])[0]
     ours = mean_loss(tiny_backbone.model, prompt.unsqueeze(0), [window])
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_qwen3_dir), method.peft_config)
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_qwen3_dir), method.peft_config
+    )
     with torch.no_grad():
         peft_model.prompt_encoder["default"].embedding.weight.copy_(prompt)
-        theirs = peft_model(input_ids=torch.tensor([window.input_ids]), labels=torch.tensor([window.labels])).loss
+        theirs = peft_model(
+            input_ids=torch.tensor([window.input_ids]), labels=torch.tensor([window.labels])
+        ).loss
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
 
 
@@ -310,18 +393,55 @@ def test_locomo_normalisation_and_f1_known_cases():
 
 
 def _locomo_sample(sample_id="conv-x"):
-    turns1 = [{"speaker": "Ann", "dia_id": "D1:1", "text": "I adopted a dog named Rex."},
-              {"speaker": "Bob", "dia_id": "D1:2", "text": "Lovely! I started pottery.", "blip_caption": "a vase"}]
-    turns2 = [{"speaker": "Ann", "dia_id": "D2:1", "text": "We moved to Oslo."},
-              {"speaker": "Bob", "dia_id": "D2:2", "text": "I ran a marathon in May."}]
-    qa = [{"question": "What is Ann's dog called?", "answer": "Rex", "evidence": ["D1:1"], "category": 4},
-          {"question": "Where did Ann move?", "answer": "Oslo", "evidence": ["D2:1"], "category": 4},
-          {"question": "When did Bob run?", "answer": "May 2023", "evidence": ["D2:2"], "category": 2},
-          {"question": "What does Bob make?", "answer": "pottery; vases", "evidence": ["D1:2"], "category": 3},
-          {"question": "Hobbies of Bob?", "answer": "pottery, running", "evidence": ["D1:2"], "category": 1},
-          {"question": "Ann's cat?", "adversarial_answer": "Tom", "evidence": [], "category": 5}]
-    conv = {"speaker_a": "Ann", "speaker_b": "Bob", "session_1_date_time": "1 May 2023", "session_1": turns1,
-            "session_2_date_time": "9 May 2023", "session_2": turns2}
+    turns1 = [
+        {"speaker": "Ann", "dia_id": "D1:1", "text": "I adopted a dog named Rex."},
+        {
+            "speaker": "Bob",
+            "dia_id": "D1:2",
+            "text": "Lovely! I started pottery.",
+            "blip_caption": "a vase",
+        },
+    ]
+    turns2 = [
+        {"speaker": "Ann", "dia_id": "D2:1", "text": "We moved to Oslo."},
+        {"speaker": "Bob", "dia_id": "D2:2", "text": "I ran a marathon in May."},
+    ]
+    qa = [
+        {
+            "question": "What is Ann's dog called?",
+            "answer": "Rex",
+            "evidence": ["D1:1"],
+            "category": 4,
+        },
+        {"question": "Where did Ann move?", "answer": "Oslo", "evidence": ["D2:1"], "category": 4},
+        {
+            "question": "When did Bob run?",
+            "answer": "May 2023",
+            "evidence": ["D2:2"],
+            "category": 2,
+        },
+        {
+            "question": "What does Bob make?",
+            "answer": "pottery; vases",
+            "evidence": ["D1:2"],
+            "category": 3,
+        },
+        {
+            "question": "Hobbies of Bob?",
+            "answer": "pottery, running",
+            "evidence": ["D1:2"],
+            "category": 1,
+        },
+        {"question": "Ann's cat?", "adversarial_answer": "Tom", "evidence": [], "category": 5},
+    ]
+    conv = {
+        "speaker_a": "Ann",
+        "speaker_b": "Bob",
+        "session_1_date_time": "1 May 2023",
+        "session_1": turns1,
+        "session_2_date_time": "9 May 2023",
+        "session_2": turns2,
+    }
     return {"sample_id": sample_id, "conversation": conv, "qa": qa}
 
 
@@ -331,12 +451,24 @@ def test_locomo_loader_builds_turns_and_four_option_questions(tmp_path):
     bench = load_locomo(path, LocomoConfig(questions_per_conversation=None))
     (case,) = bench.cases
     assert case.turns[0] == ("user", "[1 May 2023] Ann: I adopted a dog named Rex.")
-    assert case.turns[1] == ("assistant", "Bob: Lovely! I started pottery. [shares a photo: a vase]")
+    assert case.turns[1] == (
+        "assistant",
+        "Bob: Lovely! I started pottery. [shares a photo: a vase]",
+    )
     assert len(case.questions) == 5  # the adversarial item is not scored
     answers = {"Rex", "Oslo", "May 2023", "pottery", "pottery, running"}
     for q in case.questions:
-        assert q.cutoff == len(case.turns) and set(q.options) <= answers and q.options[q.correct] == q.answer
-    assert {q.qtype for q in case.questions} == {"single_hop", "temporal", "open_domain", "multi_hop"}
+        assert (
+            q.cutoff == len(case.turns)
+            and set(q.options) <= answers
+            and q.options[q.correct] == q.answer
+        )
+    assert {q.qtype for q in case.questions} == {
+        "single_hop",
+        "temporal",
+        "open_domain",
+        "multi_hop",
+    }
 
 
 def test_locomo_refuses_a_malformed_file(tmp_path):
@@ -366,14 +498,42 @@ def _cli():
 
 def _eval_args(tmp_path, model_dir, methods) -> list[str]:
     personas = tmp_path / "personas.json"
-    personas.write_text(json.dumps({s: [{"Speaker 1": p, "Speaker 2": p[::-1]} for p in ps]
-                                    for s, ps in fake_personas().items()}))
+    personas.write_text(
+        json.dumps(
+            {
+                s: [{"Speaker 1": p, "Speaker 2": p[::-1]} for p in ps]
+                for s, ps in fake_personas().items()
+            }
+        )
+    )
     locomo = tmp_path / "locomo.json"
     locomo.write_text(json.dumps([_locomo_sample()]))
-    args = ["eval", "-m", str(model_dir), "--device", "cpu", "--quantize", "none", "--users", "1",
-            "--history-tokens", "200", "--steps", "1", "--locomo-questions", "2", "--generate",
-            "--max-new-tokens", "3", "--personas", str(personas), "--locomo", str(locomo),
-            "--out", str(tmp_path / "out")]
+    args = [
+        "eval",
+        "-m",
+        str(model_dir),
+        "--device",
+        "cpu",
+        "--quantize",
+        "none",
+        "--users",
+        "1",
+        "--history-tokens",
+        "200",
+        "--steps",
+        "1",
+        "--locomo-questions",
+        "2",
+        "--generate",
+        "--max-new-tokens",
+        "3",
+        "--personas",
+        str(personas),
+        "--locomo",
+        str(locomo),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     for name in methods:
         args += ["--method", name]
     return args
@@ -387,8 +547,9 @@ def _check_outputs(out, methods) -> None:
         for m in bench["methods"].values():
             assert 0 <= m["accuracy"] <= 1 and m["kv_bytes"] > 0 and m["ttft_seconds"] > 0
     assert all("f1" in m for m in data["benchmarks"]["locomo"]["methods"].values())
-    assert len(data["records"]) == sum(m["questions"] for b in data["benchmarks"].values()
-                                       for m in b["methods"].values())
+    assert len(data["records"]) == sum(
+        m["questions"] for b in data["benchmarks"].values() for m in b["methods"].values()
+    )
     text = (out / "eval.md").read_text()
     assert "## personamem" in text and "## locomo" in text
     assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -410,10 +571,26 @@ def test_eval_command_runs_every_method(tiny_qwen3_dir, tmp_path):
 
 
 def test_eval_command_rejects_bad_options(tiny_qwen3_dir):
-    result = CliRunner().invoke(_cli(), ["eval", "--history-tokens", "lots", "-m", str(tiny_qwen3_dir)])
+    result = CliRunner().invoke(
+        _cli(), ["eval", "--history-tokens", "lots", "-m", str(tiny_qwen3_dir)]
+    )
     assert result.exit_code == 2 and "LENGTH" in result.output
-    result = CliRunner().invoke(_cli(), ["eval", "--personas", "/nonexistent/p.json", "-b", "personamem",
-                                         "-m", str(tiny_qwen3_dir), "--quantize", "none", "--device", "cpu"])
+    result = CliRunner().invoke(
+        _cli(),
+        [
+            "eval",
+            "--personas",
+            "/nonexistent/p.json",
+            "-b",
+            "personamem",
+            "-m",
+            str(tiny_qwen3_dir),
+            "--quantize",
+            "none",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 2 and "no such file" in result.output
 
 
@@ -443,8 +620,16 @@ def test_a_cancelled_run_still_writes_the_questions_it_finished(bench, tiny_back
         if len(stages) == 2:  # the second group starts: let it finish its current question
             cancel.set()
 
-    result = run_eval(tiny_backbone, [bench], [Oracle(tiny_backbone, FAST)], users=2, progress=progress,
-                      config=EvalConfig(ttft_samples=0), out_dir=tmp_path, cancel=cancel)
+    result = run_eval(
+        tiny_backbone,
+        [bench],
+        [Oracle(tiny_backbone, FAST)],
+        users=2,
+        progress=progress,
+        config=EvalConfig(ttft_samples=0),
+        out_dir=tmp_path,
+        cancel=cancel,
+    )
     assert result["meta"]["cancelled"]
     assert 0 < len(result["records"]) < bench.n_questions
     assert "CANCELLED" in (tmp_path / "eval.md").read_text()

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lpm_local.backbones.loader import load_backbone
-from lpm_local.chat.engine import IGNORE_INDEX, ChatEngine
 from lpm_local.chat.encoding import Turn
+from lpm_local.chat.engine import IGNORE_INDEX, ChatEngine
 
 QUESTION = [Turn("user", "What is the capital of France?")]
 
@@ -61,7 +61,7 @@ def test_r22_greedy_generation_equals_bare_generate(engine):
     ids = engine.encode(QUESTION)
     bare = engine.backbone.model.generate(ids, max_new_tokens=16, do_sample=False)
     ours = engine.generate(ids, max_new_tokens=16)
-    assert torch.equal(ours, bare[:, ids.shape[1]:])  # generate(inputs_embeds) returns new tokens
+    assert torch.equal(ours, bare[:, ids.shape[1] :])  # generate(inputs_embeds) returns new tokens
 
 
 # ---------------------------------------------------------------- prefix injection
@@ -235,7 +235,9 @@ def test_sampling_is_reproducible_with_a_seed(fp32_engine):
     assert a == b and a != greedy
 
 
-@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=0), dict(temperature=-1.0), dict(top_p=0.0)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(max_new_tokens=0), dict(temperature=-1.0), dict(top_p=0.0)]
+)
 def test_bad_generation_settings(fp32_engine, kwargs):
     with pytest.raises(ValueError):
         fp32_engine.generate(fp32_engine.encode(QUESTION), **kwargs)

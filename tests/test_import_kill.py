@@ -54,8 +54,11 @@ def _kill_loop(tmp: Path, runs: int, monkeypatch) -> dict[str, int]:
         home = tmp / f"run{run}"
         shutil.copytree(template, home)
         monkeypatch.setenv("LPM_HOME", str(home))
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, str(export)],
-                                 stdout=subprocess.PIPE, env={**os.environ, "LPM_HOME": str(home)})
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(export)],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "LPM_HOME": str(home)},
+        )
         assert child.stdout.readline().strip() == b"ready"
         started = time.monotonic()
         if duration is None:  # the first run measures an uninterrupted import

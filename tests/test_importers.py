@@ -18,11 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lpm_local.errors import BadInput
 from lpm_local.data.importers import ImportLimits, detect_format, parse_file
-from lpm_local.data.importers.fields import clean_text, iso_utc, Place
+from lpm_local.data.importers.fields import Place, clean_text, iso_utc
 from lpm_local.data.importers.safe_json import iter_records, json_depth
 from lpm_local.data.importers.textio import TextReader
+from lpm_local.errors import BadInput
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imports"
 
@@ -156,7 +156,10 @@ def test_openwebui_current_branch_system_prompt_and_reasoning_removed():
             "Rust lifetimes",
             [
                 ("system", "You are a patient Rust tutor."),
-                ("user", "Why does the borrow checker reject returning a reference to a local String?"),
+                (
+                    "user",
+                    "Why does the borrow checker reject returning a reference to a local String?",
+                ),
                 (
                     "assistant",
                     "Because the String is dropped when the function returns, so the reference "
@@ -194,7 +197,10 @@ def test_sharegpt_json_and_jsonl(name):
                     ("assistant", "Polonius's daughter, whom Hamlet once courted."),
                 ],
             ),
-            (None, [("system", "You are a terse assistant."), ("user", "2+2?"), ("assistant", "4")]),
+            (
+                None,
+                [("system", "You are a terse assistant."), ("user", "2+2?"), ("assistant", "4")],
+            ),
         ],
         "sharegpt.jsonl": [
             (
@@ -250,7 +256,10 @@ def test_oterm_database(tmp_path):
                     ("assistant", "find src -name '*.py' | xargs wc -l | sort -n"),
                 ],
             ),
-            ("chat #2 - qwen3:4b", [("user", "What time is it in Tokyo?"), ("assistant", "It is 21:00 in Tokyo.")]),
+            (
+                "chat #2 - qwen3:4b",
+                [("user", "What time is it in Tokyo?"), ("assistant", "It is 21:00 in Tokyo.")],
+            ),
         ],
         [],
     )
@@ -268,7 +277,10 @@ def test_elia_database_with_naive_utc_timestamps(tmp_path):
             ("assistant", "\\d{4}-\\d{2}-\\d{2}"),
         ],
     )
-    assert convs[1][1][2] == ("assistant", "Soft rain on the roof\nthe gutters hum an old song\nthe cat does not care")
+    assert convs[1][1][2] == (
+        "assistant",
+        "Soft rain on the roof\nthe gutters hum an old song\nthe cat does not care",
+    )
     with parse_file(db) as pf:
         assert next(pf.conversations).messages[1].created_at == "2024-05-20T08:01:12.100+00:00"
 
@@ -296,7 +308,10 @@ def test_llm_logs_database_groups_responses_by_conversation(tmp_path):
             "Write a limerick",
             [
                 ("user", "Write a limerick about a cat who codes"),
-                ("assistant", "A cat with a laptop named Lou\nwrote Rust in the small hours till two"),
+                (
+                    "assistant",
+                    "A cat with a laptop named Lou\nwrote Rust in the small hours till two",
+                ),
             ],
         ),
     ]
@@ -316,7 +331,11 @@ def test_sqlite_file_is_never_modified_nor_given_side_files(tmp_path):
         conn.execute("PRAGMA journal_mode=WAL")
     before = (db.read_bytes(), db.stat().st_mtime_ns, sorted(p.name for p in tmp_path.iterdir()))
     parsed(db)
-    assert (db.read_bytes(), db.stat().st_mtime_ns, sorted(p.name for p in tmp_path.iterdir())) == before
+    assert (
+        db.read_bytes(),
+        db.stat().st_mtime_ns,
+        sorted(p.name for p in tmp_path.iterdir()),
+    ) == before
 
 
 def test_sqlite_with_a_live_writer_sees_its_committed_wal(tmp_path):
@@ -343,7 +362,10 @@ def test_transcripts_markdown_and_plain():
             (
                 "Fixing a flaky test",
                 [
-                    ("user", "My pytest suite fails one run in ten with `database is locked`.\nAny idea why?"),
+                    (
+                        "user",
+                        "My pytest suite fails one run in ten with `database is locked`.\nAny idea why?",
+                    ),
                     (
                         "assistant",
                         "Two connections are writing at once. Open the write transaction with "
@@ -375,7 +397,7 @@ def test_transcripts_markdown_and_plain():
 
 def test_utf16_with_bom_is_accepted(tmp_path):
     source = FIXTURES / "chatgpt" / "conversations.json"
-    for codec in ("utf-16",  "utf-16-be"):
+    for codec in ("utf-16", "utf-16-be"):
         target = tmp_path / f"{codec}.json"
         bom = b"\xfe\xff" if codec == "utf-16-be" else b""
         target.write_bytes(bom + source.read_text(encoding="utf-8").encode(codec))
@@ -411,7 +433,8 @@ def test_detect_from_content_not_name(tmp_path, relative, expected):
 
 
 @pytest.mark.parametrize(
-    ("script", "expected"), [("oterm_store.sql", "oterm"), ("elia.sql", "elia"), ("llm_logs.sql", "llm")]
+    ("script", "expected"),
+    [("oterm_store.sql", "oterm"), ("elia.sql", "elia"), ("llm_logs.sql", "llm")],
 )
 def test_detect_sqlite_apps(tmp_path, script, expected):
     assert detect_format(build_db(tmp_path, script, "data.bin")) == expected
@@ -431,7 +454,10 @@ def test_detect_claude_zip_and_lpm_bundle(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b'[{"foo": 1}]', r"x\.json: item 1: JSON, but not a recognised chat export\. supported: chatgpt"),
+        (
+            b'[{"foo": 1}]',
+            r"x\.json: item 1: JSON, but not a recognised chat export\. supported: chatgpt",
+        ),
         (b"[]", r"x\.json: the file holds an empty JSON array"),
         (b"just some notes\nnothing else\n", r"x\.json: not a recognised chat log\. supported: "),
         (b"", r"x\.json: the file is empty"),
@@ -476,12 +502,20 @@ def _chatgpt_with(mutate) -> bytes:
             lambda d: d[1]["mapping"]["aaa2f1e0-u1"]["message"].pop("author"),
             r"item 2 \(conversation 'Sourdough starter'\), mapping\['aaa2f1e0-u1'\]\.message: missing field 'author'",
         ),
-        (lambda d: d[0].update(current_node="nope"), r"item 1 .*current_node: refers to a missing node 'nope'"),
         (
-            lambda d: d[1]["mapping"]["aaa1c4e5-0f7a-4b1c-9d2e-3f4a5b6c7d8e"].update(parent="5e6f7a8b-a1"),
+            lambda d: d[0].update(current_node="nope"),
+            r"item 1 .*current_node: refers to a missing node 'nope'",
+        ),
+        (
+            lambda d: d[1]["mapping"]["aaa1c4e5-0f7a-4b1c-9d2e-3f4a5b6c7d8e"].update(
+                parent="5e6f7a8b-a1"
+            ),
             r"parent links form a cycle",
         ),
-        (lambda d: d[0].update(create_time="yesterday"), r"create_time: 'yesterday' is not an ISO 8601 date"),
+        (
+            lambda d: d[0].update(create_time="yesterday"),
+            r"create_time: 'yesterday' is not an ISO 8601 date",
+        ),
     ],
 )
 def test_bad_values_name_file_record_and_path(tmp_path, mutate, message):
@@ -519,7 +553,11 @@ def _chatgpt_conversation(i: int, turns: int, words: int) -> dict:
             "children": [],
             "message": {
                 "id": node,
-                "author": {"role": "user" if j % 2 == 0 else "assistant", "name": None, "metadata": {}},
+                "author": {
+                    "role": "user" if j % 2 == 0 else "assistant",
+                    "name": None,
+                    "metadata": {},
+                },
                 "create_time": 1.7e9 + i * 100 + j,
                 "content": {"content_type": "text", "parts": [text]},
                 "metadata": {"model_slug": "gpt-4o", "citations": []},
@@ -527,7 +565,13 @@ def _chatgpt_conversation(i: int, turns: int, words: int) -> dict:
             },
         }
         parent = node
-    return {"title": f"c{i}", "create_time": 1.7e9, "mapping": mapping, "current_node": parent, "id": f"id{i}"}
+    return {
+        "title": f"c{i}",
+        "create_time": 1.7e9,
+        "mapping": mapping,
+        "current_node": parent,
+        "id": f"id{i}",
+    }
 
 
 def test_large_export_streams_with_bounded_memory(tmp_path):
@@ -576,9 +620,14 @@ def test_closing_midway_releases_the_file(tmp_path):
 @given(
     items=st.lists(
         st.recursive(
-            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False, allow_infinity=False)
             | st.text(),
-            lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+            lambda kids: (
+                st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+            ),
             max_leaves=12,
         ),
         max_size=6,
@@ -594,7 +643,11 @@ def test_array_streamer_equals_json_loads_for_any_chunking(items, chunk, indent)
 
 @settings(max_examples=40, deadline=None)
 @given(
-    rows=st.lists(st.dictionaries(st.text(max_size=5), st.text(max_size=20), max_size=3), min_size=1, max_size=6),
+    rows=st.lists(
+        st.dictionaries(st.text(max_size=5), st.text(max_size=20), max_size=3),
+        min_size=1,
+        max_size=6,
+    ),
     chunk=st.integers(min_value=1, max_value=32),
 )
 def test_jsonl_streamer_equals_per_line_loads(rows, chunk):
@@ -670,7 +723,9 @@ def test_zip_refusals(tmp_path):
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("conversations.json", b"[" + b" " * (8 * 2**20) + b"]")
-    with pytest.raises(BadInput, match=r"bomb\.zip/conversations\.json: compression ratio .* zip bomb"):
+    with pytest.raises(
+        BadInput, match=r"bomb\.zip/conversations\.json: compression ratio .* zip bomb"
+    ):
         detect_format(bomb)
     crowded = tmp_path / "crowded.zip"
     with zipfile.ZipFile(crowded, "w") as zf:

@@ -29,8 +29,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lpm_local.errors import BadInput
 from lpm_local.data.importers import ImportLimits, detect_format, parse_file
+from lpm_local.errors import BadInput
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imports"
 CASE_SECONDS = 10.0
@@ -88,7 +88,9 @@ def run_case(case: Case, tmp_path: Path) -> str:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     # CPU time is what the parser spends; wall time also counts the other engineers' jobs on
     # this shared 2-core machine, so it gets headroom.
-    assert cpu < CASE_SECONDS and wall < 3 * CASE_SECONDS, f"{case}: {cpu:.1f}s cpu, {wall:.1f}s wall"
+    assert cpu < CASE_SECONDS and wall < 3 * CASE_SECONDS, (
+        f"{case}: {cpu:.1f}s cpu, {wall:.1f}s wall"
+    )
     return outcome
 
 
@@ -167,7 +169,23 @@ def set_at(root, path: tuple, new):
 
 
 SENTINEL = "\u2603SENTINEL\u2603"
-ODD_VALUES = [None, True, False, 0, -1, 2.5, "", "x", [], {}, [1, "a"], {"a": 1}, "\ud800", "\x00\x1b[2J", 10**30]
+ODD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2.5,
+    "",
+    "x",
+    [],
+    {},
+    [1, "a"],
+    {"a": 1},
+    "\ud800",
+    "\x00\x1b[2J",
+    10**30,
+]
 
 
 def structural_case(category: str, relative: str, seed: int) -> Case:
@@ -179,13 +197,17 @@ def structural_case(category: str, relative: str, seed: int) -> Case:
     if category == "wrong-types":
         records = set_at(records, path, rng.choice(ODD_VALUES))
     elif category == "missing-fields":
-        dict_paths = [p for p in all_paths(records) if isinstance(_get(records, p), dict) and _get(records, p)]
+        dict_paths = [
+            p for p in all_paths(records) if isinstance(_get(records, p), dict) and _get(records, p)
+        ]
         target = rng.choice(dict_paths)
         _get(records, target).pop(rng.choice(list(_get(records, target))))
     else:
         replacement = {
             "duplicate-keys": lambda: _duplicate_key(_get(records, path), rng),
-            "nan": lambda: rng.choice(["NaN", "Infinity", "-Infinity", "1e999", "-1e400", "9" * 5000]),
+            "nan": lambda: rng.choice(
+                ["NaN", "Infinity", "-Infinity", "1e999", "-1e400", "9" * 5000]
+            ),
             "deep-nesting": lambda: _nested(rng.choice([65, 200, 5000, 200_000]), rng),
         }[category]()
         records = set_at(records, path, SENTINEL)
@@ -221,7 +243,17 @@ def byte_case(category: str, relative: str, seed: int) -> Case:
     data = bytearray(fixture_bytes(relative))
     at = rng.randrange(len(data))
     if category == "invalid-utf8":
-        bad = rng.choice([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xc0\xaf", b"\xe2\x82", b"\xf8\x88\x80\x80\x80", b"\x80"])
+        bad = rng.choice(
+            [
+                b"\xff",
+                b"\xc3\x28",
+                b"\xed\xa0\x80",
+                b"\xc0\xaf",
+                b"\xe2\x82",
+                b"\xf8\x88\x80\x80\x80",
+                b"\x80",
+            ]
+        )
         data[at:at] = bad
     elif category == "nul":
         data[at:at] = b"\x00" * rng.choice([1, 2, 64])
@@ -243,8 +275,14 @@ def surrogate_case(relative: str, seed: int) -> Case:
     records, jsonl = load_records(relative)
     strings = [p for p in all_paths(records)[1:] if isinstance(_get(records, p), str)]
     path = rng.choice(strings)
-    records = set_at(records, path, _get(records, path) + rng.choice(["\ud800", "\udfff", "\ud83d x"]))
-    return Case("lone-surrogates", f"{relative}#{seed}", writer(Path(relative).name, dump_records(records, jsonl).encode()))
+    records = set_at(
+        records, path, _get(records, path) + rng.choice(["\ud800", "\udfff", "\ud83d x"])
+    )
+    return Case(
+        "lone-surrogates",
+        f"{relative}#{seed}",
+        writer(Path(relative).name, dump_records(records, jsonl).encode()),
+    )
 
 
 def encoding_cases() -> list[Case]:
@@ -301,7 +339,13 @@ def sqlite_cases() -> list[Case]:
             build = lazy_writer("app.db", lambda s=script, c=change: sqlite_bytes(s, c))
             cases.append(Case("sqlite-schema", f"{script}#{index}", build))
         for seed in range(12):
-            cases.append(Case("sqlite-corrupt", f"{script}#{seed}", lazy_writer("app.db", _corrupt_db(script, seed))))
+            cases.append(
+                Case(
+                    "sqlite-corrupt",
+                    f"{script}#{seed}",
+                    lazy_writer("app.db", _corrupt_db(script, seed)),
+                )
+            )
     return cases
 
 
@@ -324,18 +368,42 @@ def zip_cases() -> list[Case]:
     slip_names = ["../conversations.json", "/etc/conversations.json", "C:\\x\\conversations.json",
                   "a/../../conversations.json", "..\\..\\evil.txt", "c:conversations.json", "x/./../../y"]  # fmt: skip
     cases = [
-        Case("zip-slip", name, writer("slip.zip", zip_bytes([("conversations.json", conv), (name, b"x")])))
+        Case(
+            "zip-slip",
+            name,
+            writer("slip.zip", zip_bytes([("conversations.json", conv), (name, b"x")])),
+        )
         for name in slip_names
     ]
-    cases.append(Case("zip-slip", "duplicate", writer("dup.zip", zip_bytes([("conversations.json", conv)] * 2))))
+    cases.append(
+        Case(
+            "zip-slip",
+            "duplicate",
+            writer("dup.zip", zip_bytes([("conversations.json", conv)] * 2)),
+        )
+    )
     cases += [
         Case("zip-bomb", "ratio", lazy_writer("bomb.zip", lambda: _zeros_zip(64 * 2**20))),
-        Case("zip-bomb", "declared-huge", lazy_writer("huge.zip", lambda: _patch_sizes(conv, 3 * 2**30))),
+        Case(
+            "zip-bomb",
+            "declared-huge",
+            lazy_writer("huge.zip", lambda: _patch_sizes(conv, 3 * 2**30)),
+        ),
         Case("zip-bomb", "lying-small", lazy_writer("lie.zip", lambda: _patch_sizes(conv, 100))),
-        Case("zip-bomb", "nested", writer("nested.zip", zip_bytes([("inner.zip", zip_bytes([("conversations.json", conv)]))]))),
+        Case(
+            "zip-bomb",
+            "nested",
+            writer(
+                "nested.zip", zip_bytes([("inner.zip", zip_bytes([("conversations.json", conv)]))])
+            ),
+        ),
         Case("zip-bomb", "many-members-claimed", lazy_writer("crowd.zip", _claimed_entries)),
-        Case("zip-bomb", "many-members", lazy_writer("many.zip", lambda: zip_bytes([(f"f{i}", b"") for i in range(3000)])),
-             ImportLimits(max_zip_members=1000)),
+        Case(
+            "zip-bomb",
+            "many-members",
+            lazy_writer("many.zip", lambda: zip_bytes([(f"f{i}", b"") for i in range(3000)])),
+            ImportLimits(max_zip_members=1000),
+        ),
         Case("zip-bomb", "encrypted-flag", lazy_writer("enc.zip", lambda: _encrypted_flag(conv))),
         Case("zip-bomb", "empty-zip", writer("empty.zip", zip_bytes([]))),
     ]
@@ -400,18 +468,57 @@ def size_cases() -> list[Case]:
         Case("size", "whitespace-only", writer("blank.json", b" \n\t " * 1000)),
         Case("size", "sparse-3GiB", sparse("huge.json", 3 * 2**30)),
         Case("size", "sparse-1.5GiB-zeros", sparse("zeros.json", 3 * 2**29)),
-        Case("size", "sparse-1.5GiB-json-head", sparse("head.json", 3 * 2**29, b'[{"title": "x", "mapping": {')),
-        Case("size", "sparse-1.5GiB-jsonl-head", sparse("head.jsonl", 3 * 2**29, b'{"messages": [')),
-        Case("size", "sparse-1.5GiB-transcript", sparse("t.md", 3 * 2**29, b"## User\nhi\n## Assistant\n")),
-        Case("size", "sparse-over-limit", sparse("big.json", 2**20 + 1, b"["), ImportLimits(max_file_bytes=2**20)),
-        Case("size", "object-blowup-in-one-item", lazy_writer("o.json", lambda: b"[[" + b"{}," * 4_000_000 + b"{}]]")),
-        Case("size", "object-blowup-jsonl", lazy_writer("o.jsonl", lambda: b'{"messages": [' + b"[]," * 4_000_000 + b"[]]}\n")),
+        Case(
+            "size",
+            "sparse-1.5GiB-json-head",
+            sparse("head.json", 3 * 2**29, b'[{"title": "x", "mapping": {'),
+        ),
+        Case(
+            "size", "sparse-1.5GiB-jsonl-head", sparse("head.jsonl", 3 * 2**29, b'{"messages": [')
+        ),
+        Case(
+            "size",
+            "sparse-1.5GiB-transcript",
+            sparse("t.md", 3 * 2**29, b"## User\nhi\n## Assistant\n"),
+        ),
+        Case(
+            "size",
+            "sparse-over-limit",
+            sparse("big.json", 2**20 + 1, b"["),
+            ImportLimits(max_file_bytes=2**20),
+        ),
+        Case(
+            "size",
+            "object-blowup-in-one-item",
+            lazy_writer("o.json", lambda: b"[[" + b"{}," * 4_000_000 + b"{}]]"),
+        ),
+        Case(
+            "size",
+            "object-blowup-jsonl",
+            lazy_writer("o.jsonl", lambda: b'{"messages": [' + b"[]," * 4_000_000 + b"[]]}\n"),
+        ),
         Case("empty-conversations", "1e6-empty-objects", lazy_writer("e.json", million(b"{}"))),
-        Case("empty-conversations", "1e6-chatgpt-default-limit", lazy_writer("e.json", million(chatgpt_empty))),
-        Case("empty-conversations", "1e6-chatgpt-raised-limit", lazy_writer("e.json", million(chatgpt_empty)),
-             ImportLimits(max_conversations=2_000_000)),
-        Case("empty-conversations", "1e6-jsonl", lazy_writer("e.jsonl", lambda: b'{"messages": []}\n' * 1_000_000)),
-        Case("empty-conversations", "1e6-sharegpt", lazy_writer("e.json", million(b'{"conversations": []}'))),
+        Case(
+            "empty-conversations",
+            "1e6-chatgpt-default-limit",
+            lazy_writer("e.json", million(chatgpt_empty)),
+        ),
+        Case(
+            "empty-conversations",
+            "1e6-chatgpt-raised-limit",
+            lazy_writer("e.json", million(chatgpt_empty)),
+            ImportLimits(max_conversations=2_000_000),
+        ),
+        Case(
+            "empty-conversations",
+            "1e6-jsonl",
+            lazy_writer("e.jsonl", lambda: b'{"messages": []}\n' * 1_000_000),
+        ),
+        Case(
+            "empty-conversations",
+            "1e6-sharegpt",
+            lazy_writer("e.json", million(b'{"conversations": []}')),
+        ),
     ]
 
 
@@ -555,8 +662,14 @@ def test_heavy_cases_stay_under_512_mib(name: str, tmp_path: Path):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -575,9 +688,11 @@ def test_any_value_anywhere_is_parsed_or_refused(data, relative, tmp_path):
 
 @settings(max_examples=int(os.environ.get("LPM_FUZZ_EXAMPLES", "60")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(blob=st.binary(max_size=400), prefix=st.sampled_from([b"", b"[", b"{", b"PK\x03\x04", b"SQLite format 3\x00", b"## User\n"]))
+@given(
+    blob=st.binary(max_size=400),
+    prefix=st.sampled_from([b"", b"[", b"{", b"PK\x03\x04", b"SQLite format 3\x00", b"## User\n"]),
+)
 def test_random_bytes_are_parsed_or_refused(blob, prefix, tmp_path):
     target = tmp_path / "random.bin"
     target.write_bytes(prefix + blob)
     consume(target, DEFAULT)
-

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from builders import add_memory, write_chatgpt_export
 
-from lpm_local.errors import BadInput, NotFound
 from lpm_local.data.importing import (
     ImportCancelled,
     file_sha256,
@@ -17,6 +16,7 @@ from lpm_local.data.importing import (
     merge_notes,
     undo_import,
 )
+from lpm_local.errors import BadInput, NotFound
 from lpm_local.memory.requests import pending_refit
 from lpm_local.storage.store import Store
 
@@ -52,7 +52,11 @@ def test_each_format_imports_with_provenance(store, relpath, fmt, n_conv, n_msg)
     summary = import_files(store, [FIXTURES / relpath])
     (result,) = summary.files
     assert (result.format, result.status, result.conversations, result.messages) == (
-        fmt, "added", n_conv, n_msg)
+        fmt,
+        "added",
+        n_conv,
+        n_msg,
+    )
     record = store.get_import(result.import_id)
     assert (record.n_conversations, record.n_messages, record.format) == (n_conv, n_msg, fmt)
     rows = store.conn.execute("SELECT import_id, source_ref FROM messages").fetchall()
@@ -69,8 +73,11 @@ def test_same_file_twice_adds_nothing(store):
     again = import_files(store, [path, path])
     assert [f.status for f in again.files] == ["duplicate", "duplicate"]
     assert again.messages == 0
-    assert (_count(store, "messages"), _count(store, "conversations"),
-            _count(store, "imports")) == before
+    assert (
+        _count(store, "messages"),
+        _count(store, "conversations"),
+        _count(store, "imports"),
+    ) == before
     assert "same content as import #1" in "\n".join(again.lines())
 
 
@@ -109,6 +116,7 @@ def test_cancel_mid_file_writes_nothing(store, tmp_path):
 
     class CancelLater(threading.Event):
         """Set after a number of checks: the import is cancelled with conversations written."""
+
         calls = 0
 
         def is_set(self) -> bool:
@@ -224,8 +232,14 @@ def test_progress_reports_bytes_and_messages(store, tmp_path):
 
 # -- all or nothing under mutation (R11 at the store level; the parsers have their own fuzz) ----
 
-_MUTABLE = ["chatgpt/conversations.json", "claude/conversations.json", "sharegpt/sharegpt.jsonl",
-            "openai/train.jsonl", "openwebui/chat-export-1718100000000.json", "transcripts/chat.md"]
+_MUTABLE = [
+    "chatgpt/conversations.json",
+    "claude/conversations.json",
+    "sharegpt/sharegpt.jsonl",
+    "openai/train.jsonl",
+    "openwebui/chat-export-1718100000000.json",
+    "transcripts/chat.md",
+]
 
 
 def _mutate(data: bytes, rng) -> bytes:
@@ -234,10 +248,10 @@ def _mutate(data: bytes, rng) -> bytes:
     if kind == "truncate":
         return data[:cut]
     if kind == "flip":
-        return data[:cut] + bytes([data[cut] ^ (1 << rng.randrange(8))]) + data[cut + 1:]
+        return data[:cut] + bytes([data[cut] ^ (1 << rng.randrange(8))]) + data[cut + 1 :]
     if kind == "splice":
         other = rng.randrange(len(data))
-        return data[:cut] + data[other:other + rng.randrange(1, 64)] + data[cut:]
+        return data[:cut] + data[other : other + rng.randrange(1, 64)] + data[cut:]
     return data[:cut] + b"\x00" + data[cut:]
 
 

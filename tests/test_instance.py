@@ -31,8 +31,9 @@ print(json.dumps({"seconds": time.monotonic() - start, "outcome": outcome}))
 
 
 def _second_instance() -> dict:
-    proc = subprocess.run([sys.executable, "-c", _SECOND_INSTANCE],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SECOND_INSTANCE], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -67,10 +68,15 @@ def test_same_process_second_lock_fails_and_release_is_idempotent():
 
 def test_lock_of_a_killed_instance_is_free():
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from lpm_local.storage.instance import InstanceLock; "
-         "InstanceLock().acquire(); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from lpm_local.storage.instance import InstanceLock; "
+            "InstanceLock().acquire(); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(AlreadyRunning, match=f"pid {holder.pid}"):

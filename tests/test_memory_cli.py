@@ -37,9 +37,17 @@ def seed_history(n_convs: int = 2, n_exchanges: int = 4) -> list[int]:
         ids = []
         for c in range(n_convs):
             conv = store.create_conversation(profile.id, f"chat {c}")
-            store.add_messages(conv.id, [NewMessage(r, t) for i in range(n_exchanges)
-                                         for r, t in (("user", f"I grow tomatoes, note {c}.{i}."),
-                                                      ("assistant", "Lovely, noted."))])
+            store.add_messages(
+                conv.id,
+                [
+                    NewMessage(r, t)
+                    for i in range(n_exchanges)
+                    for r, t in (
+                        ("user", f"I grow tomatoes, note {c}.{i}."),
+                        ("assistant", "Lovely, noted."),
+                    )
+                ],
+            )
             ids.append(conv.id)
         return ids
 
@@ -47,10 +55,18 @@ def seed_history(n_convs: int = 2, n_exchanges: int = 4) -> list[int]:
 def fake_versions(n: int) -> list[int]:
     with Store.open() as store:
         profile = store.active_profile()
-        return [store.add_memory_version(profile.id, tensors=bytes([i + 1]) * 64, backbone="x",
-                                         projector_sha256=None, config_json=None,
-                                         heldout_loss=1.0 / (i + 1), reason=f"refit {i}").id
-                for i in range(n)]
+        return [
+            store.add_memory_version(
+                profile.id,
+                tensors=bytes([i + 1]) * 64,
+                backbone="x",
+                projector_sha256=None,
+                config_json=None,
+                heldout_loss=1.0 / (i + 1),
+                reason=f"refit {i}",
+            ).id
+            for i in range(n)
+        ]
 
 
 def one_line_error(result, pattern: str) -> None:
@@ -151,12 +167,17 @@ def test_refit_in_the_foreground_then_show(tiny_qwen3_dir):
 
 
 def test_forget_later_excludes_rolls_back_and_requests_a_refit():
-    conv, = seed_history(1, 2)
+    (conv,) = seed_history(1, 2)
     with Store.open() as store:
         profile = store.active_profile()
-        store.add_memory_version(profile.id, tensors=b"x" * 64, backbone="x", projector_sha256=None,
-                                 config_json=None,
-                                 trained_through_message_id=store.last_message_id(profile.id))
+        store.add_memory_version(
+            profile.id,
+            tensors=b"x" * 64,
+            backbone="x",
+            projector_sha256=None,
+            config_json=None,
+            trained_through_message_id=store.last_message_id(profile.id),
+        )
     result = run("forget", str(conv), "--yes", "--later")
     assert result.exit_code == 0, result.output
     assert f"conversation #{conv} 'chat 0' is excluded" in result.output
@@ -169,7 +190,7 @@ def test_forget_later_excludes_rolls_back_and_requests_a_refit():
 
 
 def test_forget_asks_first_and_a_no_changes_nothing():
-    conv, = seed_history(1, 1)
+    (conv,) = seed_history(1, 1)
     result = run("forget", str(conv), input="n\n")
     assert result.exit_code == 1 and "Aborted" in result.output
     with Store.open() as store:

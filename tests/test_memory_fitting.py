@@ -18,12 +18,40 @@ from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.fitting import evaluate_loss, fit_slots
 from lpm_local.memory.projector import Projector
 from lpm_local.memory.slots import init_slots, slots_from_bytes, slots_to_bytes
-from lpm_local.memory.windows import (IGNORE, ChatTokens, Window, WindowConfig, history_tokens,
-                                      make_windows, qa_window, split_heldout)
+from lpm_local.memory.windows import (
+    IGNORE,
+    ChatTokens,
+    Window,
+    WindowConfig,
+    history_tokens,
+    make_windows,
+    qa_window,
+    split_heldout,
+)
 
 H = 64
-VOCAB = ["<pad>", "<|im_start|>", "<|im_end|>", "user", "assistant", "system", "\n", "i", "like",
-         "tea", "jazz", "noted", "!", ".", "what", "do", "you", "remember", "?", "<unk>"]
+VOCAB = [
+    "<pad>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "user",
+    "assistant",
+    "system",
+    "\n",
+    "i",
+    "like",
+    "tea",
+    "jazz",
+    "noted",
+    "!",
+    ".",
+    "what",
+    "do",
+    "you",
+    "remember",
+    "?",
+    "<unk>",
+]
 
 
 def tiny_config(**kw) -> MemoryConfig:
@@ -34,8 +62,16 @@ def tiny_config(**kw) -> MemoryConfig:
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = Qwen3Config(hidden_size=H, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      head_dim=16, intermediate_size=128, vocab_size=len(VOCAB), pad_token_id=0)
+    cfg = Qwen3Config(
+        hidden_size=H,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=128,
+        vocab_size=len(VOCAB),
+        pad_token_id=0,
+    )
     m = Qwen3ForCausalLM(cfg).eval()
     for p in m.parameters():
         p.requires_grad_(False)
@@ -46,7 +82,9 @@ def model():
 def tokenizer():
     vocab = {w: i for i, w in enumerate(VOCAB)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>")
     fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     return fast
@@ -56,28 +94,40 @@ def tokenizer():
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 16), d=st.integers(1, 64), dtype=st.sampled_from([torch.float32, torch.bfloat16]),
-       seed=st.integers(0, 1000))
+@given(
+    n=st.integers(1, 16),
+    d=st.integers(1, 64),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    seed=st.integers(0, 1000),
+)
 def test_slots_round_trip_bit_exact(n, d, dtype, seed):
     cfg = MemoryConfig(hidden_size=d, n_slots=n, slot_dim=d, n_soft_tokens=n, heads=1, head_dim=4)
     slots = (torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) * 3).to(dtype)
     back, cfg2 = slots_from_bytes(slots_to_bytes(slots, cfg))
     assert cfg2 == cfg and back.dtype == dtype
-    assert torch.equal(back.view(torch.uint8) if dtype == torch.bfloat16 else back,
-                       slots.view(torch.uint8) if dtype == torch.bfloat16 else slots)
+    assert torch.equal(
+        back.view(torch.uint8) if dtype == torch.bfloat16 else back,
+        slots.view(torch.uint8) if dtype == torch.bfloat16 else slots,
+    )
 
 
 def _raw(tensor, cfg, **meta):
-    return save({"slots": tensor}, metadata={"format": "lpm-slots/1", "memory_config": cfg.to_json(), **meta})
+    return save(
+        {"slots": tensor},
+        metadata={"format": "lpm-slots/1", "memory_config": cfg.to_json(), **meta},
+    )
 
 
-@pytest.mark.parametrize("bad, match", [
-    (torch.full((4, H), float("nan")), "NaN or Inf"),
-    (torch.full((4, H), float("inf")), "NaN or Inf"),
-    (torch.zeros(3, H), "shape"),
-    (torch.zeros(4, H, dtype=torch.int32), "dtype"),
-    (torch.zeros(4, H, dtype=torch.float64), "dtype"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.full((4, H), float("nan")), "NaN or Inf"),
+        (torch.full((4, H), float("inf")), "NaN or Inf"),
+        (torch.zeros(3, H), "shape"),
+        (torch.zeros(4, H, dtype=torch.int32), "dtype"),
+        (torch.zeros(4, H, dtype=torch.float64), "dtype"),
+    ],
+)
 def test_slots_refuse_bad_tensors(bad, match):
     with pytest.raises(BadBundle, match=match):
         slots_from_bytes(_raw(bad, tiny_config()))
@@ -94,11 +144,24 @@ def test_slots_refuse_truncated_pickle_and_garbage(tmp_path):
         slots_from_bytes(payload)
     assert not sentinel.exists()
     with pytest.raises(BadBundle, match="memory config"):
-        slots_from_bytes(save({"slots": torch.zeros(4, H)}, metadata={
-            "format": "lpm-slots/1", "memory_config": tiny_config().to_json().replace('"n_slots": 4', '"n_slots": 0')}))
+        slots_from_bytes(
+            save(
+                {"slots": torch.zeros(4, H)},
+                metadata={
+                    "format": "lpm-slots/1",
+                    "memory_config": tiny_config()
+                    .to_json()
+                    .replace('"n_slots": 4', '"n_slots": 0'),
+                },
+            )
+        )
     with pytest.raises(BadBundle, match="one tensor"):
-        slots_from_bytes(save({"slots": torch.zeros(4, H), "x": torch.zeros(1)},
-                              metadata={"format": "lpm-slots/1", "memory_config": tiny_config().to_json()}))
+        slots_from_bytes(
+            save(
+                {"slots": torch.zeros(4, H), "x": torch.zeros(1)},
+                metadata={"format": "lpm-slots/1", "memory_config": tiny_config().to_json()},
+            )
+        )
 
 
 class eval_sentinel:  # noqa: N801 - a pickle payload that would create a file when loaded
@@ -124,7 +187,12 @@ def test_init_slots_from_vocabulary_rows(model):
 
 # -- windows --------------------------------------------------------------------------------
 
-HISTORY = [("user", "i like tea ."), ("assistant", "noted !"), ("user", "i like jazz ."), ("assistant", "noted !")]
+HISTORY = [
+    ("user", "i like tea ."),
+    ("assistant", "noted !"),
+    ("user", "i like jazz ."),
+    ("assistant", "noted !"),
+]
 
 
 def test_windows_label_targets_only(tokenizer):
@@ -133,8 +201,22 @@ def test_windows_label_targets_only(tokenizer):
     assert len(ws) == 2
     second = ws[1]
     labelled = [t for t in second.labels if t != IGNORE]
-    assert tokenizer.decode(labelled).split() == ["i", "like", "jazz", ".", "<|im_end|>", "noted", "!", "<|im_end|>"]
-    assert tokenizer.decode(second.query_ids).split() == ["i", "like", "tea", "."]  # context, not target
+    assert tokenizer.decode(labelled).split() == [
+        "i",
+        "like",
+        "jazz",
+        ".",
+        "<|im_end|>",
+        "noted",
+        "!",
+        "<|im_end|>",
+    ]
+    assert tokenizer.decode(second.query_ids).split() == [
+        "i",
+        "like",
+        "tea",
+        ".",
+    ]  # context, not target
     assert ws[0].query_ids == ()
 
 
@@ -145,7 +227,9 @@ def test_control_tokens_in_content_are_text(tokenizer):
 
 
 def test_window_budget_drops_oldest_context(tokenizer):
-    ws = make_windows(tokenizer, HISTORY, WindowConfig(context_turns=2, target_turns=2, max_tokens=16))
+    ws = make_windows(
+        tokenizer, HISTORY, WindowConfig(context_turns=2, target_turns=2, max_tokens=16)
+    )
     assert all(len(w.input_ids) <= 16 for w in ws)
     assert ws[1].labels[0] == IGNORE or ws[1].labels[0] != IGNORE  # well-formed
     assert ws[1].n_targets > 0
@@ -153,7 +237,12 @@ def test_window_budget_drops_oldest_context(tokenizer):
 
 def test_qa_window_labels_only_the_answer(tokenizer):
     w = qa_window(tokenizer, "what do you remember ?", "you", "i like tea .")
-    assert tokenizer.decode([t for t in w.labels if t != IGNORE]).split() == ["i", "like", "tea", "."]
+    assert tokenizer.decode([t for t in w.labels if t != IGNORE]).split() == [
+        "i",
+        "like",
+        "tea",
+        ".",
+    ]
 
 
 def test_history_tokens_and_split(tokenizer):
@@ -201,8 +290,17 @@ def test_early_stopping_returns_best_slots(model):
     # Held-out windows want a different token after the same context: fitting the train target
     # makes them worse, so the fit stops early and returns the slots it started from.
     init = torch.randn(4, H) * 0.1
-    result = fit_slots(model, Projector(tiny_config()), init, _windows(9), _windows(10),
-                       steps=50, lr=0.1, eval_every=1, patience=2)
+    result = fit_slots(
+        model,
+        Projector(tiny_config()),
+        init,
+        _windows(9),
+        _windows(10),
+        steps=50,
+        lr=0.1,
+        eval_every=1,
+        patience=2,
+    )
     assert result.stopped == "early" and result.steps_run < 50
     assert result.heldout_loss_after <= result.heldout_loss_before
     if result.best_step == 0:
@@ -217,8 +315,19 @@ def test_fit_is_cancellable_and_reports_progress(model):
         if p.step == 3:
             cancel.set()
 
-    result = fit_slots(model, Projector(tiny_config()), torch.randn(4, H) * 0.1, _windows(9),
-                       _windows(9), steps=40, lr=0.01, eval_every=2, patience=100, cancel=cancel, progress=progress)
+    result = fit_slots(
+        model,
+        Projector(tiny_config()),
+        torch.randn(4, H) * 0.1,
+        _windows(9),
+        _windows(9),
+        steps=40,
+        lr=0.01,
+        eval_every=2,
+        patience=100,
+        cancel=cancel,
+        progress=progress,
+    )
     assert result.stopped == "cancelled" and result.steps_run == 3 and seen == [1, 2, 3]
     assert result.heldout_history[0][0] == 0 and result.heldout_loss_before is not None
 

@@ -26,8 +26,16 @@ def tiny_config(**kw) -> MemoryConfig:
 
 def tiny_model() -> Qwen3ForCausalLM:
     torch.manual_seed(0)
-    cfg = Qwen3Config(hidden_size=H, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      head_dim=16, intermediate_size=128, vocab_size=97, pad_token_id=0)
+    cfg = Qwen3Config(
+        hidden_size=H,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=128,
+        vocab_size=97,
+        pad_token_id=0,
+    )
     return Qwen3ForCausalLM(cfg).eval()
 
 
@@ -110,9 +118,12 @@ def test_sha256_tracks_weights():
 
 def _blob_with(proj: Projector, name: str, value: torch.Tensor) -> bytes:
     from safetensors.torch import save
+
     state = {k: v.clone() for k, v in proj.state_dict().items()}
     state[name] = value
-    return save(state, metadata={"format": "lpm-projector/1", "memory_config": proj.config.to_json()})
+    return save(
+        state, metadata={"format": "lpm-projector/1", "memory_config": proj.config.to_json()}
+    )
 
 
 def test_refuses_nan_weights():
@@ -163,15 +174,21 @@ def test_refuses_a_pickle_and_never_runs_it(tmp_path):
 
 def test_refuses_other_formats():
     from lpm_local.memory.slots import slots_to_bytes
+
     cfg = tiny_config()
     with pytest.raises(BadBundle, match="not a projector"):
         Projector.from_bytes(slots_to_bytes(torch.zeros(4, H), cfg))
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(n_slots=0), "n_slots"), (dict(n_slots=3), "n_slots == n_soft_tokens"),
-    (dict(slot_dim=32), "slot_dim == hidden_size"), (dict(heads=-1), "heads"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(n_slots=0), "n_slots"),
+        (dict(n_slots=3), "n_slots == n_soft_tokens"),
+        (dict(slot_dim=32), "slot_dim == hidden_size"),
+        (dict(heads=-1), "heads"),
+    ],
+)
 def test_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         tiny_config(**kw)

@@ -8,9 +8,9 @@ import threading
 import pytest
 import torch
 
+from lpm_local.chat.engine import ChatEngine
 from lpm_local.chat.session import ChatSession
 from lpm_local.errors import NotFound
-from lpm_local.chat.engine import ChatEngine
 from lpm_local.memory import requests
 from lpm_local.memory.frozen import load_frozen_memory
 from lpm_local.memory.inspection import reply_attention
@@ -63,8 +63,13 @@ def put_version(store: Store, frozen, profile_id: int, seed: int = 1, backbone: 
     slots = init_slots(frozen.config, weight, seed=seed) * 3.0
     blob = slots_to_bytes(slots, frozen.config)
     version = store.add_memory_version(
-        profile_id, tensors=blob, backbone=backbone or frozen.backbone.name,
-        projector_sha256=frozen.projector_sha256, config_json=None, heldout_loss=1.0)
+        profile_id,
+        tensors=blob,
+        backbone=backbone or frozen.backbone.name,
+        projector_sha256=frozen.projector_sha256,
+        config_json=None,
+        heldout_loss=1.0,
+    )
     return version, slots
 
 
@@ -72,9 +77,17 @@ def add_history(store: Store, profile_id: int, n_convs: int = 2, n_exchanges: in
     ids = []
     for c in range(n_convs):
         conv = store.create_conversation(profile_id, f"chat {c}")
-        store.add_messages(conv.id, [NewMessage(r, t) for i in range(n_exchanges) for r, t in (
-            ("user", f"My sister is a nurse in Lyon, note {c}.{i}."),
-            ("assistant", "I will remember that, thank you."))])
+        store.add_messages(
+            conv.id,
+            [
+                NewMessage(r, t)
+                for i in range(n_exchanges)
+                for r, t in (
+                    ("user", f"My sister is a nurse in Lyon, note {c}.{i}."),
+                    ("assistant", "I will remember that, thank you."),
+                )
+            ],
+        )
         ids.append(conv.id)
     return ids
 
@@ -141,8 +154,9 @@ def test_a_refit_runs_after_k_user_turns_and_events_flow(store, frozen, make_run
     runtime = make_runtime(profile, refit_every=3, autostart=False)
     events = []
     runtime.add_listener(events.append)
-    session = ChatSession(engine=ChatEngine(frozen.backbone), store=store, profile=profile,
-                          memory=runtime)
+    session = ChatSession(
+        engine=ChatEngine(frozen.backbone), store=store, profile=profile, memory=runtime
+    )
     list(session.send("I live in Lyon.", max_new_tokens=2))
     assert runtime.wait_idle(30) and not events  # one turn: nothing yet
     list(session.send("I have a sister.", max_new_tokens=2))
@@ -176,10 +190,13 @@ def test_reply_attention_is_kept_and_feeds_slot_usage(store, frozen, make_runtim
     profile = store.ensure_profile()
     version, _ = put_version(store, frozen, profile.id)
     runtime = make_runtime(profile, autostart=False)
-    session = ChatSession(engine=ChatEngine(frozen.backbone), store=store, profile=profile,
-                          memory=runtime)
+    session = ChatSession(
+        engine=ChatEngine(frozen.backbone), store=store, profile=profile, memory=runtime
+    )
     list(session.send("Tell me about tea.", max_new_tokens=2))
-    stored, version_id = reply_attention(store, session.last.reply_message_id, profile_id=profile.id)
+    stored, version_id = reply_attention(
+        store, session.last.reply_message_id, profile_id=profile.id
+    )
     assert version_id == version.id
     assert torch.equal(stored, session.last.attention)
     info = runtime.slot_info()
@@ -264,8 +281,10 @@ def test_an_unusable_current_version_is_reported_not_fatal(store, frozen, make_r
     if damage == "bytes":
         version, _ = put_version(store, frozen, profile.id)
         with store.transaction():
-            store.conn.execute("UPDATE memory_versions SET tensors = ? WHERE id = ?",
-                               [version.tensors[:-1] + b"\x00", version.id])
+            store.conn.execute(
+                "UPDATE memory_versions SET tensors = ? WHERE id = ?",
+                [version.tensors[:-1] + b"\x00", version.id],
+            )
     else:
         put_version(store, frozen, profile.id, backbone="some-other-model")
     runtime = make_runtime(profile, autostart=False)
@@ -313,7 +332,9 @@ def test_reply_attention_is_trimmed_per_profile_and_cascades(store, monkeypatch)
     replies = {}
     for profile in (mine, theirs):
         conv = store.create_conversation(profile.id, "c")
-        replies[profile.id] = [store.add_message(conv.id, "assistant", f"r{i}").id for i in range(5)]
+        replies[profile.id] = [
+            store.add_message(conv.id, "assistant", f"r{i}").id for i in range(5)
+        ]
         for message_id in replies[profile.id]:
             attention = torch.softmax(torch.randn(2, 4, 4), dim=-1)
             memory_inspect.record_reply_attention(store, message_id, None, attention)
@@ -337,14 +358,14 @@ def test_heatmap_shows_the_dominant_slot():
     lines = heatmap(attention).splitlines()
     assert len(lines) == 1 + 3 + 1
     for row in lines[1:-1]:  # "  soft m" + two spaces, then a 2-char cell per slot, 1 apart
-        cells = [row[8 + 3 * n: 10 + 3 * n] for n in range(4)]
+        cells = [row[8 + 3 * n : 10 + 3 * n] for n in range(4)]
         assert cells == ["  ", "  ", "██", "  "], row
     assert lines[-1].split()[1:] == ["2", "2", "94", "2"]
 
 
-
 def test_shipped_projector_is_used_and_no_memory_before_the_first_refit(
-        store, tiny_backbone, tmp_path, monkeypatch, make_runtime):
+    store, tiny_backbone, tmp_path, monkeypatch, make_runtime
+):
     from lpm_local.backbones import registry as models
     from lpm_local.memory.frozen import default_config
     from lpm_local.memory.projector import Projector
@@ -353,7 +374,10 @@ def test_shipped_projector_is_used_and_no_memory_before_the_first_refit(
     Projector(config).save(tmp_path / "projector.safetensors")
     monkeypatch.setattr(models, "projector_path", lambda name: tmp_path / "projector.safetensors")
     frozen = load_frozen_memory(tiny_backbone)
-    assert frozen.shipped and frozen.projector_sha256 == Projector.load(tmp_path / "projector.safetensors").sha256()
+    assert (
+        frozen.shipped
+        and frozen.projector_sha256 == Projector.load(tmp_path / "projector.safetensors").sha256()
+    )
     profile = store.ensure_profile()
     add_history(store, profile.id, n_convs=1, n_exchanges=2)
     runtime = make_runtime(profile, frozen=frozen, autostart=False)

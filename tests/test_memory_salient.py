@@ -43,10 +43,18 @@ def test_surprise_is_the_models_negative_log_likelihood(tiny_backbone):
 
 def test_slots_are_embeddings_of_the_users_own_words(tiny_backbone):
     model, chat = tiny_backbone.model, ChatTokens(tiny_backbone.tokenizer)
-    turns = [("user", "My sister works as a veterinarian in Lisbon."), ("assistant", "Noted, thanks!"),
-             ("user", "I collect antique typewriters and play the bassoon.")]
-    config = MemoryConfig(hidden_size=tiny_backbone.hidden_size, slot_dim=tiny_backbone.hidden_size,
-                          heads=1, n_slots=4, n_soft_tokens=4)
+    turns = [
+        ("user", "My sister works as a veterinarian in Lisbon."),
+        ("assistant", "Noted, thanks!"),
+        ("user", "I collect antique typewriters and play the bassoon."),
+    ]
+    config = MemoryConfig(
+        hidden_size=tiny_backbone.hidden_size,
+        slot_dim=tiny_backbone.hidden_size,
+        heads=1,
+        n_slots=4,
+        n_soft_tokens=4,
+    )
     chosen = salient_token_ids(model, chat, turns, config.n_slots, config.salient_max_tokens)
     user_ids = {i for i, r in zip(*history_tokens(chat, turns, 512)) if r == USER}
     assistant_only = set(chat.text("Noted, thanks!")) - user_ids
@@ -60,20 +68,31 @@ def test_slots_are_embeddings_of_the_users_own_words(tiny_backbone):
 
 def test_short_or_empty_histories_are_topped_up_with_the_prompt_tuning_init(tiny_backbone):
     model, chat = tiny_backbone.model, ChatTokens(tiny_backbone.tokenizer)
-    config = MemoryConfig(hidden_size=tiny_backbone.hidden_size, slot_dim=tiny_backbone.hidden_size,
-                          heads=1, n_slots=8, n_soft_tokens=8)
+    config = MemoryConfig(
+        hidden_size=tiny_backbone.hidden_size,
+        slot_dim=tiny_backbone.hidden_size,
+        heads=1,
+        n_slots=8,
+        n_soft_tokens=8,
+    )
     weight = model.get_input_embeddings().weight
     reference = init_slots(config, weight, seed=5)
     assert torch.equal(salient_slots(model, chat, [], config, seed=5), reference)
-    assert torch.equal(salient_slots(model, chat, [("assistant", "Hello there!")], config, seed=5), reference)
+    assert torch.equal(
+        salient_slots(model, chat, [("assistant", "Hello there!")], config, seed=5), reference
+    )
     short = salient_slots(model, chat, [("user", "Hi, I am Ana")], config, seed=5)
     chosen = salient_token_ids(model, chat, [("user", "Hi, I am Ana")], 8, 512)
     assert 1 <= len(chosen) < 8
-    assert torch.equal(short[len(chosen):], reference[len(chosen):])
+    assert torch.equal(short[len(chosen) :], reference[len(chosen) :])
 
 
 def test_configs_written_with_the_retired_encoder_still_read():
-    old = MemoryConfig().to_json().replace('"salient_max_tokens": 16384', '"encoder_heads": 4, "encoder_max_tokens": 512')
+    old = (
+        MemoryConfig()
+        .to_json()
+        .replace('"salient_max_tokens": 16384', '"encoder_heads": 4, "encoder_max_tokens": 512')
+    )
     assert "encoder_heads" in old
     assert MemoryConfig.from_json(old) == MemoryConfig()
     with pytest.raises(ValueError, match="unknown keys"):

@@ -18,24 +18,51 @@ def _blob(i: int, size: int = 512) -> bytes:
     return i.to_bytes(4, "little") + os.urandom(size - 4)
 
 
-def _commit(store: Store, profile_id: int, i: int, *, through: int | None = None,
-            sources=frozenset(), size: int = 512, policy=V.DEFAULT_POLICY):
+def _commit(
+    store: Store,
+    profile_id: int,
+    i: int,
+    *,
+    through: int | None = None,
+    sources=frozenset(),
+    size: int = 512,
+    policy=V.DEFAULT_POLICY,
+):
     """One refit's commit, exactly as run_refit does it (start row, then commit_version)."""
     base = store.get_profile_by_id(profile_id).current_version_id
     refit_id = store.start_refit(profile_id, base)
-    blob = V.VersionBlob(tensors=_blob(i, size), backbone="fake", projector_sha256="p" * 64,
-                         config_json="{}", train_loss=1.0, heldout_loss=1.0 / (i + 1),
-                         trained_through_message_id=through, reason=f"refit {i}",
-                         sources=frozenset(sources))
-    return V.commit_version(store, profile_id, refit_id=refit_id, base_version_id=base, blob=blob,
-                            policy=policy)
+    blob = V.VersionBlob(
+        tensors=_blob(i, size),
+        backbone="fake",
+        projector_sha256="p" * 64,
+        config_json="{}",
+        train_loss=1.0,
+        heldout_loss=1.0 / (i + 1),
+        trained_through_message_id=through,
+        reason=f"refit {i}",
+        sources=frozenset(sources),
+    )
+    return V.commit_version(
+        store, profile_id, refit_id=refit_id, base_version_id=base, blob=blob, policy=policy
+    )
 
 
 def _version(vid: int, parent: int | None, created: datetime) -> MemoryVersion:
-    return MemoryVersion(id=vid, profile_id=1, parent_id=parent, created_at=created.isoformat(),
-                         backbone=None, projector_sha256=None, config_json=None, sha256="x",
-                         n_bytes=1, train_loss=None, heldout_loss=None,
-                         trained_through_message_id=None, reason=None)
+    return MemoryVersion(
+        id=vid,
+        profile_id=1,
+        parent_id=parent,
+        created_at=created.isoformat(),
+        backbone=None,
+        projector_sha256=None,
+        config_json=None,
+        sha256="x",
+        n_bytes=1,
+        train_loss=None,
+        heldout_loss=None,
+        trained_through_message_id=None,
+        reason=None,
+    )
 
 
 # -- policy ---------------------------------------------------------------------------------------
@@ -44,7 +71,9 @@ def _version(vid: int, parent: int | None, created: datetime) -> MemoryVersion:
 def test_policy_keeps_current_and_five_ancestors_when_all_are_old():
     now = datetime(2026, 6, 1, tzinfo=UTC)
     old = now - timedelta(days=90)
-    chain = [_version(i, i - 1 if i > 1 else None, old + timedelta(minutes=i)) for i in range(1, 21)]
+    chain = [
+        _version(i, i - 1 if i > 1 else None, old + timedelta(minutes=i)) for i in range(1, 21)
+    ]
     keep = V.versions_to_keep(chain, 20, now=now)
     assert keep == {20, 19, 18, 17, 16, 15}
 
@@ -118,9 +147,17 @@ def test_commit_refuses_when_the_world_moved_and_writes_nothing(store, change):
     else:
         store.delete_conversation(conv.id)
     before = [v.id for v in store.list_memory_versions(profile.id)]
-    blob = V.VersionBlob(tensors=_blob(9), backbone="fake", projector_sha256=None, config_json=None,
-                         train_loss=None, heldout_loss=0.1, trained_through_message_id=None,
-                         reason="x", sources=frozenset({conv.id}))
+    blob = V.VersionBlob(
+        tensors=_blob(9),
+        backbone="fake",
+        projector_sha256=None,
+        config_json=None,
+        train_loss=None,
+        heldout_loss=0.1,
+        trained_through_message_id=None,
+        reason="x",
+        sources=frozenset({conv.id}),
+    )
     with pytest.raises(V.StaleRefit):
         V.commit_version(store, profile.id, refit_id=refit_id, base_version_id=v2.id, blob=blob)
     assert [v.id for v in store.list_memory_versions(profile.id)] == before
@@ -191,8 +228,13 @@ def _db_bytes(store: Store) -> int:
     return store._scalar("PRAGMA page_count") * store._scalar("PRAGMA page_size")
 
 
-def _growth(store: Store, steady_after: int, total: int, size: int,
-            policy: V.RetentionPolicy = V.DEFAULT_POLICY) -> tuple[int, int]:
+def _growth(
+    store: Store,
+    steady_after: int,
+    total: int,
+    size: int,
+    policy: V.RetentionPolicy = V.DEFAULT_POLICY,
+) -> tuple[int, int]:
     profile = store.ensure_profile()
     conv = store.create_conversation(profile.id, "c")
     store.add_message(conv.id, "user", "x")

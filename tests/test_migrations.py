@@ -17,17 +17,62 @@ from lpm_local.storage.store import Store
 EXPECTED_COLUMNS = {
     "profiles": {"id", "name", "created_at", "memory_enabled", "current_version_id", "note"},
     "settings": {"key", "value"},
-    "imports": {"id", "profile_id", "file_sha256", "file_name", "format", "created_at",
-                "n_conversations", "n_messages", "memory_version_before"},
-    "conversations": {"id", "profile_id", "title", "created_at", "updated_at",
-                      "exclude_from_memory", "import_id", "source_ref"},
-    "messages": {"id", "conversation_id", "role", "content", "created_at", "import_id",
-                 "source_ref"},
-    "memory_versions": {"id", "profile_id", "parent_id", "created_at", "backbone",
-                        "projector_sha256", "config_json", "tensors", "sha256", "train_loss",
-                        "heldout_loss", "trained_through_message_id", "reason"},
-    "refits": {"id", "profile_id", "started_at", "finished_at", "status", "base_version_id",
-               "new_version_id", "steps", "detail"},
+    "imports": {
+        "id",
+        "profile_id",
+        "file_sha256",
+        "file_name",
+        "format",
+        "created_at",
+        "n_conversations",
+        "n_messages",
+        "memory_version_before",
+    },
+    "conversations": {
+        "id",
+        "profile_id",
+        "title",
+        "created_at",
+        "updated_at",
+        "exclude_from_memory",
+        "import_id",
+        "source_ref",
+    },
+    "messages": {
+        "id",
+        "conversation_id",
+        "role",
+        "content",
+        "created_at",
+        "import_id",
+        "source_ref",
+    },
+    "memory_versions": {
+        "id",
+        "profile_id",
+        "parent_id",
+        "created_at",
+        "backbone",
+        "projector_sha256",
+        "config_json",
+        "tensors",
+        "sha256",
+        "train_loss",
+        "heldout_loss",
+        "trained_through_message_id",
+        "reason",
+    },
+    "refits": {
+        "id",
+        "profile_id",
+        "started_at",
+        "finished_at",
+        "status",
+        "base_version_id",
+        "new_version_id",
+        "steps",
+        "detail",
+    },
     "audit": {"id", "profile_id", "at", "action", "detail"},
     "pending_wipes": {"id", "kind", "profile_id", "profile_name", "status", "created_at"},
     "reply_attention": {"message_id", "version_id", "created_at", "attention"},
@@ -73,7 +118,8 @@ def test_blank_database_gets_the_expected_schema():
         tables = {
             name: {c[1] for c in s.conn.execute(f"PRAGMA table_info({name})")}
             for (name,) in s.conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
         }
         assert tables == EXPECTED_COLUMNS
         fks = {
@@ -85,7 +131,8 @@ def test_blank_database_gets_the_expected_schema():
         assert [r[1] for r in _applied(s.conn)] == _names()
         # No full-text index: FTS5 segments would keep wiped words (R5).
         assert not s.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE sql LIKE '%VIRTUAL TABLE%'").fetchall()
+            "SELECT 1 FROM sqlite_master WHERE sql LIKE '%VIRTUAL TABLE%'"
+        ).fetchall()
 
 
 def test_schema_enforces_roles_and_cascades():
@@ -94,12 +141,17 @@ def test_schema_enforces_roles_and_cascades():
         c = s.create_conversation(p.id)
         with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
             with s.transaction():
-                s.conn.execute("INSERT INTO messages (conversation_id, role, content, created_at)"
-                               " VALUES (?, 'tool', 'x', 'now')", (c.id,))
+                s.conn.execute(
+                    "INSERT INTO messages (conversation_id, role, content, created_at)"
+                    " VALUES (?, 'tool', 'x', 'now')",
+                    (c.id,),
+                )
         with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
             with s.transaction():
-                s.conn.execute("INSERT INTO conversations (profile_id, created_at, updated_at)"
-                               " VALUES (999, 'now', 'now')")
+                s.conn.execute(
+                    "INSERT INTO conversations (profile_id, created_at, updated_at)"
+                    " VALUES (999, 'now', 'now')"
+                )
 
 
 def test_rerunning_migrations_is_a_no_op():

@@ -62,16 +62,24 @@ def test_profile_lifecycle():
     assert "* default" in run("profile", "list")  # the active one went: back to default
 
 
-@pytest.mark.parametrize("args, message", [
-    (["profile", "create", "bad/name"], "Error: invalid profile name 'bad/name'. use 1-64 "
-                                        "letters, digits, '-', '_' or inner spaces"),
-    (["profile", "create", "default"], "Error: profile 'default' already exists"),
-    (["profile", "switch", "ghost"], "Error: profile 'ghost' does not exist"),
-    (["profile", "delete", "ghost", "--yes"], "Error: profile 'ghost' does not exist"),
-    (["imports", "undo", "42", "--yes"], "Error: import #42 does not exist"),
-    (["import", "--profile", "ghost", FIXTURES / "chatgpt"],
-     "Error: profile 'ghost' does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["profile", "create", "bad/name"],
+            "Error: invalid profile name 'bad/name'. use 1-64 "
+            "letters, digits, '-', '_' or inner spaces",
+        ),
+        (["profile", "create", "default"], "Error: profile 'default' already exists"),
+        (["profile", "switch", "ghost"], "Error: profile 'ghost' does not exist"),
+        (["profile", "delete", "ghost", "--yes"], "Error: profile 'ghost' does not exist"),
+        (["imports", "undo", "42", "--yes"], "Error: import #42 does not exist"),
+        (
+            ["import", "--profile", "ghost", FIXTURES / "chatgpt"],
+            "Error: profile 'ghost' does not exist",
+        ),
+    ],
+)
 def test_user_errors_are_one_line_exit_2(args, message):
     run("profile", "list")  # creates the default profile
     output = run(*args, code=2)
@@ -141,4 +149,5 @@ def test_memory_export_and_import(tmp_path):
     bogus = tmp_path / "bogus.lpm"
     bogus.write_bytes(b"not a zip")
     assert run("memory", "import", bogus, code=2).strip() == (
-        "Error: bogus.lpm: not an .lpm bundle: not a zip archive")
+        "Error: bogus.lpm: not an .lpm bundle: not a zip archive"
+    )

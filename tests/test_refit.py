@@ -25,19 +25,34 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FAST = RefitSettings(steps=6, eval_every=2, patience=3, max_windows=12)
 
 
-def add_chat(store: Store, profile_id: int, title: str, n_exchanges: int, *, word: str = "tea",
-             excluded: bool = False) -> int:
+def add_chat(
+    store: Store,
+    profile_id: int,
+    title: str,
+    n_exchanges: int,
+    *,
+    word: str = "tea",
+    excluded: bool = False,
+) -> int:
     conv = store.create_conversation(profile_id, title, exclude_from_memory=excluded)
-    store.add_messages(conv.id, [
-        NewMessage(role, text) for i in range(n_exchanges)
-        for role, text in (("user", f"I like green {word} number {i} in Lyon."),
-                           ("assistant", f"Noted, {word} {i}. How are you today?"))])
+    store.add_messages(
+        conv.id,
+        [
+            NewMessage(role, text)
+            for i in range(n_exchanges)
+            for role, text in (
+                ("user", f"I like green {word} number {i} in Lyon."),
+                ("assistant", f"Noted, {word} {i}. How are you today?"),
+            )
+        ],
+    )
     return conv.id
 
 
 def refit(store, frozen, profile_id, settings=FAST, **kw):
-    return locked_refit(store, profile_id,
-                        lambda: run_refit(store, frozen, profile_id, settings=settings, **kw))
+    return locked_refit(
+        store, profile_id, lambda: run_refit(store, frozen, profile_id, settings=settings, **kw)
+    )
 
 
 def snapshot(store: Store, profile_id: int):
@@ -96,12 +111,14 @@ def test_excluded_conversations_never_reach_the_refit(store, frozen, monkeypatch
     outcome = refit(store, frozen, profile.id)
     assert hidden not in read
     if outcome.committed:
-        sources = json.loads(store.get_memory_version(outcome.new_version_id).config_json)["sources"]
+        sources = json.loads(store.get_memory_version(outcome.new_version_id).config_json)[
+            "sources"
+        ]
         assert str(hidden) not in sources
 
 
 def _contains(seq, sub) -> bool:
-    return any(tuple(seq[i:i + len(sub)]) == tuple(sub) for i in range(len(seq) - len(sub) + 1))
+    return any(tuple(seq[i : i + len(sub)]) == tuple(sub) for i in range(len(seq) - len(sub) + 1))
 
 
 def test_window_budget_bounds_what_is_read_newest_first(store, frozen, monkeypatch):
@@ -188,8 +205,9 @@ def test_a_rollback_during_the_refit_wins(store, frozen):
     for c in range(3):
         add_chat(store, profile.id, f"chat {c}", 4)
     first = refit(store, frozen, profile.id).new_version_id
-    outcome = refit(store, frozen, profile.id,
-                    between_steps=lambda: store.set_current_version(profile.id, None))
+    outcome = refit(
+        store, frozen, profile.id, between_steps=lambda: store.set_current_version(profile.id, None)
+    )
     assert outcome.status == "cancelled" and "changed during the refit" in outcome.detail
     assert store.get_profile_by_id(profile.id).current_version_id is None
     assert [v.id for v in store.list_memory_versions(profile.id)] == [first]

@@ -82,7 +82,9 @@ def _blobs(folder: Path, n: int = 8) -> set[str]:
     config = MemoryConfig(hidden_size=16, slot_dim=16, heads=4, head_dim=4)
     digests = set()
     for i in range(n):
-        blob = slots_to_bytes(torch.randn(8, 16, generator=torch.Generator().manual_seed(i)), config)
+        blob = slots_to_bytes(
+            torch.randn(8, 16, generator=torch.Generator().manual_seed(i)), config
+        )
         (folder / f"{i:02d}.st").write_bytes(blob)
         digests.add(hashlib.sha256(blob).hexdigest())
     return digests
@@ -90,8 +92,13 @@ def _blobs(folder: Path, n: int = 8) -> set[str]:
 
 def _spawn(code: str, *args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
     line = child.stdout.readline()
     if line.strip() != b"ready":
         child.kill()
@@ -119,14 +126,25 @@ def _check(known: set[str], initial: int) -> tuple[int | None, int]:
         return current.id, running
 
 
-def _kill_loop(tmp_path: Path, kills: int, code: str, args: tuple[str, ...], delay: tuple[float, float],
-               known: set[str] | None = None) -> list[int | None]:
+def _kill_loop(
+    tmp_path: Path,
+    kills: int,
+    code: str,
+    args: tuple[str, ...],
+    delay: tuple[float, float],
+    known: set[str] | None = None,
+) -> list[int | None]:
     with Store.open() as store:
         profile = store.ensure_profile()
         blob = (tmp_path / "blobs" / "00.st").read_bytes() if known else None
         if blob is not None:
-            initial = store.add_memory_version(profile.id, tensors=blob, backbone="kill-test",
-                                               projector_sha256=None, config_json="{}").id
+            initial = store.add_memory_version(
+                profile.id,
+                tensors=blob,
+                backbone="kill-test",
+                projector_sha256=None,
+                config_json="{}",
+            ).id
         else:
             initial = None
     rng = random.Random(1)
@@ -157,8 +175,9 @@ def test_kill_9_during_refit_commits_a_few_times(tmp_path):
 @pytest.mark.slow
 def test_kill_9_during_refit_commits_100_times(tmp_path):
     known = _blobs(tmp_path / "blobs")
-    currents = _kill_loop(tmp_path, 100, COMMIT_LOOP, (str(tmp_path / "blobs"),), (0.05, 0.5),
-                          known)
+    currents = _kill_loop(
+        tmp_path, 100, COMMIT_LOOP, (str(tmp_path / "blobs"),), (0.05, 0.5), known
+    )
     assert len(set(currents)) > 10  # the kills landed between many different commits
 
 
@@ -176,8 +195,9 @@ def test_kill_9_during_a_real_refit_leaves_memory_unchanged_or_new(tmp_path, tin
             assert store._scalar("PRAGMA integrity_check") == "ok"
             profile = store.get_profile("default")
             versions = store.list_memory_versions(profile.id)
-            committed = {r.new_version_id for r in store.list_refits(profile.id)
-                         if r.status == "committed"}
+            committed = {
+                r.new_version_id for r in store.list_refits(profile.id) if r.status == "committed"
+            }
             assert {v.id for v in versions} <= committed
             current = store.current_memory_version(profile.id)
             if current is not None:

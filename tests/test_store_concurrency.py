@@ -46,8 +46,12 @@ print(json.dumps(counts))
 def _race(tmp_path, n: int) -> None:
     go = tmp_path / "go"
     workers = [
-        subprocess.Popen([sys.executable, "-c", _WORKER, str(n), str(go)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(n), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     time.sleep(0.5)  # both interpreters up and polling

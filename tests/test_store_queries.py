@@ -70,8 +70,9 @@ def test_deleting_a_profile_cascades_to_everything_it_owns(store):
         imp = store.add_import(p.id, file_sha256="f" * 64)
         c = store.create_conversation(p.id, "c", import_id=imp.id)
         store.add_message(c.id, "user", "hello", import_id=imp.id)
-        store.add_memory_version(p.id, tensors=b"slots", backbone="b", projector_sha256=None,
-                                 config_json="{}")
+        store.add_memory_version(
+            p.id, tensors=b"slots", backbone="b", projector_sha256=None, config_json="{}"
+        )
         store.finish_refit(store.start_refit(p.id), "failed")
         store.audit(p.id, "import", "1 conversation")
     store.delete_profile("gone")
@@ -97,7 +98,9 @@ def test_messages_and_conversation_order(store):
     assert store.get_conversation(old.id).updated_at.startswith("2024-03-01")
     msgs = store.messages(old.id)
     assert [(m.role, m.content) for m in msgs] == [
-        ("user", "[/] <|im_start|> literal"), ("assistant", "ok")]
+        ("user", "[/] <|im_start|> literal"),
+        ("assistant", "ok"),
+    ]
     assert store.list_conversations(p.id)[0].message_count == 2
 
 
@@ -124,10 +127,14 @@ def test_add_messages_in_bulk_is_all_or_nothing(store):
     assert store.messages(c.id) == []
     assert store.add_messages(c.id, good) == 3
     assert [(m.content, m.source_ref) for m in store.messages(c.id)] == [
-        ("m0", "ref0"), ("m1", "ref1"), ("m2", "ref2")]
+        ("m0", "ref0"),
+        ("m1", "ref1"),
+        ("m2", "ref2"),
+    ]
     assert store.get_conversation(c.id).updated_at.startswith("2024-01-02")
     with pytest.raises(NotFound, match="import #7"):
         store.add_messages(c.id, good, import_id=7)
+
 
 def test_rename_exclude_delete_conversation(store):
     p = store.ensure_profile()
@@ -152,7 +159,9 @@ def test_memory_history_skips_excluded_and_respects_after(store):
     store.add_message(hidden.id, "user", "secret")
     history = store.memory_history(p.id)
     assert [(c.title, [m.content for m in ms]) for c, ms in history] == [
-        ("a", ["a1", "a2"]), ("b", ["b1"])]
+        ("a", ["a1", "a2"]),
+        ("b", ["b1"]),
+    ]
     later = store.memory_history(p.id, after_message_id=m1.id)
     assert [(c.title, [m.content for m in ms]) for c, ms in later] == [("a", ["a1", "a2"])]
     assert store.count_user_messages(p.id) == 2
@@ -180,8 +189,14 @@ def test_imports_are_unique_and_undoable(store):
 
 
 def _version(store, profile_id, data=b"\x00\x01safetensors", **kw):
-    return store.add_memory_version(profile_id, tensors=data, backbone="smollm2-135m",
-                                    projector_sha256="p" * 64, config_json='{"n": 8}', **kw)
+    return store.add_memory_version(
+        profile_id,
+        tensors=data,
+        backbone="smollm2-135m",
+        projector_sha256="p" * 64,
+        config_json='{"n": 8}',
+        **kw,
+    )
 
 
 def test_memory_version_sha256_round_trip(store):
@@ -200,8 +215,9 @@ def test_tampered_memory_blob_is_refused(store):
     p = store.ensure_profile()
     v = _version(store, p.id, b"original bytes")
     with store.transaction():
-        store.conn.execute("UPDATE memory_versions SET tensors = ? WHERE id = ?",
-                           (b"original bytez", v.id))
+        store.conn.execute(
+            "UPDATE memory_versions SET tensors = ? WHERE id = ?", (b"original bytez", v.id)
+        )
     with pytest.raises(CorruptDatabase, match="fails its sha256 check"):
         store.current_memory_version(p.id)
 

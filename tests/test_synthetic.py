@@ -8,12 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from lpm_local.research.synthetic import (RECALL_TEMPLATES, SyntheticConfig, SyntheticUsers, load_msc_personas)
+from lpm_local.research.synthetic import (
+    RECALL_TEMPLATES,
+    SyntheticConfig,
+    SyntheticUsers,
+    load_msc_personas,
+)
 
 PERSONAS = {
-    split: [{"Speaker 1": [f"I like {split} thing {i}-{j}." for j in range(6)],
-             "Speaker 2": [f"My pet {split} {i} is number {j}." for j in range(5)] + ["I love jazz"],
-             "in_dataset": 0} for i in range(12)]
+    split: [
+        {
+            "Speaker 1": [f"I like {split} thing {i}-{j}." for j in range(6)],
+            "Speaker 2": [f"My pet {split} {i} is number {j}." for j in range(5)] + ["I love jazz"],
+            "in_dataset": 0,
+        }
+        for i in range(12)
+    ]
     for split in ("train", "valid", "test")
 }
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "msc_personas_all.json"
@@ -78,15 +88,22 @@ def test_preference_change_is_only_known_after_it_happens(personas):
 
 def test_heldout_templates_share_the_history(personas):
     a = SyntheticUsers(personas, "test", seed=0).user(5)
-    b = SyntheticUsers(personas, "test", seed=0, config=SyntheticConfig(recall_templates=(2, 3))).user(5)
+    b = SyntheticUsers(
+        personas, "test", seed=0, config=SyntheticConfig(recall_templates=(2, 3))
+    ).user(5)
     assert a.history() == b.history()
     assert {q.template for q in b.questions} <= {2, 3}
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(n_sessions=0), "n_sessions"), (dict(preference_changes=1), "preference_changes"),
-    (dict(recall_turn_prob=2.0), "recall_turn_prob"), (dict(recall_templates=(9,)), "recall_templates"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(n_sessions=0), "n_sessions"),
+        (dict(preference_changes=1), "preference_changes"),
+        (dict(recall_turn_prob=2.0), "recall_turn_prob"),
+        (dict(recall_templates=(9,)), "recall_templates"),
+    ],
+)
 def test_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         SyntheticConfig(**kw)

@@ -74,7 +74,8 @@ async def send(pilot, text: str, timeout: float = 5.0) -> None:
     await wait_for(pilot, lambda: screen.turns_done > done, timeout)
     await pilot.pause()
     assert not screen.query(AssistantMessage).last().has_class("failed"), [
-        n.message for n in pilot.app._notifications]
+        n.message for n in pilot.app._notifications
+    ]
 
 
 def shown_text(app) -> str:
@@ -84,6 +85,7 @@ def shown_text(app) -> str:
 
 
 # -- loading -------------------------------------------------------------------------------------
+
 
 async def test_loading_screen_shows_progress_then_chat():
     factory = ScriptedFactory(gate=threading.Event())
@@ -97,7 +99,9 @@ async def test_loading_screen_shows_progress_then_chat():
 
 
 async def test_load_failure_is_shown_not_raised():
-    factory = ScriptedFactory(fail=ModelNotAvailable("qwen3-4b needs CUDA; try --model smollm2-135m"))
+    factory = ScriptedFactory(
+        fail=ModelNotAvailable("qwen3-4b needs CUDA; try --model smollm2-135m")
+    )
     app = LpmApp(assistant_factory=factory)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: "needs CUDA" in shown_text(app))
@@ -107,6 +111,7 @@ async def test_load_failure_is_shown_not_raised():
 
 
 # -- chatting ------------------------------------------------------------------------------------
+
 
 async def test_reply_streams_as_markdown_and_is_stored():
     async with running() as (app, pilot, factory):
@@ -119,7 +124,9 @@ async def test_reply_streams_as_markdown_and_is_stored():
         store = factory.assistant.store
         [conversation] = store.list_conversations(factory.assistant.profile.id)
         assert [(m.role, m.content) for m in store.messages(conversation.id)] == [
-            ("user", "hello there"), ("assistant", "You said: **hello there**")]
+            ("user", "hello there"),
+            ("assistant", "You said: **hello there**"),
+        ]
         assert app.screen.query_one(ConversationList).open_id == conversation.id
 
 
@@ -175,7 +182,9 @@ async def test_long_conversation_opens_at_the_end_with_bounded_widgets():
         await app.screen.open_conversation(conversation.id)
         await pilot.pause(0.2)
         messages = app.screen.query_one(MessageList)
-        assert len(messages.query(UserMessage)) + len(messages.query(AssistantMessage)) == MAX_RENDERED
+        assert (
+            len(messages.query(UserMessage)) + len(messages.query(AssistantMessage)) == MAX_RENDERED
+        )
         assert messages.query_one("SystemNote").visual.plain.startswith("150 earlier messages")
         await wait_for(pilot, lambda: messages.scroll_y == messages.max_scroll_y > 0)
         assert f"m{total - 1}" in shown_text(app)
@@ -199,6 +208,7 @@ async def test_layout_fits(size):
 
 
 # -- conversations -------------------------------------------------------------------------------
+
 
 async def test_new_switch_rename_delete_conversations():
     async with running(size=(100, 30)) as (app, pilot, factory):
@@ -253,6 +263,7 @@ async def test_start_temporary_from_the_command_line():
 
 # -- memory --------------------------------------------------------------------------------------
 
+
 async def test_memory_panel_without_runtime_says_so_and_switch_is_stored():
     async with running(size=(120, 30)) as (app, pilot, factory):
         assert "memory: not available yet" in shown_text(app)
@@ -260,7 +271,9 @@ async def test_memory_panel_without_runtime_says_so_and_switch_is_stored():
         await pilot.pause()
         assert any("not available yet" in n.message for n in app._notifications)
         await pilot.press("f6")
-        assert not factory.assistant.store.get_profile_by_id(factory.assistant.profile.id).memory_enabled
+        assert not factory.assistant.store.get_profile_by_id(
+            factory.assistant.profile.id
+        ).memory_enabled
         assert "memory is off" in shown_text(app)
 
 
@@ -296,7 +309,9 @@ async def test_inspector_heatmap_slots_rollback_and_forget():
         heatmap = app.screen.query_one(Heatmap)
         assert len(heatmap.matrix()) == memory.m and len(heatmap.matrix()[0]) == memory.n
         text = shown_text(app)
-        assert "q3" in text and "[@click=app.quit]x[/]" in text and "[link=file:///etc/passwd]" in text
+        assert (
+            "q3" in text and "[@click=app.quit]x[/]" in text and "[link=file:///etc/passwd]" in text
+        )
         await pilot.press("h")
         assert heatmap.head == 0
 
@@ -306,8 +321,12 @@ async def test_inspector_heatmap_slots_rollback_and_forget():
         options = app.screen.query_one(OptionList)
         options.highlighted = options.get_option_index(str(first))
         await pilot.press("enter")
-        await wait_for(pilot, lambda: store.get_profile_by_id(
-            factory.assistant.profile.id).current_version_id == first)
+        await wait_for(
+            pilot,
+            lambda: (
+                store.get_profile_by_id(factory.assistant.profile.id).current_version_id == first
+            ),
+        )
 
         conversation_id = app.screen.conversation.id
         await pilot.press("f")
@@ -330,6 +349,7 @@ async def test_inspector_without_memory_explains():
 
 # -- commands, help, import, export, wipe, profiles, models --------------------------------------
 
+
 def test_every_command_has_an_action():
     for command in COMMANDS:
         target = LpmApp if command.action.startswith("app.") else ChatScreen
@@ -344,7 +364,9 @@ async def test_command_palette_runs_commands():
         await pilot.press(*"new chat")
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen) and app.screen.conversation_id is None)
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ChatScreen) and app.screen.conversation_id is None
+        )
 
 
 async def test_help_lists_every_key():
@@ -453,8 +475,12 @@ async def test_switch_profile_and_model():
         await pilot.press("enter")
         app.screen.query_one("#prompt-input").value = "work"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen)
-                       and app.screen.assistant.profile.name == "work")
+        await wait_for(
+            pilot,
+            lambda: (
+                isinstance(app.screen, ChatScreen) and app.screen.assistant.profile.name == "work"
+            ),
+        )
         assert "as default" not in shown_text(app)
         await pilot.press("ctrl+l")
         assert isinstance(app.screen, ChoiceDialog)  # registry names, then "a local directory…"
@@ -465,8 +491,14 @@ async def test_switch_profile_and_model():
         assert isinstance(app.screen, TextPrompt)
         app.screen.query_one("#prompt-input").value = "other-model"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(factory.made) == 2 and isinstance(app.screen, ChatScreen)
-                       and app.screen.assistant is factory.made[1])
+        await wait_for(
+            pilot,
+            lambda: (
+                len(factory.made) == 2
+                and isinstance(app.screen, ChatScreen)
+                and app.screen.assistant is factory.made[1]
+            ),
+        )
         assert factory.models[-1] == "other-model" and factory.made[0].closed
         assert factory.made[1].profile.name == "work"
 
@@ -484,6 +516,7 @@ async def test_failed_model_switch_goes_back_to_the_chat():
 
 
 # -- untrusted text (R14) ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("hostile", HOSTILE)
 async def test_untrusted_text_is_shown_literally_and_never_acts(hostile):
@@ -510,6 +543,7 @@ async def test_untrusted_text_is_shown_literally_and_never_acts(hostile):
 
 # -- end to end: the real engine on a tiny Qwen3 -------------------------------------------------
 
+
 @pytest.mark.slow
 async def test_end_to_end_with_tiny_qwen3(tiny_qwen3_dir):
     """``open_assistant`` + ``ChatEngine`` for real: load screen, stream, Esc, stored turn."""
@@ -525,8 +559,12 @@ async def test_end_to_end_with_tiny_qwen3(tiny_qwen3_dir):
         app.max_new_tokens = 2000  # long enough that only Escape can end it in time
         screen.query_one(ChatInput).value = "and of Italy?"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(screen.query(AssistantMessage)) == 2
-                       and screen.query(AssistantMessage)[-1].text)
+        await wait_for(
+            pilot,
+            lambda: (
+                len(screen.query(AssistantMessage)) == 2 and screen.query(AssistantMessage)[-1].text
+            ),
+        )
         await pilot.press("escape")
         await wait_for(pilot, lambda: screen.turns_done == 2, timeout=20)
         assert "stopped" in screen.query(AssistantMessage)[-1].query_one(".note").visual.plain
@@ -552,7 +590,8 @@ async def test_end_to_end_with_the_real_memory_runtime(tiny_qwen3_dir):
         await wait_for(pilot, lambda: not app.screen.query_one("#refit-box").display, 30)
         status = app.screen.adapter.status()
         assert status.available and status.version_count == len(
-            app.assistant.store.list_memory_versions(app.assistant.profile.id))
+            app.assistant.store.list_memory_versions(app.assistant.profile.id)
+        )
         if status.version_id is None:
             pytest.skip(f"the refit committed no version ({runtime.state.last_status})")
         await send(pilot, "What do you know about me?", timeout=60)
@@ -568,8 +607,11 @@ async def test_end_to_end_with_the_real_memory_runtime(tiny_qwen3_dir):
         backbone, old_runtime = app.assistant.backbone, app.assistant.memory
         app.assistant.store.create_profile("work")
         await app._use_profile("work")
-        await wait_for(pilot, lambda: chat_ready(app) and app.screen.assistant.profile.name == "work",
-                       timeout=60)
+        await wait_for(
+            pilot,
+            lambda: chat_ready(app) and app.screen.assistant.profile.name == "work",
+            timeout=60,
+        )
         assert app.assistant.backbone is backbone and app.assistant.memory is not old_runtime
         assert app.assistant.memory.profile.name == "work"
         assert app.screen.adapter.status().version_count == 0

@@ -118,8 +118,9 @@ def test_inspector(snap_compare, size):
         pilot.app.clear_notifications()
         await pilot.pause(0.2)
 
-    assert snap_compare(LpmApp(assistant_factory=factory), terminal_size=size,
-                        run_before=run_before)
+    assert snap_compare(
+        LpmApp(assistant_factory=factory), terminal_size=size, run_before=run_before
+    )
 
 
 def test_help(snap_compare):
@@ -134,8 +135,10 @@ def test_loading(snap_compare):
     gate = threading.Event()
 
     async def run_before(pilot: Pilot) -> None:
-        await until(pilot, lambda: "dequantizing" in str(
-            pilot.app.screen.query_one("#loading-stage").visual))
+        await until(
+            pilot,
+            lambda: "dequantizing" in str(pilot.app.screen.query_one("#loading-stage").visual),
+        )
         await pilot.pause()
 
     stage = ("dequantizing GGUF weights (first run only)", 0.4)

@@ -19,14 +19,14 @@ from builders import add_memory, finite_marker_bytes, write_chatgpt_export
 from click.testing import CliRunner
 
 from lpm_local import locations
-from lpm_local.data.bundle.archive import export_bundle
 from lpm_local.cli import bundle as bundle_cli
 from lpm_local.cli.base import LpmGroup
-from lpm_local.errors import NotFound
+from lpm_local.data.bundle.archive import export_bundle
 from lpm_local.data.importing import import_files
+from lpm_local.data.wipe import WipeScope, resume_pending_wipes, verify_wiped, wipe
+from lpm_local.errors import NotFound
 from lpm_local.storage.records import utc_now
 from lpm_local.storage.store import Store
-from lpm_local.data.wipe import WipeScope, resume_pending_wipes, verify_wiped, wipe
 
 
 def _scan(root: Path, markers: dict[str, bytes]) -> dict[str, list[str]]:
@@ -45,8 +45,9 @@ def seed_markers(store: Store, profile_name: str, tmp: Path, seed: int) -> dict[
     rng = random.Random(seed)
     profile = store.ensure_profile(profile_name)
     slot_marker = finite_marker_bytes(rng)
-    raw = bytearray(torch.randn(4, 16, generator=torch.Generator().manual_seed(seed))
-                    .numpy().tobytes())
+    raw = bytearray(
+        torch.randn(4, 16, generator=torch.Generator().manual_seed(seed)).numpy().tobytes()
+    )
     raw[64:96] = slot_marker
     slots = torch.frombuffer(raw, dtype=torch.float32).reshape(4, 16).clone()
     version = add_memory(store, profile.id, slots=slots)
@@ -63,8 +64,9 @@ def seed_markers(store: Store, profile_name: str, tmp: Path, seed: int) -> dict[
 
 def _bundle_in_data_dir(store: Store, profile: str) -> Path:
     """An export (with history) and a partial export left in the data dir: wipe removes them."""
-    path = export_bundle(store, locations.data_dir() / f"{profile}.lpm", profile=profile,
-                         with_history=True).path
+    path = export_bundle(
+        store, locations.data_dir() / f"{profile}.lpm", profile=profile, with_history=True
+    ).path
     (locations.data_dir() / f".{profile}.lpm.x1.lpm-partial").write_bytes(path.read_bytes())
     return path
 
@@ -106,8 +108,9 @@ def test_forget_memory_keeps_chats(lpm_home, tmp_path):
 
 def test_forget_memory_drops_the_reply_attention_too(tmp_path):
     with Store.open() as store:
-        if not store.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'reply_attention'"
-                                  ).fetchone():
+        if not store.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'reply_attention'"
+        ).fetchone():
             pytest.skip("no reply_attention table in this schema")
         profile = store.ensure_profile("default")
         version = add_memory(store, profile.id)
@@ -116,7 +119,9 @@ def test_forget_memory_drops_the_reply_attention_too(tmp_path):
         with store.transaction():
             store.conn.execute(
                 "INSERT INTO reply_attention (message_id, version_id, created_at, attention) "
-                "VALUES (?, ?, ?, ?)", [reply.id, version.id, utc_now(), b"weights"])
+                "VALUES (?, ?, ?, ?)",
+                [reply.id, version.id, utc_now(), b"weights"],
+            )
         report = wipe(store, WipeScope.of(store, "memory"))
         assert report.deleted["reply attention records"] == 1 and report.rows_left == 0
         assert store.messages(conv.id)[0].content == "a reply shaped by memory"
@@ -150,7 +155,9 @@ def _intent(store: Store, kind: str, profile_id: int | None, name: str | None, s
     with store.transaction():
         store.conn.execute(
             "INSERT INTO pending_wipes (kind, profile_id, profile_name, status, created_at) "
-            "VALUES (?, ?, ?, ?, ?)", [kind, profile_id, name, status, utc_now()])
+            "VALUES (?, ?, ?, ?, ?)",
+            [kind, profile_id, name, status, utc_now()],
+        )
 
 
 def test_an_intent_left_by_a_crash_is_completed(lpm_home, tmp_path):
@@ -219,8 +226,10 @@ def _phase(store: Store) -> str:
     """Where the kill landed, read before anything resumes the wipe."""
     row = store.conn.execute("SELECT status FROM pending_wipes").fetchone()
     if row is not None:
-        return {"pending": "killed before the delete committed",
-                "vacuum": "killed after the delete, before VACUUM ended"}[row[0]]
+        return {
+            "pending": "killed before the delete committed",
+            "vacuum": "killed after the delete, before VACUUM ended",
+        }[row[0]]
     if "default" in [p.name for p in store.list_profiles()]:
         return "killed before the intent committed"
     return "finished before the kill"
@@ -234,8 +243,11 @@ def _kill_loop(tmp: Path, runs: int, monkeypatch) -> dict[str, int]:
         home = tmp / f"run{run}"
         shutil.copytree(template, home)
         monkeypatch.setenv("LPM_HOME", str(home))
-        child = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE,
-                                 env={**os.environ, "LPM_HOME": str(home)})
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "LPM_HOME": str(home)},
+        )
         assert child.stdout.readline().strip() == b"ready"
         started = time.monotonic()
         if duration is None:  # the first run is not killed: it measures the wipe
@@ -270,8 +282,11 @@ def test_kill_during_wipe_then_restart_many(tmp_path, monkeypatch):
     outcomes = _kill_loop(tmp_path, 30, monkeypatch)
     print(outcomes)
     # The kills must have hit the wipe itself, not only its edges.
-    assert outcomes.get("killed before the delete committed", 0) + outcomes.get(
-        "killed after the delete, before VACUUM ended", 0) >= 5, outcomes
+    assert (
+        outcomes.get("killed before the delete committed", 0)
+        + outcomes.get("killed after the delete, before VACUUM ended", 0)
+        >= 5
+    ), outcomes
 
 
 # -- the CLI -------------------------------------------------------------------------------------
@@ -304,10 +319,13 @@ def test_cli_wipe_asks_and_reports(tmp_path):
     assert everything.exit_code == 0 and "rows of it left in the database: 0" in everything.output
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "say what to wipe"),
-    (["--all", "--profile", "x"], "--all cannot be combined"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "say what to wipe"),
+        (["--all", "--profile", "x"], "--all cannot be combined"),
+    ],
+)
 def test_cli_wipe_usage_errors(args, message):
     result = CliRunner().invoke(_cli(), ["wipe", *args])
     assert result.exit_code == 2 and message in result.output

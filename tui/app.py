@@ -156,17 +156,26 @@ class LpmApp(App[None]):
 
         def chosen(name: str | None) -> None:
             if name == "__path__":
-                self.push_screen(TextPrompt("Model directory", placeholder="/path/to/hf-model"),
-                                 chosen)
+                self.push_screen(
+                    TextPrompt("Model directory", placeholder="/path/to/hf-model"), chosen
+                )
             elif name and name != current:
                 self.load_assistant(name)
 
         if choices:
-            self.push_screen(ChoiceDialog("Switch model", choices + [("__path__", "a local directory…")],
-                                          current=current), chosen)
+            self.push_screen(
+                ChoiceDialog(
+                    "Switch model", choices + [("__path__", "a local directory…")], current=current
+                ),
+                chosen,
+            )
         else:
-            self.push_screen(TextPrompt("Switch model", placeholder="registry name or local path",
-                                        value=current or ""), chosen)
+            self.push_screen(
+                TextPrompt(
+                    "Switch model", placeholder="registry name or local path", value=current or ""
+                ),
+                chosen,
+            )
 
     def action_switch_profile(self) -> None:
         chat = self._chat_screen()
@@ -177,8 +186,9 @@ class LpmApp(App[None]):
 
         async def chosen(name: str | None) -> None:
             if name == "__new__":
-                self.push_screen(TextPrompt("New profile name", hint="letters, digits, - and _"),
-                                 created)
+                self.push_screen(
+                    TextPrompt("New profile name", hint="letters, digits, - and _"), created
+                )
             elif name and name != self.assistant.profile.name:
                 await self._use_profile(name)
 
@@ -191,8 +201,14 @@ class LpmApp(App[None]):
                     return
                 await self._use_profile(name)
 
-        self.push_screen(ChoiceDialog("Switch profile", profiles + [("__new__", "a new profile…")],
-                                      current=self.assistant.profile.name), chosen)
+        self.push_screen(
+            ChoiceDialog(
+                "Switch profile",
+                profiles + [("__new__", "a new profile…")],
+                current=self.assistant.profile.name,
+            ),
+            chosen,
+        )
 
     async def _use_profile(self, name: str) -> None:
         """Make ``name`` active, keeping the loaded model; its memory runtime is per profile."""
@@ -256,8 +272,8 @@ def _model_choices() -> list[tuple[str, str]]:
     return choices
 
 
-def run_app(model: str | None, quantize: str | None, temporary: bool,
-            max_new_tokens: int = 512) -> None:
+def run_app(
+    model: str | None, quantize: str | None, temporary: bool, max_new_tokens: int = 512
+) -> None:
     """Entry point used by ``lpm chat`` (inside its ``InstanceLock``)."""
-    LpmApp(model=model, quantize=quantize, temporary=temporary,
-           max_new_tokens=max_new_tokens).run()
+    LpmApp(model=model, quantize=quantize, temporary=temporary, max_new_tokens=max_new_tokens).run()

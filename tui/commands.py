@@ -30,35 +30,85 @@ class Command:
 
 COMMANDS: tuple[Command, ...] = (
     Command("New chat", "ctrl+n", "new_chat", "Start a new conversation.", "New"),
-    Command("Temporary chat on/off", "ctrl+t", "toggle_temporary",
-            "A chat that is neither stored nor learned, and not shaped by memory.", "Temp"),
-    Command("Stop the reply", "escape", "cancel_reply",
-            "Stop the reply being written; what was written so far is kept.", "Stop",
-            priority=True),
-    Command("Rename chat", "f2", "rename_chat", "Give the open conversation a new title.",
-            "Rename"),
-    Command("Delete chat", "f8", "delete_chat",
-            "Delete the open conversation and its messages (asks first).", "Delete"),
+    Command(
+        "Temporary chat on/off",
+        "ctrl+t",
+        "toggle_temporary",
+        "A chat that is neither stored nor learned, and not shaped by memory.",
+        "Temp",
+    ),
+    Command(
+        "Stop the reply",
+        "escape",
+        "cancel_reply",
+        "Stop the reply being written; what was written so far is kept.",
+        "Stop",
+        priority=True,
+    ),
+    Command(
+        "Rename chat", "f2", "rename_chat", "Give the open conversation a new title.", "Rename"
+    ),
+    Command(
+        "Delete chat",
+        "f8",
+        "delete_chat",
+        "Delete the open conversation and its messages (asks first).",
+        "Delete",
+    ),
     Command("Show/hide chats", "ctrl+b", "toggle_sidebar", "Show or hide the conversation list."),
-    Command("Show/hide memory panel", "f3", "toggle_memory_panel",
-            "Show or hide the memory panel.", "Memory"),
-    Command("Inspect the reply's memory", "f4", "inspect",
-            "Which memory slots the selected reply attended to, per slot label, usage and "
-            "sources; roll back or forget from there.", "Inspect"),
-    Command("Refit memory now", "f5", "refit_now",
-            "Learn from recent conversations now, in the background (chatting goes on)."),
-    Command("Memory on/off", "f6", "toggle_memory",
-            "Switch memory off (no soft prompt, nothing learned) or back on."),
+    Command(
+        "Show/hide memory panel",
+        "f3",
+        "toggle_memory_panel",
+        "Show or hide the memory panel.",
+        "Memory",
+    ),
+    Command(
+        "Inspect the reply's memory",
+        "f4",
+        "inspect",
+        "Which memory slots the selected reply attended to, per slot label, usage and "
+        "sources; roll back or forget from there.",
+        "Inspect",
+    ),
+    Command(
+        "Refit memory now",
+        "f5",
+        "refit_now",
+        "Learn from recent conversations now, in the background (chatting goes on).",
+    ),
+    Command(
+        "Memory on/off",
+        "f6",
+        "toggle_memory",
+        "Switch memory off (no soft prompt, nothing learned) or back on.",
+    ),
     Command("Roll back memory", "f7", "rollback", "Make an earlier memory version current."),
-    Command("Forget this conversation", "f9", "forget_chat",
-            "Drop this conversation from memory and refit from before it (asks first)."),
-    Command("Import a file", "ctrl+o", "import_file",
-            "Import chat logs (ChatGPT, Claude, ...) with a preview of what will be added."),
+    Command(
+        "Forget this conversation",
+        "f9",
+        "forget_chat",
+        "Drop this conversation from memory and refit from before it (asks first).",
+    ),
+    Command(
+        "Import a file",
+        "ctrl+o",
+        "import_file",
+        "Import chat logs (ChatGPT, Claude, ...) with a preview of what will be added.",
+    ),
     Command("Export memory", "ctrl+s", "export_memory", "Write the memory to a .lpm file."),
-    Command("Wipe", "f10", "wipe",
-            "Delete memory, or a profile's data, or everything (says exactly what, asks first)."),
-    Command("Switch profile", "ctrl+g", "app.switch_profile",
-            "Chat as another profile; each profile has its own chats and memory."),
+    Command(
+        "Wipe",
+        "f10",
+        "wipe",
+        "Delete memory, or a profile's data, or everything (says exactly what, asks first).",
+    ),
+    Command(
+        "Switch profile",
+        "ctrl+g",
+        "app.switch_profile",
+        "Chat as another profile; each profile has its own chats and memory.",
+    ),
     Command("Switch model", "ctrl+l", "app.switch_model", "Load another backbone model."),
     Command("Help", "f1", "app.help", "All keys and commands.", "Help"),
     Command("Quit", "ctrl+q", "app.quit", "Leave lpm (a running refit is stopped safely)."),
@@ -76,9 +126,12 @@ def bindings() -> list[Binding]:
 
 def key_label(key: str) -> str:
     """'ctrl+n,f2' -> 'Ctrl+N / F2' for the help screen."""
+
     def one(spec: str) -> str:
-        return "+".join(part.capitalize() if len(part) > 1 else part.upper()
-                        for part in spec.split("+"))
+        return "+".join(
+            part.capitalize() if len(part) > 1 else part.upper() for part in spec.split("+")
+        )
+
     return " / ".join(one(k.strip()) for k in key.split(","))
 
 
@@ -94,8 +147,12 @@ class LpmCommands(Provider):
         for command in COMMANDS:
             score = matcher.match(command.title)
             if score > 0:
-                yield Hit(score, matcher.highlight(command.title), partial(self._run, command),
-                          help=f"{key_label(command.key)} · {command.help}")
+                yield Hit(
+                    score,
+                    matcher.highlight(command.title),
+                    partial(self._run, command),
+                    help=f"{key_label(command.key)} · {command.help}",
+                )
 
     async def _run(self, command: Command) -> None:
         await self.app.run_action(command.action, self.screen)

@@ -60,8 +60,7 @@ class DataOps:
     def preview_import(self, paths: list[Path]) -> ImportPreview:
         """A dry run: every file parsed and checked, nothing written."""
         importing = _module("lpm_local.data.importing", "import")
-        summary = importing.import_files(self.store, paths, profile=self.profile.name,
-                                         dry_run=True)
+        summary = importing.import_files(self.store, paths, profile=self.profile.name, dry_run=True)
         added = sum(f.messages for f in summary.files if f.status != "duplicate")
         return ImportPreview(lines=summary.lines(), adds_anything=added > 0)
 
@@ -78,19 +77,32 @@ class DataOps:
 
     def export(self, path: Path, *, with_history: bool = False) -> list[str]:
         bundle = _module("lpm_local.data.bundle.archive", "export")
-        result = bundle.export_bundle(self.store, path, profile=self.profile.name,
-                                      with_history=with_history, slot_info=self._slot_info())
-        version = f"memory version #{result.memory_version}" if result.memory_version else "no memory"
-        return [(f"{result.path}: {version}, {result.conversations} conversations, "
-                 f"{result.n_bytes:,} bytes")]
+        result = bundle.export_bundle(
+            self.store,
+            path,
+            profile=self.profile.name,
+            with_history=with_history,
+            slot_info=self._slot_info(),
+        )
+        version = (
+            f"memory version #{result.memory_version}" if result.memory_version else "no memory"
+        )
+        return [
+            (
+                f"{result.path}: {version}, {result.conversations} conversations, "
+                f"{result.n_bytes:,} bytes"
+            )
+        ]
 
     def _slot_info(self) -> dict[str, Any] | None:
         """Labels and usage for ``slots.json`` when the runtime can tell them."""
         slots = MemoryAdapter(self.assistant).slots()
         if not slots:
             return None
-        return {"labels": {str(s.index): s.label for s in slots},
-                "usage": {str(s.index): s.usage for s in slots}}
+        return {
+            "labels": {str(s.index): s.label for s in slots},
+            "usage": {str(s.index): s.usage for s in slots},
+        }
 
     # -- wipe -----------------------------------------------------------------------------------
 
@@ -105,15 +117,21 @@ class DataOps:
             conversations = self.store.list_conversations(profile.id)
             messages = sum(c.message_count for c in conversations)
             if scope == "memory":
-                lines.append(f"Profile {profile.name}: {versions} memory versions and their "
-                             "refit history. Chats are kept.")
+                lines.append(
+                    f"Profile {profile.name}: {versions} memory versions and their "
+                    "refit history. Chats are kept."
+                )
             else:
-                lines.append(f"Profile {profile.name}: {len(conversations)} conversations, "
-                             f"{messages} messages, {versions} memory versions, imports and "
-                             "audit log, and the profile itself.")
+                lines.append(
+                    f"Profile {profile.name}: {len(conversations)} conversations, "
+                    f"{messages} messages, {versions} memory versions, imports and "
+                    "audit log, and the profile itself."
+                )
         if scope == "all":
             lines.append("Every setting, and .lpm bundles kept under the data dir.")
-        lines.append("Deleted bytes are zeroed and the database is vacuumed; this cannot be undone.")
+        lines.append(
+            "Deleted bytes are zeroed and the database is vacuumed; this cannot be undone."
+        )
         return lines
 
     def wipe(self, scope: str) -> list[str]:

@@ -6,7 +6,7 @@ shown literally, so untrusted text (titles, labels, file names) never becomes ma
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from textual.content import Content
 
@@ -22,7 +22,7 @@ def parse_time(value: str | datetime | None) -> datetime | None:
             moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError:
             return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def ago(value: str | datetime | None, now: datetime | None = None) -> str:
@@ -30,7 +30,7 @@ def ago(value: str | datetime | None, now: datetime | None = None) -> str:
     moment = parse_time(value)
     if moment is None:
         return "never"
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     seconds = max(0.0, (now - moment).total_seconds())
     if seconds < 45:
         return "just now"

@@ -25,7 +25,9 @@ class MemoryUnavailable(RuntimeError):
     """A memory action was asked for while no memory runtime is attached."""
 
     def __init__(self, action: str = "") -> None:
-        super().__init__(f"{NOT_AVAILABLE}" + (f" ({action} needs the memory runtime)" if action else ""))
+        super().__init__(
+            f"{NOT_AVAILABLE}" + (f" ({action} needs the memory runtime)" if action else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,9 @@ class MemoryAdapter:
         versions = self.versions()
         losses = [v.heldout_loss for v in versions if getattr(v, "heldout_loss", None) is not None]
         state = getattr(self.runtime, "state", None)
-        last = getattr(state, "last_refit_at", None) or (versions[-1].created_at if versions else None)
+        last = getattr(state, "last_refit_at", None) or (
+            versions[-1].created_at if versions else None
+        )
         return MemoryStatus(
             available=state is not None,
             enabled=bool(profile.memory_enabled),
@@ -136,13 +140,15 @@ class MemoryAdapter:
             return False
 
         def forward(event: Any) -> None:
-            callback(RefitEventView(
-                stage=str(getattr(event, "stage", "")),
-                fraction=getattr(event, "fraction", None),
-                done=bool(getattr(event, "done", False)),
-                result=getattr(event, "result", None),
-                error=getattr(event, "error", None),
-            ))
+            callback(
+                RefitEventView(
+                    stage=str(getattr(event, "stage", "")),
+                    fraction=getattr(event, "fraction", None),
+                    done=bool(getattr(event, "done", False)),
+                    result=getattr(event, "result", None),
+                    error=getattr(event, "error", None),
+                )
+            )
 
         runtime.add_listener(forward)
         self._forwarders.append(forward)

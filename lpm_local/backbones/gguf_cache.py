@@ -46,14 +46,16 @@ def gguf_source(module: str, filename: str, *, install_hint: str) -> Path:
         spec = None
     locations_ = list(spec.submodule_search_locations or []) if spec else []
     if not locations_:
-        raise ModelNotAvailable(f"the embedded model needs the package that ships {filename}: "
-                                f"{install_hint}")
+        raise ModelNotAvailable(
+            f"the embedded model needs the package that ships {filename}: {install_hint}"
+        )
     for folder in locations_:
         path = Path(folder) / filename
         if path.is_file():
             return path
-    raise ModelNotAvailable(f"{module} is installed but has no {filename}; reinstall it: "
-                            f"{install_hint}")
+    raise ModelNotAvailable(
+        f"{module} is installed but has no {filename}; reinstall it: {install_hint}"
+    )
 
 
 def ensure_gguf_cache(
@@ -121,8 +123,9 @@ def _convert(source: Path, dest: Path, report: Progress) -> None:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
         report("reading GGUF weights (first run only)", 0.2)
         with _tensor_progress(report, "dequantizing GGUF weights (first run only)", 0.5, 0.9):
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename,
-                                                         dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=filename, dtype=torch.float32
+            )
         # The GGUF quantizer marks the model as quantized and then refuses save_pretrained;
         # after dequantization the weights are plain fp32 tensors, so the marker is stale.
         model.hf_quantizer = None

@@ -20,8 +20,8 @@ import torch
 
 from lpm_local import locations
 from lpm_local.backbones import gguf_cache
-from lpm_local.errors import BadInput, ModelNotAvailable
 from lpm_local.backbones.registry import BackboneSpec, registry
+from lpm_local.errors import BadInput, ModelNotAvailable
 
 Progress = Callable[[str, "float | None"], None]
 
@@ -127,8 +127,9 @@ def _local_dir(target: str) -> Path:
     if folder.is_dir():
         return folder
     known = ", ".join(registry())
-    raise ModelNotAvailable(f"unknown backbone {target!r}: not one of {known}, "
-                            "and not a local model directory")
+    raise ModelNotAvailable(
+        f"unknown backbone {target!r}: not one of {known}, and not a local model directory"
+    )
 
 
 def _resolve_spec(spec: BackboneSpec, report: Progress) -> Path:
@@ -136,8 +137,9 @@ def _resolve_spec(spec: BackboneSpec, report: Progress) -> Path:
         return _hub_snapshot(spec, report)
     target = locations.model_cache_dir(spec.name)
     try:
-        source = gguf_cache.gguf_source(spec.gguf_module, spec.gguf_file,
-                                        install_hint=spec.install_hint)
+        source = gguf_cache.gguf_source(
+            spec.gguf_module, spec.gguf_file, install_hint=spec.install_hint
+        )
     except ModelNotAvailable:
         if gguf_cache.is_cache_valid(target, None):
             return target  # the package was removed after conversion: the cache still serves
@@ -163,10 +165,13 @@ def _hub_snapshot(spec: BackboneSpec, report: Progress) -> Path:
         return cached
     hint = "connect once to download it, or pass --model PATH to a local copy"
     if constants.HF_HUB_OFFLINE:
-        raise ModelNotAvailable(f"{spec.hub_id} is not downloaded and HF_HUB_OFFLINE is set: {hint}")
+        raise ModelNotAvailable(
+            f"{spec.hub_id} is not downloaded and HF_HUB_OFFLINE is set: {hint}"
+        )
     if not _hub_reachable(constants.ENDPOINT):
-        raise ModelNotAvailable(f"{spec.hub_id} is not downloaded and {constants.ENDPOINT} "
-                                f"cannot be reached: {hint}")
+        raise ModelNotAvailable(
+            f"{spec.hub_id} is not downloaded and {constants.ENDPOINT} cannot be reached: {hint}"
+        )
     report(f"downloading {spec.hub_id} (~{spec.download_gb:g} GB, first use only)", None)
     try:
         return Path(snapshot_download(spec.hub_id, allow_patterns=HUB_PATTERNS))
@@ -188,8 +193,15 @@ def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def _load_dir(folder: Path, *, name: str, quant: str, device: torch.device,
-              context: int | None, report: Progress) -> Backbone:
+def _load_dir(
+    folder: Path,
+    *,
+    name: str,
+    quant: str,
+    device: torch.device,
+    context: int | None,
+    report: Progress,
+) -> Backbone:
     _check_dir(folder)
     report("loading tokenizer", None)
     tokenizer = _load_tokenizer(folder)
@@ -202,9 +214,14 @@ def _load_dir(folder: Path, *, name: str, quant: str, device: torch.device,
     window = context or getattr(config, "max_position_embeddings", None) or FALLBACK_CONTEXT
     report("model ready", 1.0)
     return Backbone(
-        name=name, model=model, tokenizer=tokenizer, device=device,
-        dtype=embeddings.weight.dtype, hidden_size=embeddings.embedding_dim,
-        context_window=int(window), quantization=quant,
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=embeddings.weight.dtype,
+        hidden_size=embeddings.embedding_dim,
+        context_window=int(window),
+        quantization=quant,
     )
 
 
@@ -224,10 +241,13 @@ def _load_tokenizer(folder: Path):
         with gguf_cache.quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelNotAvailable(f"cannot load the tokenizer in {folder}: {_first_line(exc)}") from exc
+        raise ModelNotAvailable(
+            f"cannot load the tokenizer in {folder}: {_first_line(exc)}"
+        ) from exc
     if not getattr(tokenizer, "chat_template", None):
-        raise ModelNotAvailable(f"the tokenizer in {folder} has no chat template: lpm needs an "
-                                "instruct/chat model")
+        raise ModelNotAvailable(
+            f"the tokenizer in {folder} has no chat template: lpm needs an instruct/chat model"
+        )
     return tokenizer
 
 
@@ -236,8 +256,9 @@ def _load_model(folder: Path, *, quant: str, device: torch.device) -> torch.nn.M
 
     # bf16 on CUDA; fp32 on CPU, where bf16 compute is 25-35x slower without native bf16.
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    kwargs = dict(dtype=dtype, device_map={"": str(device)}, use_safetensors=True,
-                  trust_remote_code=False)
+    kwargs = dict(
+        dtype=dtype, device_map={"": str(device)}, use_safetensors=True, trust_remote_code=False
+    )
     if quant == "nf4":
         kwargs["quantization_config"] = _nf4_config(dtype)
     try:
@@ -251,8 +272,9 @@ def _nf4_config(compute_dtype: torch.dtype):
     try:
         import bitsandbytes  # noqa: F401 - only to give a clear line when it is missing
     except ImportError:
-        raise ModelNotAvailable("NF4 needs bitsandbytes: pip install bitsandbytes, "
-                                "or pass --quantize none") from None
+        raise ModelNotAvailable(
+            "NF4 needs bitsandbytes: pip install bitsandbytes, or pass --quantize none"
+        ) from None
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(

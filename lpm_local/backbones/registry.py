@@ -47,12 +47,18 @@ class BackboneSpec:
             raise ValueError(f"{self.name}: source must be one of {SOURCES}, got {self.source!r}")
         for field in ("quantization", "quantization_cpu"):
             if getattr(self, field) not in QUANTIZATIONS:
-                raise ValueError(f"{self.name}: {field} must be one of {QUANTIZATIONS}, "
-                                 f"got {getattr(self, field)!r}")
+                raise ValueError(
+                    f"{self.name}: {field} must be one of {QUANTIZATIONS}, "
+                    f"got {getattr(self, field)!r}"
+                )
         if self.source == "hub" and not self.hub_id:
             raise ValueError(f"{self.name}: a hub backbone needs hub_id")
-        if self.source == "gguf" and not (self.gguf_package and self.gguf_module and self.gguf_file):
-            raise ValueError(f"{self.name}: a gguf backbone needs gguf_package, gguf_module, gguf_file")
+        if self.source == "gguf" and not (
+            self.gguf_package and self.gguf_module and self.gguf_file
+        ):
+            raise ValueError(
+                f"{self.name}: a gguf backbone needs gguf_package, gguf_module, gguf_file"
+            )
         if self.hidden_size <= 0 or self.context_window <= 0:
             raise ValueError(f"{self.name}: hidden_size and context_window must be positive")
 
@@ -94,8 +100,10 @@ def get_spec(name: str) -> BackboneSpec:
         return registry()[name]
     except KeyError:
         known = ", ".join(registry())
-        raise ModelNotAvailable(f"unknown backbone {name!r}: choose one of {known}, "
-                                "or pass a local Hugging Face model directory") from None
+        raise ModelNotAvailable(
+            f"unknown backbone {name!r}: choose one of {known}, "
+            "or pass a local Hugging Face model directory"
+        ) from None
 
 
 def projector_path(backbone_name: str) -> Path | None:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lpm_local.backbones.loader import Backbone, load_backbone
-from lpm_local.chat.session import ChatSession, MemoryConditioner
 from lpm_local.chat.engine import ChatEngine
+from lpm_local.chat.session import ChatSession, MemoryConditioner
 from lpm_local.storage.records import Profile
 from lpm_local.storage.store import Store
 
@@ -24,7 +24,9 @@ class Assistant:
     profile: Profile
     memory: MemoryConditioner | None = None
 
-    def new_session(self, *, temporary: bool = False, conversation_id: int | None = None) -> ChatSession:
+    def new_session(
+        self, *, temporary: bool = False, conversation_id: int | None = None
+    ) -> ChatSession:
         return ChatSession(
             engine=self.engine,
             store=self.store,

@@ -88,7 +88,9 @@ def encode_chat(tokenizer, turns: Sequence[Turn], *, add_generation_prompt: bool
     return encode_chat_spans(tokenizer, turns, add_generation_prompt=add_generation_prompt).ids
 
 
-def encode_chat_spans(tokenizer, turns: Sequence[Turn], *, add_generation_prompt: bool) -> EncodedChat:
+def encode_chat_spans(
+    tokenizer, turns: Sequence[Turn], *, add_generation_prompt: bool
+) -> EncodedChat:
     """``encode_chat`` plus where each turn's content landed (for labels and R13 checks)."""
     codec = _codec(tokenizer)
     pieces = _render_scaffold(tokenizer, turns, add_generation_prompt)
@@ -161,14 +163,17 @@ def _truncated(tokenizer, tail: list[Turn], budget: int, system: str | None) -> 
     overhead = count_chat_tokens(tokenizer, [Turn("user", "")] + rest, system=system)
     keep = min(budget - overhead, len(ids))
     while keep > 0:
-        text = tokenizer.decode(ids[len(ids) - keep:]).lstrip("\ufffd")  # no half characters
+        text = tokenizer.decode(ids[len(ids) - keep :]).lstrip("\ufffd")  # no half characters
         window = [Turn("user", text)] + rest
         excess = count_chat_tokens(tokenizer, window, system=system) - budget
         if excess <= 0:
             return window
         keep -= excess  # re-tokenizing at a new edge can merge differently: shave and retry
-    raise BadInput(f"a context budget of {budget} tokens cannot hold the system prompt, the chat "
-                   "template and the turns after the latest user message", hint="raise the window size")
+    raise BadInput(
+        f"a context budget of {budget} tokens cannot hold the system prompt, the chat "
+        "template and the turns after the latest user message",
+        hint="raise the window size",
+    )
 
 
 def _render_scaffold(tokenizer, turns: Sequence[Turn], add_generation_prompt: bool) -> list[str]:
@@ -185,8 +190,10 @@ def _render_scaffold(tokenizer, turns: Sequence[Turn], add_generation_prompt: bo
     pieces = _SENTINEL_RE.split(text)
     if [int(p) for p in pieces[1::2]] != list(range(len(turns))):
         # A template that drops, repeats or reorders messages cannot be spliced safely.
-        raise ModelNotAvailable("the model's chat template does not place each message exactly "
-                                "once, in order; lpm cannot encode chats for it")
+        raise ModelNotAvailable(
+            "the model's chat template does not place each message exactly "
+            "once, in order; lpm cannot encode chats for it"
+        )
     return pieces
 
 
@@ -198,7 +205,7 @@ def _split_scaffold(codec: _Codec, text: str) -> list[tuple[str | int, None]]:
     pos = 0
     for match in codec.pattern.finditer(text):
         if match.start() > pos:
-            out.append((text[pos:match.start()], None))
+            out.append((text[pos : match.start()], None))
         out.append((codec.added[match.group(0)], None))
         pos = match.end()
     if pos < len(text):
@@ -206,8 +213,9 @@ def _split_scaffold(codec: _Codec, text: str) -> list[tuple[str | int, None]]:
     return out
 
 
-def _flush_run(codec: _Codec, run: list[tuple[str, int | None]], ids: list[int],
-               spans: list[tuple[int, int]]) -> None:
+def _flush_run(
+    codec: _Codec, run: list[tuple[str, int | None]], ids: list[int], spans: list[tuple[int, int]]
+) -> None:
     """Tokenize adjacent scaffold/content text as one string; record each content's span."""
     if not run:
         return

@@ -72,7 +72,9 @@ class ChatEngine:
 
     def encode(self, turns: Sequence[Turn], *, add_generation_prompt: bool = True) -> torch.Tensor:
         """Chat-templated ids [1, T] on the backbone's device (contents as data, R13)."""
-        ids = encode_chat(self.backbone.tokenizer, turns, add_generation_prompt=add_generation_prompt)
+        ids = encode_chat(
+            self.backbone.tokenizer, turns, add_generation_prompt=add_generation_prompt
+        )
         return torch.tensor([ids], dtype=torch.long, device=self.backbone.device)
 
     def embed_with_prefix(
@@ -100,12 +102,18 @@ class ChatEngine:
     @staticmethod
     def labels_with_prefix(labels: torch.Tensor, prefix_len: int) -> torch.Tensor:
         """labels [B, T] -> [B, M+T] with -100 over the M prefix positions (no loss there)."""
-        pad = torch.full((labels.shape[0], prefix_len), IGNORE_INDEX, dtype=labels.dtype,
-                         device=labels.device)
+        pad = torch.full(
+            (labels.shape[0], prefix_len), IGNORE_INDEX, dtype=labels.dtype, device=labels.device
+        )
         return torch.cat([pad, labels], dim=1)
 
-    def logits(self, ids: torch.Tensor, prefix: torch.Tensor | None = None, *,
-               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(
+        self,
+        ids: torch.Tensor,
+        prefix: torch.Tensor | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Next-token logits at the token positions only: [B, T, vocab].
 
         Without gradient unless the prefix takes one (scoring a soft prompt being fitted)."""
@@ -113,10 +121,16 @@ class ChatEngine:
         grad = prefix is not None and prefix.requires_grad
         with torch.set_grad_enabled(grad):
             out = self.backbone.model(inputs_embeds=embeds, attention_mask=mask)
-        return out.logits[:, embeds.shape[1] - ids.shape[1]:]
+        return out.logits[:, embeds.shape[1] - ids.shape[1] :]
 
-    def loss(self, ids: torch.Tensor, labels: torch.Tensor, prefix: torch.Tensor | None = None, *,
-             attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        ids: torch.Tensor,
+        labels: torch.Tensor,
+        prefix: torch.Tensor | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Mean next-token cross-entropy over labelled positions (labels -100 are skipped).
 
         The backbone is frozen; a prefix that requires grad receives the gradient."""
@@ -144,7 +158,9 @@ class ChatEngine:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature < 0 or not 0 < top_p <= 1:
-            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+            raise ValueError(
+                f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}"
+            )
         embeds, mask = self.embed_with_prefix(ids, prefix)
         if seed is not None:
             torch.manual_seed(seed)  # global RNG: generation is the only sampler in the process
@@ -186,19 +202,28 @@ class ChatEngine:
         ids = self.encode(turns)
         if prefix is not None:
             self._check_prefix(prefix, 1)  # a bad shape fails here, not in the worker
-        stats = GenerationStats(prompt_tokens=ids.shape[1],
-                                prefix_tokens=0 if prefix is None else prefix.shape[-2])
+        stats = GenerationStats(
+            prompt_tokens=ids.shape[1], prefix_tokens=0 if prefix is None else prefix.shape[-2]
+        )
         self.last_stats = stats
         stop = threading.Event()  # set when the consumer leaves or the caller cancels
-        streamer = _TimedStreamer(self.backbone.tokenizer, stats, timeout=None, skip_prompt=True,
-                                  skip_special_tokens=True)
+        streamer = _TimedStreamer(
+            self.backbone.tokenizer, stats, timeout=None, skip_prompt=True, skip_special_tokens=True
+        )
         errors: list[BaseException] = []
 
         def work() -> None:
             try:
-                self.generate(ids, prefix, max_new_tokens=max_new_tokens, temperature=temperature,
-                              top_p=top_p, seed=seed, cancel=_AnyEvent(stop, cancel),
-                              streamer=streamer)
+                self.generate(
+                    ids,
+                    prefix,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
+                    seed=seed,
+                    cancel=_AnyEvent(stop, cancel),
+                    streamer=streamer,
+                )
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
                 errors.append(exc)
                 streamer.end()
@@ -226,8 +251,9 @@ class ChatEngine:
         if prefix.dim() == 2:
             prefix = prefix.unsqueeze(0).expand(batch, -1, -1)
         if prefix.dim() != 3 or prefix.shape[0] != batch or prefix.shape[2] != hidden:
-            raise ValueError(f"prefix must be [M, {hidden}] or [{batch}, M, {hidden}], "
-                             f"got {list(prefix.shape)}")
+            raise ValueError(
+                f"prefix must be [M, {hidden}] or [{batch}, M, {hidden}], got {list(prefix.shape)}"
+            )
         return prefix
 
 
@@ -248,8 +274,9 @@ class _CancelCriteria(StoppingCriteria):
         self.event = event
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool,
-                          device=input_ids.device)
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
 
 
 class _TimedStreamer(TextIteratorStreamer):

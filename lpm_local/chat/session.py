@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 # this window: a short window is what makes the KV cache small (DESIGN.md §3).
 DEFAULT_WINDOW_TOKENS = 1024
 
-DEFAULT_SYSTEM_PROMPT = "You are a helpful, concise assistant running privately on the user's machine."
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful, concise assistant running privately on the user's machine."
+)
 
 
 class MemoryConditioner(Protocol):
@@ -74,7 +76,9 @@ class ChatSession:
             # the user asked for a clean room.
             self.memory = None
         elif self.conversation_id is not None:
-            self.turns = [Turn(m.role, m.content) for m in self.store.messages(self.conversation_id)]
+            self.turns = [
+                Turn(m.role, m.content) for m in self.store.messages(self.conversation_id)
+            ]
 
     def send(
         self,
@@ -102,7 +106,10 @@ class ChatSession:
             system=self.system_prompt,
         )
         for chunk in self.engine.stream(
-            context, prefix=prefix, cancel=cancel, max_new_tokens=max_new_tokens,
+            context,
+            prefix=prefix,
+            cancel=cancel,
+            max_new_tokens=max_new_tokens,
             temperature=temperature,
         ):
             result.reply += chunk

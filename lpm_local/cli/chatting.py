@@ -11,19 +11,28 @@ import click
 from lpm_local.cli.base import finish_progress_line, stderr_progress
 
 model_option = click.option(
-    "--model", "model", metavar="NAME|PATH", default=None,
+    "--model",
+    "model",
+    metavar="NAME|PATH",
+    default=None,
     help="Backbone name from `lpm models`, or a local Hugging Face model directory.",
 )
 quantize_option = click.option(
-    "--quantize", type=click.Choice(["nf4", "none"]), default=None,
+    "--quantize",
+    type=click.Choice(["nf4", "none"]),
+    default=None,
     help="Override the backbone's default quantization (NF4 is the default on CUDA).",
 )
 temporary_option = click.option(
-    "--temporary", is_flag=True,
+    "--temporary",
+    is_flag=True,
     help="A temporary chat: not stored, not learned, not shaped by memory.",
 )
 max_tokens_option = click.option(
-    "--max-new-tokens", type=click.IntRange(1, 8192), default=512, show_default=True,
+    "--max-new-tokens",
+    type=click.IntRange(1, 8192),
+    default=512,
+    show_default=True,
     help="Longest reply, in tokens.",
 )
 
@@ -31,8 +40,9 @@ max_tokens_option = click.option(
 def _open(model: str | None, quantize: str | None, *, background_refits: bool = True):
     from lpm_local.chat.assistant import open_assistant
 
-    assistant = open_assistant(model, quantize=quantize, progress=stderr_progress(),
-                               background_refits=background_refits)
+    assistant = open_assistant(
+        model, quantize=quantize, progress=stderr_progress(), background_refits=background_refits
+    )
     finish_progress_line()
     return assistant
 
@@ -43,8 +53,9 @@ def _open(model: str | None, quantize: str | None, *, background_refits: bool = 
 @quantize_option
 @temporary_option
 @max_tokens_option
-def ask(question: str, model: str | None, quantize: str | None, temporary: bool,
-        max_new_tokens: int) -> None:
+def ask(
+    question: str, model: str | None, quantize: str | None, temporary: bool, max_new_tokens: int
+) -> None:
     """Ask one QUESTION and stream the answer to stdout."""
     if not question.strip():
         raise click.UsageError("the question is empty: write something after `lpm ask`")
@@ -64,16 +75,18 @@ def ask(question: str, model: str | None, quantize: str | None, temporary: bool,
 @quantize_option
 @temporary_option
 @max_tokens_option
-def chat(plain: bool, model: str | None, quantize: str | None, temporary: bool,
-         max_new_tokens: int) -> None:
+def chat(
+    plain: bool, model: str | None, quantize: str | None, temporary: bool, max_new_tokens: int
+) -> None:
     """Chat with the assistant (the terminal UI, or --plain for line mode)."""
     from lpm_local.storage.instance import InstanceLock
 
     with InstanceLock():
         if not plain:
             run_app = _terminal_ui()
-            run_app(model=model, quantize=quantize, temporary=temporary,
-                    max_new_tokens=max_new_tokens)
+            run_app(
+                model=model, quantize=quantize, temporary=temporary, max_new_tokens=max_new_tokens
+            )
             return
         _plain_chat(model, quantize, temporary, max_new_tokens)
 
@@ -88,19 +101,25 @@ def _terminal_ui():
 
     found = entry_points(group=FRONTENDS_GROUP, name="tui")
     if not found:
-        raise click.ClickException("the terminal UI is not installed with this lpm; "
-                                   "reinstall lpm-local, or use `lpm chat --plain`")
+        raise click.ClickException(
+            "the terminal UI is not installed with this lpm; "
+            "reinstall lpm-local, or use `lpm chat --plain`"
+        )
     return next(iter(found)).load()
 
 
-def _plain_chat(model: str | None, quantize: str | None, temporary: bool,
-                max_new_tokens: int) -> None:
+def _plain_chat(
+    model: str | None, quantize: str | None, temporary: bool, max_new_tokens: int
+) -> None:
     assistant = _open(model, quantize)
     with assistant:
         session = assistant.new_session(temporary=temporary)
         mode = " (temporary: not stored, not learned)" if temporary else ""
-        click.echo(f"lpm chat on {assistant.backbone.name}{mode}. Ctrl-C stops a reply, "
-                   "Ctrl-D or /quit leaves.", err=True)
+        click.echo(
+            f"lpm chat on {assistant.backbone.name}{mode}. Ctrl-C stops a reply, "
+            "Ctrl-D or /quit leaves.",
+            err=True,
+        )
         while True:
             try:
                 text = input("you> ")

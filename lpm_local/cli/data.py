@@ -17,7 +17,10 @@ from lpm_local.errors import LpmError
 from lpm_local.storage.store import Store
 
 profile_option = click.option(
-    "--profile", "profile", metavar="NAME", default=None,
+    "--profile",
+    "profile",
+    metavar="NAME",
+    default=None,
     help="The profile to act on (default: the active one).",
 )
 yes_option = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -33,8 +36,12 @@ def progress_bar(description: str) -> Iterator[Callable[[str, "float | None"], N
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    columns = (TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+    )
     # Not a terminal (a pipe, a log, a test): no bar at all, the summary says it all.
     hidden = not console.is_terminal
     with Progress(*columns, console=console, transient=True, disable=hidden) as bar:
@@ -68,8 +75,14 @@ def import_(files: tuple[Path, ...], dry_run: bool, profile: str | None) -> None
 
     with Store.open() as store, progress_bar("importing") as progress:
         try:
-            summary = import_files(store, files, profile=profile, dry_run=dry_run,
-                                   progress=progress, cancel=threading.Event())
+            summary = import_files(
+                store,
+                files,
+                profile=profile,
+                dry_run=dry_run,
+                progress=progress,
+                cancel=threading.Event(),
+            )
         except LpmError as error:
             completed = getattr(error, "completed", None)
             if completed is not None and completed.files:
@@ -102,8 +115,10 @@ def imports_list(profile: str | None) -> None:
         return
     click.echo(f"{'id':>4}  {'imported at':<19}  {'format':<13} {'convs':>6} {'msgs':>8}  file")
     for r in records:
-        click.echo(f"{r.id:>4}  {r.created_at[:19].replace('T', ' '):<19}  {r.format or '?':<13} "
-                   f"{r.n_conversations:>6,} {r.n_messages:>8,}  {r.file_name or ''}")
+        click.echo(
+            f"{r.id:>4}  {r.created_at[:19].replace('T', ' '):<19}  {r.format or '?':<13} "
+            f"{r.n_conversations:>6,} {r.n_messages:>8,}  {r.file_name or ''}"
+        )
 
 
 @imports.command("undo")
@@ -119,10 +134,14 @@ def imports_undo(import_id: int, yes: bool) -> None:
             click.confirm(
                 f"Remove import #{record.id} ({record.file_name}: {record.n_conversations:,} "
                 f"conversations, {record.n_messages:,} messages) and restore the memory from "
-                "before it?", abort=True)
+                "before it?",
+                abort=True,
+            )
         result = undo_import(store, import_id)
-    click.echo(f"removed import #{result.import_id}: {result.conversations:,} conversations, "
-               f"{result.messages:,} messages")
+    click.echo(
+        f"removed import #{result.import_id}: {result.conversations:,} conversations, "
+        f"{result.messages:,} messages"
+    )
     if result.memory_version is not None:
         click.echo(f"memory restored to version #{result.memory_version} (from before the import)")
     elif result.memory_restored:

@@ -26,7 +26,9 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name) from None
+        raise click.BadParameter(
+            f"expected comma-separated integers, got {text!r}", param_hint=name
+        ) from None
     if not values:
         raise click.BadParameter("give at least one value", param_hint=name)
     return values
@@ -36,7 +38,9 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=name) from None
+        raise click.BadParameter(
+            f"expected comma-separated numbers, got {text!r}", param_hint=name
+        ) from None
 
 
 def _method_rates(specs: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
@@ -48,7 +52,9 @@ def _method_rates(specs: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
         try:
             out.append((name, float(rate)))
         except ValueError:
-            raise click.BadParameter(f"expected METHOD=RATE, got {spec!r}", param_hint="--lr") from None
+            raise click.BadParameter(
+                f"expected METHOD=RATE, got {spec!r}", param_hint="--lr"
+            ) from None
     return tuple(out)
 
 
@@ -61,48 +67,124 @@ def _lengths(specs: tuple[str, ...], users: int) -> tuple[tuple[int, ...], tuple
             lengths.append(int(length))
             counts.append(int(n) if n else users)
         except ValueError:
-            raise click.BadParameter(f"expected LENGTH or LENGTH:USERS, got {spec!r}",
-                                     param_hint="--history-tokens") from None
+            raise click.BadParameter(
+                f"expected LENGTH or LENGTH:USERS, got {spec!r}", param_hint="--history-tokens"
+            ) from None
     return tuple(lengths), tuple(counts)
 
 
 def _load(model: str | None, quantize: str | None, device: str | None, prefix: str):
     from lpm_local.backbones.loader import load_backbone
 
-    backbone = load_backbone(model, quantize=quantize, device=device, progress=stderr_progress(prefix))
+    backbone = load_backbone(
+        model, quantize=quantize, device=device, progress=stderr_progress(prefix)
+    )
     finish_progress_line()
     return backbone
 
 
 @click.command("eval")
-@click.option("--model", "-m", default=None, help="Backbone name (`lpm models`) or a local model directory.")
-@click.option("--quantize", type=click.Choice(["nf4", "none"]), default=None, help="Override the default.")
+@click.option(
+    "--model", "-m", default=None, help="Backbone name (`lpm models`) or a local model directory."
+)
+@click.option(
+    "--quantize", type=click.Choice(["nf4", "none"]), default=None, help="Override the default."
+)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if present).")
-@click.option("--benchmark", "-b", "benchmarks", multiple=True, type=click.Choice(BENCHMARK_NAMES),
-              help="Benchmarks to run (repeatable; default: both).")
-@click.option("--method", "methods", multiple=True, type=click.Choice(METHOD_NAMES),
-              help="Methods to compare (repeatable; default: all but e2p).")
-@click.option("--users", default=10, show_default=True, help="Held-out PersonaMem users per history length.")
-@click.option("--history-tokens", multiple=True, metavar="LENGTH[:USERS]",
-              help="PersonaMem history length (repeatable; default 1024); ':USERS' caps the users there.")
-@click.option("--locomo-questions", default=20, show_default=True, help="Questions per LoCoMo conversation.")
-@click.option("--locomo-conversations", type=int, default=None, help="Only the first N conversations.")
-@click.option("--steps", default=10, show_default=True, help="Adam steps per user fit (every fitted method).")
-@click.option("--lr-grid", default="", help="Comma-separated learning rates; each fitted method takes its "
-                                            "best on validation users (default: no search).")
-@click.option("--tune-users", default=2, show_default=True, help="Validation users for the lr search.")
-@click.option("--lr", "lrs", multiple=True, metavar="METHOD=RATE",
-              help="Fix a fitted method's learning rate (repeatable), e.g. --lr lora=0.003.")
-@click.option("--generate/--no-generate", default=False, help="Also generate LoCoMo answers (token F1).")
-@click.option("--max-new-tokens", default=32, show_default=True, help="Length limit of generated answers.")
-@click.option("--personas", type=click.Path(dir_okay=False), help="MSC personas file (msc_personas_all.json).")
-@click.option("--locomo", "locomo_path", type=click.Path(dir_okay=False), help="A file of locomo10.json's schema.")
+@click.option(
+    "--benchmark",
+    "-b",
+    "benchmarks",
+    multiple=True,
+    type=click.Choice(BENCHMARK_NAMES),
+    help="Benchmarks to run (repeatable; default: both).",
+)
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    type=click.Choice(METHOD_NAMES),
+    help="Methods to compare (repeatable; default: all but e2p).",
+)
+@click.option(
+    "--users", default=10, show_default=True, help="Held-out PersonaMem users per history length."
+)
+@click.option(
+    "--history-tokens",
+    multiple=True,
+    metavar="LENGTH[:USERS]",
+    help="PersonaMem history length (repeatable; default 1024); ':USERS' caps the users there.",
+)
+@click.option(
+    "--locomo-questions", default=20, show_default=True, help="Questions per LoCoMo conversation."
+)
+@click.option(
+    "--locomo-conversations", type=int, default=None, help="Only the first N conversations."
+)
+@click.option(
+    "--steps", default=10, show_default=True, help="Adam steps per user fit (every fitted method)."
+)
+@click.option(
+    "--lr-grid",
+    default="",
+    help="Comma-separated learning rates; each fitted method takes its "
+    "best on validation users (default: no search).",
+)
+@click.option(
+    "--tune-users", default=2, show_default=True, help="Validation users for the lr search."
+)
+@click.option(
+    "--lr",
+    "lrs",
+    multiple=True,
+    metavar="METHOD=RATE",
+    help="Fix a fitted method's learning rate (repeatable), e.g. --lr lora=0.003.",
+)
+@click.option(
+    "--generate/--no-generate", default=False, help="Also generate LoCoMo answers (token F1)."
+)
+@click.option(
+    "--max-new-tokens", default=32, show_default=True, help="Length limit of generated answers."
+)
+@click.option(
+    "--personas", type=click.Path(dir_okay=False), help="MSC personas file (msc_personas_all.json)."
+)
+@click.option(
+    "--locomo",
+    "locomo_path",
+    type=click.Path(dir_okay=False),
+    help="A file of locomo10.json's schema.",
+)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--out", "out_dir", default="eval-out", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for eval.md, eval.json and eval.png.")
-def eval_(model, quantize, device, benchmarks, methods, users, history_tokens, locomo_questions,
-          locomo_conversations, steps, lr_grid, tune_users, lrs, generate, max_new_tokens, personas, locomo_path,
-          seed, out_dir) -> None:
+@click.option(
+    "--out",
+    "out_dir",
+    default="eval-out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for eval.md, eval.json and eval.png.",
+)
+def eval_(
+    model,
+    quantize,
+    device,
+    benchmarks,
+    methods,
+    users,
+    history_tokens,
+    locomo_questions,
+    locomo_conversations,
+    steps,
+    lr_grid,
+    tune_users,
+    lrs,
+    generate,
+    max_new_tokens,
+    personas,
+    locomo_path,
+    seed,
+    out_dir,
+) -> None:
     """Compare LPM with no memory, full context, retrieval, prompt tuning and LoRA.
 
     Same backbone, same users, same fitting budget; each question sees only the history before
@@ -118,19 +200,35 @@ def eval_(model, quantize, device, benchmarks, methods, users, history_tokens, l
     lengths, counts = _lengths(history_tokens, users)
     try:
         config = EvalConfig(
-            personamem=PersonaMemConfig(users=users, history_tokens=lengths, users_per_length=counts, seed=seed),
-            locomo=LocomoConfig(questions_per_conversation=locomo_questions, conversations=locomo_conversations),
-            methods=replace(MethodSettings(), steps=steps, lrs=_method_rates(lrs)), personas_path=personas,
+            personamem=PersonaMemConfig(
+                users=users, history_tokens=lengths, users_per_length=counts, seed=seed
+            ),
+            locomo=LocomoConfig(
+                questions_per_conversation=locomo_questions, conversations=locomo_conversations
+            ),
+            methods=replace(MethodSettings(), steps=steps, lrs=_method_rates(lrs)),
+            personas_path=personas,
             locomo_path=locomo_path,
-            generate=generate, max_new_tokens=max_new_tokens, lr_grid=_floats(lr_grid, "--lr-grid"),
-            tune_users=tune_users)
+            generate=generate,
+            max_new_tokens=max_new_tokens,
+            lr_grid=_floats(lr_grid, "--lr-grid"),
+            tune_users=tune_users,
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     backbone = _load(model, quantize, device, "eval: ")
     with stop_on_first_interrupt() as cancel:
-        result = run_eval(backbone, list(benchmarks or BENCHMARK_NAMES), list(methods or DEFAULT_METHOD_NAMES),
-                          users=users, seed=seed, progress=stderr_progress("eval: "), out_dir=out_dir,
-                          config=config, cancel=cancel)
+        result = run_eval(
+            backbone,
+            list(benchmarks or BENCHMARK_NAMES),
+            list(methods or DEFAULT_METHOD_NAMES),
+            users=users,
+            seed=seed,
+            progress=stderr_progress("eval: "),
+            out_dir=out_dir,
+            config=config,
+            cancel=cancel,
+        )
     finish_progress_line()
     if result["meta"].get("cancelled"):
         click.echo("interrupted: the report holds the questions finished so far", err=True)
@@ -150,8 +248,10 @@ def stop_on_first_interrupt():
     def first(signum, frame):
         cancel.set()
         signal.signal(signal.SIGINT, previous)
-        click.echo("\nstopping after the current question; Ctrl-C again to abort without a report",
-                   err=True)
+        click.echo(
+            "\nstopping after the current question; Ctrl-C again to abort without a report",
+            err=True,
+        )
 
     previous = signal.signal(signal.SIGINT, first)
     try:
@@ -161,35 +261,76 @@ def stop_on_first_interrupt():
 
 
 @click.command()
-@click.option("--model", "-m", default=None, help="Backbone name (`lpm models`) or a local model directory.")
+@click.option(
+    "--model", "-m", default=None, help="Backbone name (`lpm models`) or a local model directory."
+)
 @click.option("--quantize", type=click.Choice(["nf4", "none"]), default=None)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if present).")
-@click.option("--random-weights", type=click.Choice(SHAPE_NAMES), default=None,
-              help="Measure a random-weight Qwen3 of this real shape instead of loading weights.")
-@click.option("--tokenizer", type=click.Path(file_okay=False), default=None,
-              help="Tokenizer for --random-weights (default: the embedded SmolLM2's).")
-@click.option("--lengths", default="256,1024,4096", show_default=True, help="History lengths for the TTFT curve.")
+@click.option(
+    "--random-weights",
+    type=click.Choice(SHAPE_NAMES),
+    default=None,
+    help="Measure a random-weight Qwen3 of this real shape instead of loading weights.",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Tokenizer for --random-weights (default: the embedded SmolLM2's).",
+)
+@click.option(
+    "--lengths",
+    default="256,1024,4096",
+    show_default=True,
+    help="History lengths for the TTFT curve.",
+)
 @click.option("--new-tokens", default=32, show_default=True, help="Tokens decoded for tokens/s.")
 @click.option("--repeats", default=3, show_default=True, help="Runs per TTFT point (median).")
 @click.option("--refit-steps", default=5, show_default=True, help="fit_slots steps timed.")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
-              help="Write the JSON here (default: stdout).")
-def bench(model, quantize, device, random_weights, tokenizer, lengths, new_tokens, repeats, refit_steps,
-          out_file) -> None:
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the JSON here (default: stdout).",
+)
+def bench(
+    model,
+    quantize,
+    device,
+    random_weights,
+    tokenizer,
+    lengths,
+    new_tokens,
+    repeats,
+    refit_steps,
+    out_file,
+) -> None:
     """Measure decode speed, time to first token vs history length (LPM vs full context),
     projector overhead, refit time and peak memory on this machine; JSON out."""
-    from lpm_local.research.eval.bench import BenchSettings, borrowed_tokenizer, random_backbone, run_bench
+    from lpm_local.research.eval.bench import (
+        BenchSettings,
+        borrowed_tokenizer,
+        random_backbone,
+        run_bench,
+    )
 
     try:
-        settings = BenchSettings(lengths=_ints(lengths, "--lengths"), new_tokens=new_tokens, repeats=repeats,
-                                 refit_steps=refit_steps)
+        settings = BenchSettings(
+            lengths=_ints(lengths, "--lengths"),
+            new_tokens=new_tokens,
+            repeats=repeats,
+            refit_steps=refit_steps,
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     if random_weights:
         if model:
             raise click.UsageError("give --model or --random-weights, not both")
         stderr_progress("bench: ")(f"building a random-weight {random_weights}", None)
-        backbone = random_backbone(random_weights, tokenizer=borrowed_tokenizer(tokenizer), device=device)
+        backbone = random_backbone(
+            random_weights, tokenizer=borrowed_tokenizer(tokenizer), device=device
+        )
     else:
         backbone = _load(model, quantize, device, "bench: ")
     result = run_bench(backbone, settings, progress=stderr_progress("bench: "))

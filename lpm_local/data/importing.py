@@ -26,16 +26,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lpm_local.errors import LpmError
+from lpm_local.data.importers import BUNDLE_FORMAT, ParsedFile, detect_format, parse_file
 from lpm_local.data.sources import (  # re-exported: the import API in one place
     FileResult,
-    ImportCancelled,
     Progress,
     check_cancel,
     file_sha256,
     merge_notes,
 )
-from lpm_local.data.importers import BUNDLE_FORMAT, ParsedFile, detect_format, parse_file
+from lpm_local.errors import LpmError
 from lpm_local.memory.requests import clear_refit_request, pending_refit, request_refit
 from lpm_local.storage.records import ImportRecord, NewMessage, Profile
 from lpm_local.storage.store import Store
@@ -82,8 +81,10 @@ class ImportSummary:
             out.append(f"skipped {f.path.name}: same content as {earlier}")
         if not out:
             out.append("nothing to import")
-        out.append(f"profile '{self.profile}': {verb} {self.conversations:,} conversations, "
-                   f"{self.messages:,} messages in total")
+        out.append(
+            f"profile '{self.profile}': {verb} {self.conversations:,} conversations, "
+            f"{self.messages:,} messages in total"
+        )
         return out
 
 
@@ -131,15 +132,23 @@ def import_files(
 
 
 def _import_one(
-    store: Store, profile: Profile, path: Path, dry_run: bool, progress: Progress | None,
-    cancel: threading.Event | None, seen: dict[str, FileResult],
+    store: Store,
+    profile: Profile,
+    path: Path,
+    dry_run: bool,
+    progress: Progress | None,
+    cancel: threading.Event | None,
+    seen: dict[str, FileResult],
 ) -> FileResult:
     fmt = detect_format(path)
     if fmt == BUNDLE_FORMAT:
-        from lpm_local.data.bundle.archive import import_bundle  # torch, only when a bundle is given
+        from lpm_local.data.bundle.archive import (
+            import_bundle,  # torch, only when a bundle is given
+        )
 
-        restored = import_bundle(store, path, profile=profile.name, dry_run=dry_run,
-                                 progress=progress, cancel=cancel)
+        restored = import_bundle(
+            store, path, profile=profile.name, dry_run=dry_run, progress=progress, cancel=cancel
+        )
         return restored.as_file_result()
     _report(progress, f"{path.name}: checking", None)
     sha = file_sha256(path, cancel)
@@ -150,8 +159,14 @@ def _import_one(
     with parse_file(path, progress=counter.reporter(progress, path.name)) as parsed:
         if dry_run:
             conversations, messages = _consume(store, None, parsed, None, cancel, counter)
-            result = FileResult(path, parsed.format, "would add", conversations, messages,
-                                notes=len(parsed.profile_notes))
+            result = FileResult(
+                path,
+                parsed.format,
+                "would add",
+                conversations,
+                messages,
+                notes=len(parsed.profile_notes),
+            )
         else:
             result = _write_file(store, profile, path, sha, parsed, cancel, counter)
     seen[sha] = FileResult(path, result.format, "duplicate", import_id=result.import_id)
@@ -166,16 +181,26 @@ def _existing(store: Store, profile: Profile, path: Path, sha: str) -> FileResul
 
 
 def _write_file(
-    store: Store, profile: Profile, path: Path, sha: str, parsed: ParsedFile,
-    cancel: threading.Event | None, counter: _Counter,
+    store: Store,
+    profile: Profile,
+    path: Path,
+    sha: str,
+    parsed: ParsedFile,
+    cancel: threading.Event | None,
+    counter: _Counter,
 ) -> FileResult:
     with store.transaction():
         # Re-checked under the write lock: another process may have imported it meanwhile.
         if (duplicate := _existing(store, profile, path, sha)) is not None:
             return duplicate
         before = store.get_profile_by_id(profile.id).current_version_id
-        record = store.add_import(profile.id, file_sha256=sha, file_name=path.name,
-                                  format=parsed.format, memory_version_before=before)
+        record = store.add_import(
+            profile.id,
+            file_sha256=sha,
+            file_name=path.name,
+            format=parsed.format,
+            memory_version_before=before,
+        )
         conversations, messages = _consume(store, profile, parsed, record, cancel, counter)
         if parsed.profile_notes:
             note = store.get_profile_by_id(profile.id).note
@@ -183,15 +208,24 @@ def _write_file(
         store.set_import_counts(record.id, conversations, messages)
         if messages:
             request_refit(store, profile.id, REFIT_REASON)
-        store.audit(profile.id, "import", f"import #{record.id} ({parsed.format}): "
-                    f"{conversations} conversations, {messages} messages")
-    return FileResult(path, parsed.format, "added", conversations, messages, record.id,
-                      len(parsed.profile_notes))
+        store.audit(
+            profile.id,
+            "import",
+            f"import #{record.id} ({parsed.format}): "
+            f"{conversations} conversations, {messages} messages",
+        )
+    return FileResult(
+        path, parsed.format, "added", conversations, messages, record.id, len(parsed.profile_notes)
+    )
 
 
 def _consume(
-    store: Store, profile: Profile | None, parsed: ParsedFile, record: ImportRecord | None,
-    cancel: threading.Event | None, counter: _Counter,
+    store: Store,
+    profile: Profile | None,
+    parsed: ParsedFile,
+    record: ImportRecord | None,
+    cancel: threading.Event | None,
+    counter: _Counter,
 ) -> tuple[int, int]:
     """Read the whole stream; write each conversation when ``record`` is given (else count)."""
     conversations = messages = 0
@@ -199,13 +233,20 @@ def _consume(
         check_cancel(cancel)
         if record is not None and profile is not None:
             row = store.create_conversation(
-                profile.id, conversation.title, import_id=record.id,
-                source_ref=conversation.source_ref, created_at=conversation.created_at,
+                profile.id,
+                conversation.title,
+                import_id=record.id,
+                source_ref=conversation.source_ref,
+                created_at=conversation.created_at,
             )
-            store.add_messages(row.id, (
-                NewMessage(m.role, m.content, m.created_at, m.source_ref)
-                for m in conversation.messages
-            ), import_id=record.id)
+            store.add_messages(
+                row.id,
+                (
+                    NewMessage(m.role, m.content, m.created_at, m.source_ref)
+                    for m in conversation.messages
+                ),
+                import_id=record.id,
+            )
         conversations += 1
         messages += len(conversation.messages)
         counter.messages = messages
@@ -250,11 +291,15 @@ def undo_import(store: Store, import_id: int) -> UndoResult:
         request = pending_refit(store, record.profile_id)
         if latest and request is not None and request.get("reason") == REFIT_REASON:
             clear_refit_request(store, record.profile_id)
-        store.audit(record.profile_id, "import-undo",
-                    f"import #{import_id}: removed {record.n_conversations} conversations, "
-                    f"{record.n_messages} messages; memory version now {target}")
-    return UndoResult(import_id, record.profile_id, record.n_conversations, record.n_messages,
-                      target, restored)
+        store.audit(
+            record.profile_id,
+            "import-undo",
+            f"import #{import_id}: removed {record.n_conversations} conversations, "
+            f"{record.n_messages} messages; memory version now {target}",
+        )
+    return UndoResult(
+        import_id, record.profile_id, record.n_conversations, record.n_messages, target, restored
+    )
 
 
 def _version_before(store: Store, record: ImportRecord) -> tuple[int | None, bool]:

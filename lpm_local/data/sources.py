@@ -19,6 +19,8 @@ from lpm_local.errors import LpmError
 Progress = Callable[[str, "float | None"], None]
 
 _HASH_CHUNK = 1 << 20
+
+
 class ImportCancelled(LpmError):
     """The user cancelled an import; nothing of the file being imported was written."""
 

@@ -22,18 +22,17 @@ scheduler decides; conversations can be excluded from memory one by one).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lpm_local import locations
+from lpm_local.data.wipe_verify import Sample, remove_bundles, sample_values, scan_for_samples
 from lpm_local.errors import NotFound
 from lpm_local.memory.requests import clear_refit_request
 from lpm_local.storage.records import utc_now
-from lpm_local.data.wipe_verify import Sample, remove_bundles, sample_values, scan_for_samples
 
 if TYPE_CHECKING:
     from lpm_local.storage.store import Store
@@ -44,22 +43,41 @@ Progress = Callable[[str, "float | None"], None]
 # Rows of each scope, counted before (the report) and after (must be 0) the delete.
 # Each query takes the profile id as its only parameter when it has a '?'.
 _BY_PROFILE = "SELECT count(*) FROM {} WHERE profile_id = ?"
-_MESSAGE_IDS = ("SELECT m.id FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-                " WHERE c.profile_id = ?")
-_MESSAGES_OF = ("SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-                " WHERE c.profile_id = ?")
+_MESSAGE_IDS = (
+    "SELECT m.id FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+    " WHERE c.profile_id = ?"
+)
+_MESSAGES_OF = (
+    "SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+    " WHERE c.profile_id = ?"
+)
 _COUNTS: dict[str, dict[str, str]] = {
-    "memory": {"memory versions": _BY_PROFILE.format("memory_versions"),
-               "refits": _BY_PROFILE.format("refits")},
-    "profile": {"profiles": "SELECT count(*) FROM profiles WHERE id = ?",
-                "conversations": _BY_PROFILE.format("conversations"), "messages": _MESSAGES_OF,
-                "memory versions": _BY_PROFILE.format("memory_versions"),
-                "imports": _BY_PROFILE.format("imports"), "refits": _BY_PROFILE.format("refits"),
-                "audit entries": _BY_PROFILE.format("audit")},
-    "all": {name: f"SELECT count(*) FROM {table}" for name, table in (
-        ("profiles", "profiles"), ("conversations", "conversations"), ("messages", "messages"),
-        ("memory versions", "memory_versions"), ("imports", "imports"), ("refits", "refits"),
-        ("audit entries", "audit"), ("settings", "settings"))},
+    "memory": {
+        "memory versions": _BY_PROFILE.format("memory_versions"),
+        "refits": _BY_PROFILE.format("refits"),
+    },
+    "profile": {
+        "profiles": "SELECT count(*) FROM profiles WHERE id = ?",
+        "conversations": _BY_PROFILE.format("conversations"),
+        "messages": _MESSAGES_OF,
+        "memory versions": _BY_PROFILE.format("memory_versions"),
+        "imports": _BY_PROFILE.format("imports"),
+        "refits": _BY_PROFILE.format("refits"),
+        "audit entries": _BY_PROFILE.format("audit"),
+    },
+    "all": {
+        name: f"SELECT count(*) FROM {table}"
+        for name, table in (
+            ("profiles", "profiles"),
+            ("conversations", "conversations"),
+            ("messages", "messages"),
+            ("memory versions", "memory_versions"),
+            ("imports", "imports"),
+            ("refits", "refits"),
+            ("audit entries", "audit"),
+            ("settings", "settings"),
+        )
+    },
 }
 
 
@@ -87,9 +105,11 @@ class WipeScope:
         return cls(kind, target.id, target.name)
 
     def describe(self) -> str:
-        return {"memory": f"the memory of profile '{self.profile_name}' (its chats stay)",
-                "profile": f"profile '{self.profile_name}' and everything it holds",
-                "all": "every profile, chat, memory and setting"}[self.kind]
+        return {
+            "memory": f"the memory of profile '{self.profile_name}' (its chats stay)",
+            "profile": f"profile '{self.profile_name}' and everything it holds",
+            "all": "every profile, chat, memory and setting",
+        }[self.kind]
 
 
 @dataclass
@@ -112,15 +132,23 @@ class WipeReport:
         out.append(f"rows of it left in the database: {self.rows_left}")
         if self.leftovers is not None:
             where = ", ".join(self.leftovers)
-            out.append(f"verified: none of {len(self.samples)} sampled deleted values remains in "
-                       "any file under the data dir" if not self.leftovers else
-                       f"WARNING: sampled deleted values still found in: {where}")
+            out.append(
+                f"verified: none of {len(self.samples)} sampled deleted values remains in "
+                "any file under the data dir"
+                if not self.leftovers
+                else f"WARNING: sampled deleted values still found in: {where}"
+            )
         out.append(f"took {self.seconds:.1f} s")
         return out
 
 
-def wipe(store: Store, scope: WipeScope, *, data_dir: Path | None = None,
-         progress: Progress | None = None) -> WipeReport:
+def wipe(
+    store: Store,
+    scope: WipeScope,
+    *,
+    data_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> WipeReport:
     """Wipe ``scope`` as described in the module docstring (steps 1-4); not in a transaction.
 
     ``data_dir`` is swept for bundles; default: the store's directory when it is the app's data
@@ -173,13 +201,20 @@ def _sweep_dir(store: Store, data_dir: Path | None) -> Path | None:
     return here if here == locations.data_dir().resolve() else None
 
 
-def _finish(store: Store, intent_id: int, sweep: Path | None, progress: Progress | None,
-            started: float, asked: WipeScope | None = None) -> WipeReport:
+def _finish(
+    store: Store,
+    intent_id: int,
+    sweep: Path | None,
+    progress: Progress | None,
+    started: float,
+    asked: WipeScope | None = None,
+) -> WipeReport:
     _say(progress, "deleting", 0.0)
     with store.transaction():
         row = store.conn.execute(
             "SELECT kind, profile_id, profile_name, status FROM pending_wipes WHERE id = ?",
-            [intent_id]).fetchone()
+            [intent_id],
+        ).fetchone()
         if row is None:  # another process (resuming it) finished it meanwhile
             return WipeReport(asked or WipeScope("all"), {}, 0, [], time.monotonic() - started)
         scope = WipeScope(row[0], row[1], row[2])
@@ -188,8 +223,11 @@ def _finish(store: Store, intent_id: int, sweep: Path | None, progress: Progress
             deleted, samples, left = _delete(store, scope)
         store.conn.execute("UPDATE pending_wipes SET status = 'vacuum' WHERE id = ?", [intent_id])
     _say(progress, "removing bundles", 0.4)
-    removed = (remove_bundles(sweep, scope.kind, scope.profile_name, skip_prefix=store.path.name)
-               if sweep else [])
+    removed = (
+        remove_bundles(sweep, scope.kind, scope.profile_name, skip_prefix=store.path.name)
+        if sweep
+        else []
+    )
     _say(progress, "vacuuming", 0.5)
     store.vacuum()
     with store.transaction():
@@ -214,8 +252,11 @@ def _delete(store: Store, scope: WipeScope) -> tuple[dict[str, int], list[Sample
     samples = sample_values(store, scope.kind, scope.profile_id)
     if scope.kind == "memory":
         _forget_memory(store, scope.profile_id)
-        store.audit(scope.profile_id, "wipe-memory",
-                    f"{before['memory versions']} memory versions, {before['refits']} refits")
+        store.audit(
+            scope.profile_id,
+            "wipe-memory",
+            f"{before['memory versions']} memory versions, {before['refits']} refits",
+        )
     elif scope.kind == "profile":
         store.delete_profile(scope.profile_name)
         clear_refit_request(store, scope.profile_id)
@@ -234,12 +275,14 @@ def _forget_memory(store: Store, profile_id: int) -> None:
     store.delete_memory_versions(v.id for v in store.list_memory_versions(profile_id))
     store.conn.execute("DELETE FROM refits WHERE profile_id = ?", [profile_id])
     if _has_table(store, "reply_attention"):  # which slots each reply read: memory, not chat
-        store.conn.execute(f"DELETE FROM reply_attention WHERE message_id IN ({_MESSAGE_IDS})",
-                           [profile_id])
+        store.conn.execute(
+            f"DELETE FROM reply_attention WHERE message_id IN ({_MESSAGE_IDS})", [profile_id]
+        )
     # Version ids are reused once the newest is deleted: an old import must not "restore" a
     # version made after this wipe (importing.undo_import then clears the memory instead).
     store.conn.execute(
-        "UPDATE imports SET memory_version_before = NULL WHERE profile_id = ?", [profile_id])
+        "UPDATE imports SET memory_version_before = NULL WHERE profile_id = ?", [profile_id]
+    )
     clear_refit_request(store, profile_id)
 
 
@@ -248,7 +291,8 @@ def _count(store: Store, scope: WipeScope) -> dict[str, int]:
     queries = dict(_COUNTS[scope.kind])
     if scope.kind == "memory" and _has_table(store, "reply_attention"):
         queries["reply attention records"] = (
-            f"SELECT count(*) FROM reply_attention WHERE message_id IN ({_MESSAGE_IDS})")
+            f"SELECT count(*) FROM reply_attention WHERE message_id IN ({_MESSAGE_IDS})"
+        )
     return {what: store.conn.execute(sql, params).fetchone()[0] for what, sql in queries.items()}
 
 

@@ -13,14 +13,13 @@ file drops all of this process's SQLite locks (DESIGN.md §4). A child has its o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lpm_local.data.bundle.format import PARTIAL_SUFFIX, read_manifest
 from lpm_local.errors import LpmError
@@ -69,7 +68,9 @@ def sample_values(store: Store, kind: str, profile_id: int | None) -> list[Sampl
     params = [] if profile_id is None else [profile_id]
     rows = store.conn.execute(
         f"SELECT substr(tensors, max(1, length(tensors) - {2 * SAMPLE_BYTES - 1}), {SAMPLE_BYTES})"
-        f" FROM memory_versions {mine} ORDER BY id DESC LIMIT {_MAX_PER_KIND}", params).fetchall()
+        f" FROM memory_versions {mine} ORDER BY id DESC LIMIT {_MAX_PER_KIND}",
+        params,
+    ).fetchall()
     samples = [Sample("blob", bytes(r[0])) for r in rows]
     if kind != "memory":
         mine = "" if profile_id is None else "WHERE c.profile_id = ?"
@@ -78,10 +79,15 @@ def sample_values(store: Store, kind: str, profile_id: int | None) -> list[Sampl
             rows = store.conn.execute(
                 "SELECT substr(m.content, max(1, length(m.content) / 2 - 16), 32) FROM messages m"
                 f" JOIN conversations c ON c.id = m.conversation_id {mine}"
-                f" ORDER BY m.id {order} LIMIT {_MAX_PER_KIND // 2}", params).fetchall()
+                f" ORDER BY m.id {order} LIMIT {_MAX_PER_KIND // 2}",
+                params,
+            ).fetchall()
             samples += [Sample("text", r[0].encode("utf-8")) for r in rows]
-    return [s for s in dict.fromkeys(samples)
-            if len(s.value) >= SAMPLE_BYTES // 2 and len(set(s.value)) >= _MIN_DISTINCT]
+    return [
+        s
+        for s in dict.fromkeys(samples)
+        if len(s.value) >= SAMPLE_BYTES // 2 and len(set(s.value)) >= _MIN_DISTINCT
+    ]
 
 
 def scan_for_samples(store: Store, root: Path, samples: list[Sample]) -> list[str]:
@@ -92,8 +98,12 @@ def scan_for_samples(store: Store, root: Path, samples: list[Sample]) -> list[st
         return []
     needles = json.dumps([s.value.hex() for s in samples])
     done = subprocess.run(
-        [sys.executable, "-I", "-c", _SCAN, str(root)], input=needles, capture_output=True,
-        text=True, timeout=3600, check=False,
+        [sys.executable, "-I", "-c", _SCAN, str(root)],
+        input=needles,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
     )
     if done.returncode != 0:
         raise LpmError(f"could not scan {root} to verify the wipe: {done.stderr.strip()[-200:]}")
@@ -113,8 +123,9 @@ def _still_referenced(store: Store, sample: Sample) -> bool:
         return store.conn.execute(sql, [sample.value]).fetchone() is not None
 
 
-def remove_bundles(root: Path, kind: str, profile_name: str | None, *,
-                   skip_prefix: str = "lpm.sqlite3") -> list[Path]:
+def remove_bundles(
+    root: Path, kind: str, profile_name: str | None, *, skip_prefix: str = "lpm.sqlite3"
+) -> list[Path]:
     """Overwrite with zeros and delete the bundles under ``root`` that hold wiped data: those
     of ``profile_name`` (all of them for kind "all") and every partial export.
 

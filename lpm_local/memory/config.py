@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-
 # Keys older files may carry, ignored on reading: the learned slot encoder, replaced by the
 # salient-token initialisation (its gate never opened: PROJECTOR_CARD.md). Slots stored with
 # them stay readable.

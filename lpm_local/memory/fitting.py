@@ -17,8 +17,8 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -75,8 +75,10 @@ def fit_slots(
     ``projector=None`` fits the slots as a plain soft prompt (prompt tuning). With no held-out
     windows there is no early stopping and the last slots are returned."""
     if steps < 0 or lr <= 0 or batch_size < 1 or eval_every < 1 or patience < 1:
-        raise ValueError(f"bad fit settings: steps={steps} lr={lr} batch_size={batch_size} "
-                         f"eval_every={eval_every} patience={patience}")
+        raise ValueError(
+            f"bad fit settings: steps={steps} lr={lr} batch_size={batch_size} "
+            f"eval_every={eval_every} patience={patience}"
+        )
     if not train_windows:
         raise ValueError("fit_slots needs at least one training window")
     model = resolve_model(model_or_engine)
@@ -122,10 +124,15 @@ def fit_slots(
             break
     final = best if heldout else slots.detach().clone()
     return FitResult(
-        slots=final.cpu(), train_losses=losses, heldout_loss_before=before,
-        heldout_loss_after=best_loss if heldout else None, steps_run=step,
-        seconds=time.perf_counter() - started, best_step=best_step if heldout else step,
-        stopped=stopped, heldout_history=history,
+        slots=final.cpu(),
+        train_losses=losses,
+        heldout_loss_before=before,
+        heldout_loss_after=best_loss if heldout else None,
+        steps_run=step,
+        seconds=time.perf_counter() - started,
+        best_step=best_step if heldout else step,
+        stopped=stopped,
+        heldout_history=history,
     )
 
 
@@ -146,7 +153,9 @@ def _batches(windows: list[Window], batch_size: int, seed: int):
             yield order[i : i + batch_size]
 
 
-def evaluate_loss(model_or_engine, projector, slots: torch.Tensor | None, windows: Sequence[Window]) -> float:
+def evaluate_loss(
+    model_or_engine, projector, slots: torch.Tensor | None, windows: Sequence[Window]
+) -> float:
     """Mean target loss of ``windows`` under these slots (``slots=None``: memory off)."""
     model = resolve_model(model_or_engine)
     with torch.no_grad():

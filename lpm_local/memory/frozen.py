@@ -78,11 +78,15 @@ class FrozenMemory:
             raise ValueError("decode() needs a version loaded with its tensors")
         slots, config = slots_from_bytes(version.tensors, where=where)
         if (config.n_slots, config.slot_dim) != (self.config.n_slots, self.config.slot_dim):
-            raise BadBundle(f"slots of shape {config.n_slots}x{config.slot_dim} do not fit this "
-                            f"memory ({self.config.n_slots}x{self.config.slot_dim})", where=where)
+            raise BadBundle(
+                f"slots of shape {config.n_slots}x{config.slot_dim} do not fit this "
+                f"memory ({self.config.n_slots}x{self.config.slot_dim})",
+                where=where,
+            )
         if version.backbone and version.backbone != self.backbone.name:
-            raise BadBundle(f"fitted for backbone {version.backbone!r}, not "
-                            f"{self.backbone.name!r}", where=where)
+            raise BadBundle(
+                f"fitted for backbone {version.backbone!r}, not {self.backbone.name!r}", where=where
+            )
         return slots.float()
 
 
@@ -94,7 +98,9 @@ def load_frozen_memory(backbone, config: MemoryConfig | None = None) -> FrozenMe
     try:
         chat = ChatTokens(backbone.tokenizer)
     except ValueError as exc:
-        raise ModelNotAvailable(f"{backbone.name}: memory needs a ChatML chat template ({exc})") from None
+        raise ModelNotAvailable(
+            f"{backbone.name}: memory needs a ChatML chat template ({exc})"
+        ) from None
     path = projector_path(backbone.name)
     projector, shipped = None, False
     if path is not None:
@@ -107,8 +113,10 @@ def load_frozen_memory(backbone, config: MemoryConfig | None = None) -> FrozenMe
             torch.manual_seed(IDENTITY_SEED)
             projector = prompt_tuning_projector(config)
     if projector.config.hidden_size != backbone.hidden_size:
-        raise ModelNotAvailable(f"projector for hidden size {projector.config.hidden_size} cannot "
-                                f"drive {backbone.name} (hidden size {backbone.hidden_size})")
+        raise ModelNotAvailable(
+            f"projector for hidden size {projector.config.hidden_size} cannot "
+            f"drive {backbone.name} (hidden size {backbone.hidden_size})"
+        )
     sha = projector.sha256()
     projector.to(backbone.device).eval().requires_grad_(False)
     return FrozenMemory(backbone, projector, projector.config, sha, shipped, chat)

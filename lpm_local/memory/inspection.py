@@ -58,14 +58,20 @@ def slot_labels(frozen, slots: torch.Tensor, k: int = 3) -> list[str]:
         written = p.out(p.value(s)) + (p.identity(s) if p.identity is not None else 0)  # [N, H]
         emb = torch.nn.functional.normalize(weight.float(), dim=-1)  # [V, H]
         sims = torch.nn.functional.normalize(written, dim=-1) @ emb.T  # [N, V]
-        control = [i for i in set(getattr(tok, "all_special_ids", []))
-                   | set(getattr(tok, "added_tokens_decoder", {}) or {}) if 0 <= i < sims.shape[1]]
+        control = [
+            i
+            for i in set(getattr(tok, "all_special_ids", []))
+            | set(getattr(tok, "added_tokens_decoder", {}) or {})
+            if 0 <= i < sims.shape[1]
+        ]
         sims[:, control] = -2.0
         top = sims.topk(min(k * 8, sims.shape[1]), dim=-1).indices.tolist()
     labels = []
     for ids in top:
         # A lone byte of a multi-byte character decodes to U+FFFD: not a word, skip it.
-        words = [w for w in (_printable(tok.decode([i])) for i in ids) if w and "\ufffd" not in w][:k]
+        words = [w for w in (_printable(tok.decode([i])) for i in ids) if w and "\ufffd" not in w][
+            :k
+        ]
         labels.append(" · ".join(words))
     return labels
 
@@ -77,22 +83,27 @@ def _printable(text: str) -> str:
 # -- per-reply attention -------------------------------------------------------------------------
 
 
-def record_reply_attention(store: Store, message_id: int, version_id: int | None,
-                           attention: torch.Tensor) -> None:
+def record_reply_attention(
+    store: Store, message_id: int, version_id: int | None, attention: torch.Tensor
+) -> None:
     """Keep a reply's attention [heads, M, N] (fp32 safetensors); trims to KEEP_REPLIES."""
-    blob = tensors_to_bytes({"attention": attention.detach().float().cpu()},
-                            {"format": ATTENTION_FORMAT})
+    blob = tensors_to_bytes(
+        {"attention": attention.detach().float().cpu()}, {"format": ATTENTION_FORMAT}
+    )
     with store.transaction():  # holds the store's lock for the raw statements below
         store.conn.execute(
             "INSERT OR REPLACE INTO reply_attention (message_id, version_id, created_at, "
-            "attention) VALUES (?, ?, ?, ?)", [message_id, version_id, utc_now(), blob])
+            "attention) VALUES (?, ?, ?, ?)",
+            [message_id, version_id, utc_now(), blob],
+        )
         store.conn.execute(
             "DELETE FROM reply_attention WHERE message_id IN (SELECT r.message_id "
             "FROM reply_attention r JOIN messages m ON m.id = r.message_id "
             "JOIN conversations c ON c.id = m.conversation_id WHERE c.profile_id = "
             "(SELECT c2.profile_id FROM messages m2 JOIN conversations c2 ON c2.id = "
             "m2.conversation_id WHERE m2.id = ?) ORDER BY r.message_id DESC LIMIT -1 OFFSET ?)",
-            [message_id, KEEP_REPLIES])
+            [message_id, KEEP_REPLIES],
+        )
 
 
 def newest_reply_after(store: Store, profile_id: int, after_message_id: int) -> int | None:
@@ -100,35 +111,43 @@ def newest_reply_after(store: Store, profile_id: int, after_message_id: int) -> 
     return store._scalar(
         "SELECT max(m.id) FROM messages m JOIN conversations c ON c.id = m.conversation_id "
         "WHERE c.profile_id = ? AND m.role = 'assistant' AND m.id > ?",
-        [profile_id, after_message_id])
+        [profile_id, after_message_id],
+    )
 
 
 def newest_message_id(store: Store) -> int:
     return int(store._scalar("SELECT max(id) FROM messages") or 0)
 
 
-def reply_attention(store: Store, message_id: int, *, profile_id: int | None = None
-                    ) -> tuple[torch.Tensor, int | None]:
+def reply_attention(
+    store: Store, message_id: int, *, profile_id: int | None = None
+) -> tuple[torch.Tensor, int | None]:
     """(attention [heads, M, N], version id) stored for a reply (of ``profile_id`` when given),
     or ``NotFound``."""
     rows = store._rows(
         "SELECT r.version_id, r.attention FROM reply_attention r JOIN messages m ON "
         "m.id = r.message_id JOIN conversations c ON c.id = m.conversation_id "
         "WHERE r.message_id = ? AND (? IS NULL OR c.profile_id = ?)",
-        [message_id, profile_id, profile_id])
+        [message_id, profile_id, profile_id],
+    )
     if not rows:
-        raise NotFound(f"no memory attention is recorded for message #{message_id} "
-                       "(memory was off, or it is not a reply)")
+        raise NotFound(
+            f"no memory attention is recorded for message #{message_id} "
+            "(memory was off, or it is not a reply)"
+        )
     return _decode_attention(rows[0]["attention"], message_id), rows[0]["version_id"]
 
 
-def recent_slot_usage(store: Store, profile_id: int, n_slots: int,
-                      limit: int = RECENT_REPLIES) -> list[torch.Tensor]:
+def recent_slot_usage(
+    store: Store, profile_id: int, n_slots: int, limit: int = RECENT_REPLIES
+) -> list[torch.Tensor]:
     """Per recent reply (oldest first), each slot's attention mass [N] (sums to 1)."""
     rows = store._rows(
         "SELECT r.message_id, r.attention FROM reply_attention r JOIN messages m ON "
         "m.id = r.message_id JOIN conversations c ON c.id = m.conversation_id WHERE "
-        "c.profile_id = ? ORDER BY r.message_id DESC LIMIT ?", [profile_id, limit])
+        "c.profile_id = ? ORDER BY r.message_id DESC LIMIT ?",
+        [profile_id, limit],
+    )
     usage = []
     for row in reversed(rows):
         attention = _decode_attention(row["attention"], row["message_id"])
@@ -155,8 +174,15 @@ def _decode_attention(blob: bytes, message_id: int) -> torch.Tensor:
 # -- sources -------------------------------------------------------------------------------------
 
 
-def conversation_shares(frozen, slots: torch.Tensor, windows: list[Window], owner: dict[int, int],
-                        limit: int, *, cancel: threading.Event | None = None) -> dict[str, list[float]]:
+def conversation_shares(
+    frozen,
+    slots: torch.Tensor,
+    windows: list[Window],
+    owner: dict[int, int],
+    limit: int,
+    *,
+    cancel: threading.Event | None = None,
+) -> dict[str, list[float]]:
     """Per conversation, per slot: its share of the gradient that the fitted windows put on the
     slot (at ``slots``), weighted by target tokens. At most ``limit`` windows are used."""
     groups: dict[int, list[Window]] = defaultdict(list)
@@ -178,8 +204,9 @@ def conversation_shares(frozen, slots: torch.Tensor, windows: list[Window], owne
     return {str(c): [round(float(x), 4) for x in n / total] for c, n in norms.items()}
 
 
-def merge_sources(new: dict, parent: dict, *, decay: float = SOURCE_DECAY,
-                  keep: int = KEEP_SOURCES) -> dict[str, list[float]]:
+def merge_sources(
+    new: dict, parent: dict, *, decay: float = SOURCE_DECAY, keep: int = KEEP_SOURCES
+) -> dict[str, list[float]]:
     """New shares plus the parent's, halved; renormalised per slot; the top ``keep`` kept."""
     width = max((len(v) for v in (*new.values(), *parent.values())), default=0)
     merged: dict[str, list[float]] = {}
@@ -193,19 +220,25 @@ def merge_sources(new: dict, parent: dict, *, decay: float = SOURCE_DECAY,
     return {k: merged[k] for k in best}
 
 
-def slot_sources(store: Store, profile_id: int, config_json: str | None, n_slots: int,
-                 top: int = 3) -> list[list[str]]:
+def slot_sources(
+    store: Store, profile_id: int, config_json: str | None, n_slots: int, top: int = 3
+) -> list[list[str]]:
     """Per slot, the still-learnable conversations that shaped it most, as "#id title"."""
     try:
         raw = json.loads(config_json or "{}").get("sources", {}) or {}
     except (json.JSONDecodeError, AttributeError):
         raw = {}
-    titles = {str(c.id): c.title or "untitled" for c in store.list_conversations(profile_id)
-              if not c.exclude_from_memory}
+    titles = {
+        str(c.id): c.title or "untitled"
+        for c in store.list_conversations(profile_id)
+        if not c.exclude_from_memory
+    }
     out = []
     for n in range(n_slots):
-        ranked = sorted(((v[n], k) for k, v in raw.items() if k in titles and len(v) > n
-                         and v[n] > 0), reverse=True)[:top]
+        ranked = sorted(
+            ((v[n], k) for k, v in raw.items() if k in titles and len(v) > n and v[n] > 0),
+            reverse=True,
+        )[:top]
         out.append([f"#{k} {_printable(titles[k])}" for _, k in ranked])
     return out
 
@@ -213,8 +246,14 @@ def slot_sources(store: Store, profile_id: int, config_json: str | None, n_slots
 # -- putting it together -------------------------------------------------------------------------
 
 
-def describe(store: Store, frozen, profile_id: int, slots: torch.Tensor | None,
-             version_id: int | None, attention: torch.Tensor | None = None) -> list[SlotDescription]:
+def describe(
+    store: Store,
+    frozen,
+    profile_id: int,
+    slots: torch.Tensor | None,
+    version_id: int | None,
+    attention: torch.Tensor | None = None,
+) -> list[SlotDescription]:
     """Everything the inspector shows, one entry per slot ([] when there is no memory yet)."""
     if slots is None:
         return []
@@ -227,9 +266,17 @@ def describe(store: Store, frozen, profile_id: int, slots: torch.Tensor | None,
         config_json = store.get_memory_version(version_id, with_tensors=False).config_json
     sources = slot_sources(store, profile_id, config_json, n)
     reply = slot_mass(attention) if attention is not None else None
-    return [SlotDescription(i, labels[i], float(mean[i]), [float(h[i]) for h in history],
-                            sources[i], None if reply is None else float(reply[i]))
-            for i in range(n)]
+    return [
+        SlotDescription(
+            i,
+            labels[i],
+            float(mean[i]),
+            [float(h[i]) for h in history],
+            sources[i],
+            None if reply is None else float(reply[i]),
+        )
+        for i in range(n)
+    ]
 
 
 def describe_slots(runtime, attention: torch.Tensor | None = None) -> list[SlotDescription]:

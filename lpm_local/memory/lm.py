@@ -8,7 +8,7 @@ output head (a 49k-vocab head over every position would be a fifth of the comput
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -25,7 +25,9 @@ def resolve_model(model_or_engine) -> nn.Module:
     if hasattr(obj, "model") and not isinstance(obj, nn.Module):
         obj = obj.model
     if not isinstance(obj, nn.Module) or not hasattr(obj, "get_input_embeddings"):
-        raise TypeError(f"expected a causal LM, Backbone or ChatEngine, got {type(model_or_engine).__name__}")
+        raise TypeError(
+            f"expected a causal LM, Backbone or ChatEngine, got {type(model_or_engine).__name__}"
+        )
     return obj
 
 
@@ -34,7 +36,9 @@ def pad_id_of(model: nn.Module) -> int:
     return int(pad) if pad is not None else 0
 
 
-def collate(windows: Sequence[Window], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate(
+    windows: Sequence[Window], pad_id: int, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded (ids [B, L], labels [B, L], mask [B, L])."""
     length = max(len(w.input_ids) for w in windows)
     ids = torch.full((len(windows), length), pad_id, dtype=torch.long)
@@ -63,7 +67,9 @@ def query_inputs(model: nn.Module, windows: Sequence[Window]) -> tuple[torch.Ten
     return embeds.float(), mask
 
 
-def token_logprobs(model: nn.Module, soft: torch.Tensor | None, windows: Sequence[Window]) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logprobs(
+    model: nn.Module, soft: torch.Tensor | None, windows: Sequence[Window]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per window (sum of target-token log-probs [B], number of target tokens [B]).
 
     ``soft`` is [B, M, H] (or None: the bare backbone). Gradients flow into ``soft``."""
@@ -75,7 +81,9 @@ def token_logprobs(model: nn.Module, soft: torch.Tensor | None, windows: Sequenc
     if soft is not None:
         prefix = soft.shape[1]
         x = torch.cat([soft.to(x.dtype), x], dim=1)  # the one cast at the concat
-        mask = torch.cat([torch.ones(mask.shape[0], prefix, dtype=mask.dtype, device=device), mask], dim=1)
+        mask = torch.cat(
+            [torch.ones(mask.shape[0], prefix, dtype=mask.dtype, device=device), mask], dim=1
+        )
     hidden = model.get_decoder()(inputs_embeds=x, attention_mask=mask).last_hidden_state
     # Position p (prefix-shifted) predicts token p+1: gather only labelled targets.
     target = labels[:, 1:]
@@ -88,13 +96,17 @@ def token_logprobs(model: nn.Module, soft: torch.Tensor | None, windows: Sequenc
     return sums, counts
 
 
-def mean_loss(model: nn.Module, soft: torch.Tensor | None, windows: Sequence[Window]) -> torch.Tensor:
+def mean_loss(
+    model: nn.Module, soft: torch.Tensor | None, windows: Sequence[Window]
+) -> torch.Tensor:
     """Token-mean negative log-likelihood over all targets of the batch (a scalar)."""
     sums, counts = token_logprobs(model, soft, windows)
     return -sums.sum() / counts.sum().clamp(min=1.0)
 
 
-def soft_for(model: nn.Module, projector, slots: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:
+def soft_for(
+    model: nn.Module, projector, slots: torch.Tensor, windows: Sequence[Window]
+) -> torch.Tensor:
     """Soft prefixes [B, M, H] for one user's slots [N, d_s] (or per-window slots [B, N, d_s]).
 
     ``projector=None`` is prompt tuning: the slots *are* the soft tokens."""

@@ -23,7 +23,12 @@ from torch import nn
 
 from lpm_local.errors import BadBundle
 from lpm_local.memory.config import MemoryConfig
-from lpm_local.memory.tensorio import check_tensor, tensors_from_bytes, tensors_sha256, tensors_to_bytes
+from lpm_local.memory.tensorio import (
+    check_tensor,
+    tensors_from_bytes,
+    tensors_sha256,
+    tensors_to_bytes,
+)
 
 FORMAT = "lpm-projector/1"
 
@@ -92,12 +97,16 @@ class Projector(nn.Module):
         return soft, attention
 
     @staticmethod
-    def _pool(query_embeds: torch.Tensor | None, query_mask: torch.Tensor | None) -> torch.Tensor | None:
+    def _pool(
+        query_embeds: torch.Tensor | None, query_mask: torch.Tensor | None
+    ) -> torch.Tensor | None:
         """Masked mean of the message's token embeddings: [B, T, H] -> [B, H] (0 if no tokens)."""
         if query_embeds is None:
             return None
         x = query_embeds.float()
-        mask = torch.ones(x.shape[:2], device=x.device) if query_mask is None else query_mask.float()
+        mask = (
+            torch.ones(x.shape[:2], device=x.device) if query_mask is None else query_mask.float()
+        )
         total = (x * mask.unsqueeze(-1)).sum(dim=1)
         return total / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
 
@@ -124,7 +133,9 @@ class Projector(nn.Module):
         """Rebuild a projector, refusing missing/extra tensors, wrong shapes/dtypes, NaN/Inf."""
         tensors, metadata = tensors_from_bytes(blob, where=where)
         if metadata.get("format") != FORMAT:
-            raise BadBundle(f"not a projector file (format {metadata.get('format')!r})", where=where)
+            raise BadBundle(
+                f"not a projector file (format {metadata.get('format')!r})", where=where
+            )
         try:
             config = MemoryConfig.from_json(metadata.get("memory_config", ""))
         except (ValueError, TypeError) as exc:
@@ -132,10 +143,21 @@ class Projector(nn.Module):
         projector = cls(config)
         expected = projector.state_dict()
         if set(tensors) != set(expected):
-            missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-            raise BadBundle(f"projector tensors differ (missing {missing}, extra {extra})", where=where)
+            missing, extra = (
+                sorted(set(expected) - set(tensors)),
+                sorted(set(tensors) - set(expected)),
+            )
+            raise BadBundle(
+                f"projector tensors differ (missing {missing}, extra {extra})", where=where
+            )
         for name, ref in expected.items():
-            check_tensor(tensors[name], name=name, shape=tuple(ref.shape), dtypes=(torch.float32,), where=where)
+            check_tensor(
+                tensors[name],
+                name=name,
+                shape=tuple(ref.shape),
+                dtypes=(torch.float32,),
+                where=where,
+            )
         projector.load_state_dict(tensors)
         return projector
 

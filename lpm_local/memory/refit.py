@@ -63,7 +63,9 @@ class RefitSettings:
     seed: int = 0
     # One exchange per window and no context, as measured: context tokens cost compute and
     # carry no loss.
-    window: WindowConfig = field(default_factory=lambda: WindowConfig(context_turns=0, target_turns=2))
+    window: WindowConfig = field(
+        default_factory=lambda: WindowConfig(context_turns=0, target_turns=2)
+    )
 
     def __post_init__(self) -> None:
         ints = ("steps", "batch_size", "eval_every", "patience", "max_windows", "min_windows")
@@ -73,8 +75,10 @@ class RefitSettings:
         if self.min_windows > self.max_windows:
             raise ValueError(f"min_windows {self.min_windows} > max_windows {self.max_windows}")
         if not 0 < self.lr < 10 or not 0 <= self.recent_share <= 1 or self.attribution_windows < 0:
-            raise ValueError(f"bad lr {self.lr}, recent_share {self.recent_share} or "
-                             f"attribution_windows {self.attribution_windows}")
+            raise ValueError(
+                f"bad lr {self.lr}, recent_share {self.recent_share} or "
+                f"attribution_windows {self.attribution_windows}"
+            )
         if not 0 < self.heldout_fraction < 1:
             raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
 
@@ -111,8 +115,11 @@ class RefitOutcome:
             losses = f"held-out loss {self.heldout_before:.4f} -> {self.heldout_after:.4f}; "
         if self.committed:
             return f"{losses}new memory version #{self.new_version_id} written"
-        what = {"no_improvement": "no improvement", "cancelled": "cancelled",
-                "failed": "failed"}.get(self.status, self.status)
+        what = {
+            "no_improvement": "no improvement",
+            "cancelled": "cancelled",
+            "failed": "failed",
+        }.get(self.status, self.status)
         reason = f" ({self.detail})" if self.detail else ""
         return f"{losses}{what}{reason}: memory unchanged"
 
@@ -124,8 +131,9 @@ class _Examples:
     tokens: int
 
 
-def select_windows(store: Store, frozen: FrozenMemory, profile_id: int,
-                   settings: RefitSettings, *, salt: int = 0) -> _Examples:
+def select_windows(
+    store: Store, frozen: FrozenMemory, profile_id: int, settings: RefitSettings, *, salt: int = 0
+) -> _Examples:
     """At most ``max_windows`` windows: the newest first, then a seeded sample of older ones.
 
     Only conversations chosen for the budget are read and tokenised (bounded cost)."""
@@ -153,8 +161,11 @@ def select_windows(store: Store, frozen: FrozenMemory, profile_id: int,
 
 
 def _turns(store: Store, conversation_id: int) -> list[tuple[str, str]]:
-    return [(m.role, m.content) for m in store.messages(conversation_id)
-            if m.role in ("user", "assistant") and m.content.strip()]
+    return [
+        (m.role, m.content)
+        for m in store.messages(conversation_id)
+        if m.role in ("user", "assistant") and m.content.strip()
+    ]
 
 
 def _tail_windows(frozen, turns, n: int, cfg: WindowConfig) -> list[Window]:
@@ -170,7 +181,7 @@ def _sample_windows(frozen, turns, n: int, cfg: WindowConfig, rng: random.Random
     """``n`` consecutive windows from a random place in an older conversation."""
     span = n * cfg.target_turns + cfg.context_turns
     start = rng.randrange(0, max(1, len(turns) - span + 1))
-    windows = make_windows(frozen.chat, turns[start:start + span], cfg)
+    windows = make_windows(frozen.chat, turns[start : start + span], cfg)
     if start > 0 and cfg.context_turns:
         windows = windows[1:]
     return windows[:n]
@@ -205,8 +216,19 @@ def run_refit(
     base_id = profile.current_version_id
     refit_id = store.start_refit(profile_id, base_id)
     try:
-        outcome = _refit(store, frozen, profile_id, refit_id, base_id, settings, reason,
-                         cancel, report, between_steps, started)
+        outcome = _refit(
+            store,
+            frozen,
+            profile_id,
+            refit_id,
+            base_id,
+            settings,
+            reason,
+            cancel,
+            report,
+            between_steps,
+            started,
+        )
     except BaseException as exc:
         detail = json.dumps({"reason": reason, "error": type(exc).__name__})
         try:
@@ -218,8 +240,19 @@ def run_refit(
     return outcome
 
 
-def _refit(store, frozen, profile_id, refit_id, base_id, settings, reason, cancel, report,
-           between_steps, started) -> RefitOutcome:
+def _refit(
+    store,
+    frozen,
+    profile_id,
+    refit_id,
+    base_id,
+    settings,
+    reason,
+    cancel,
+    report,
+    between_steps,
+    started,
+) -> RefitOutcome:
     report("reading history", 0.0)
     through = store.last_message_id(profile_id)
     loaded = current_slots(store, frozen, profile_id)
@@ -227,18 +260,27 @@ def _refit(store, frozen, profile_id, refit_id, base_id, settings, reason, cance
     base = loaded.slots
     if base is None:  # no usable version yet: the salient tokens of the history being fitted
         base = frozen.fresh_slots(_recent_turns(store, examples), seed=profile_id)
-    common = {"refit_id": refit_id, "base_version_id": base_id, "windows": len(examples.windows),
-              "window_tokens": examples.tokens, "trained_through": through}
+    common = {
+        "refit_id": refit_id,
+        "base_version_id": base_id,
+        "windows": len(examples.windows),
+        "window_tokens": examples.tokens,
+        "trained_through": through,
+    }
 
     def finish(status: str, note: str = "", **values) -> RefitOutcome:
-        outcome = RefitOutcome(status=status, detail=note, **common, **values,
-                               seconds=time.perf_counter() - started)
+        outcome = RefitOutcome(
+            status=status, detail=note, **common, **values, seconds=time.perf_counter() - started
+        )
         store.finish_refit(refit_id, status, steps=outcome.steps, detail=_detail(outcome, reason))
         return outcome
 
     if len(examples.windows) < settings.min_windows:
-        return finish("no_improvement", f"not enough history yet ({len(examples.windows)} "
-                                        f"windows, {settings.min_windows} needed)")
+        return finish(
+            "no_improvement",
+            f"not enough history yet ({len(examples.windows)} "
+            f"windows, {settings.min_windows} needed)",
+        )
     train, held = split_heldout(examples.windows, settings.heldout_fraction, seed=settings.seed)
 
     def on_step(p: FitProgress) -> None:
@@ -246,50 +288,91 @@ def _refit(store, frozen, profile_id, refit_id, base_id, settings, reason, cance
         if between_steps is not None:
             between_steps()
 
-    result = fit_slots(frozen.backbone.model, frozen.projector, base, train, held,
-                       steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
-                       eval_every=settings.eval_every, patience=settings.patience,
-                       seed=settings.seed, cancel=cancel, progress=on_step)
-    losses = {"heldout_before": result.heldout_loss_before,
-              "heldout_after": result.heldout_loss_after,
-              "train_loss": result.train_losses[-1] if result.train_losses else None,
-              "steps": result.steps_run}
+    result = fit_slots(
+        frozen.backbone.model,
+        frozen.projector,
+        base,
+        train,
+        held,
+        steps=settings.steps,
+        lr=settings.lr,
+        batch_size=settings.batch_size,
+        eval_every=settings.eval_every,
+        patience=settings.patience,
+        seed=settings.seed,
+        cancel=cancel,
+        progress=on_step,
+    )
+    losses = {
+        "heldout_before": result.heldout_loss_before,
+        "heldout_after": result.heldout_loss_after,
+        "train_loss": result.train_losses[-1] if result.train_losses else None,
+        "steps": result.steps_run,
+    }
     if result.stopped == "cancelled" or (cancel is not None and cancel.is_set()):
         return finish("cancelled", "cancelled", **losses)
     if not result.improved:
         return finish("no_improvement", "held-out loss did not improve", **losses)
     report("attributing", 0.92)
     sources = memory_inspect.conversation_shares(
-        frozen, base, train, examples.owner, settings.attribution_windows, cancel=cancel)
+        frozen, base, train, examples.owner, settings.attribution_windows, cancel=cancel
+    )
     if cancel is not None and cancel.is_set():
         return finish("cancelled", "cancelled", **losses)
     report("saving", 0.96)
     parent_sources = _parent_sources(store, base_id)
-    outcome = RefitOutcome(status="committed", **common, **losses,
-                           seconds=time.perf_counter() - started)
+    outcome = RefitOutcome(
+        status="committed", **common, **losses, seconds=time.perf_counter() - started
+    )
     blob = VersionBlob(
-        tensors=slots_to_bytes(result.slots, frozen.config,
-                               {"backbone": frozen.backbone.name,
-                                "projector_sha256": frozen.projector_sha256}),
-        backbone=frozen.backbone.name, projector_sha256=frozen.projector_sha256,
-        config_json=json.dumps({
-            "memory": asdict(frozen.config), "refit": settings.to_dict(),
-            "fit": {"reason": reason, "windows": outcome.windows, "tokens": outcome.window_tokens,
-                    "stopped": result.stopped, "best_step": result.best_step,
-                    "heldout_before": result.heldout_loss_before},
-            "sources": memory_inspect.merge_sources(sources, parent_sources),
-        }, default=list),
-        train_loss=losses["train_loss"], heldout_loss=result.heldout_loss_after,
-        trained_through_message_id=through, reason=reason,
+        tensors=slots_to_bytes(
+            result.slots,
+            frozen.config,
+            {"backbone": frozen.backbone.name, "projector_sha256": frozen.projector_sha256},
+        ),
+        backbone=frozen.backbone.name,
+        projector_sha256=frozen.projector_sha256,
+        config_json=json.dumps(
+            {
+                "memory": asdict(frozen.config),
+                "refit": settings.to_dict(),
+                "fit": {
+                    "reason": reason,
+                    "windows": outcome.windows,
+                    "tokens": outcome.window_tokens,
+                    "stopped": result.stopped,
+                    "best_step": result.best_step,
+                    "heldout_before": result.heldout_loss_before,
+                },
+                "sources": memory_inspect.merge_sources(sources, parent_sources),
+            },
+            default=list,
+        ),
+        train_loss=losses["train_loss"],
+        heldout_loss=result.heldout_loss_after,
+        trained_through_message_id=through,
+        reason=reason,
         sources=frozenset(examples.owner.values()),
     )
     try:
-        version = commit_version(store, profile_id, refit_id=refit_id, base_version_id=base_id,
-                                 blob=blob, steps=result.steps_run, detail=_detail(outcome, reason))
+        version = commit_version(
+            store,
+            profile_id,
+            refit_id=refit_id,
+            base_version_id=base_id,
+            blob=blob,
+            steps=result.steps_run,
+            detail=_detail(outcome, reason),
+        )
     except StaleRefit as exc:
         return finish("cancelled", str(exc), **losses)
-    return RefitOutcome(**{**asdict(outcome), "new_version_id": version.id,
-                           "seconds": time.perf_counter() - started})
+    return RefitOutcome(
+        **{
+            **asdict(outcome),
+            "new_version_id": version.id,
+            "seconds": time.perf_counter() - started,
+        }
+    )
 
 
 def _recent_turns(store: Store, examples: _Examples) -> list[tuple[str, str]]:
@@ -312,12 +395,18 @@ def _parent_sources(store: Store, version_id: int | None) -> dict:
 
 def _detail(outcome: RefitOutcome, reason: str) -> str:
     """The ``refits.detail`` JSON: what `lpm memory status` and the scheduler read back."""
-    return json.dumps({
-        "reason": reason, "through": outcome.trained_through, "windows": outcome.windows,
-        "tokens": outcome.window_tokens, "heldout_before": outcome.heldout_before,
-        "heldout_after": outcome.heldout_after, "seconds": round(outcome.seconds, 3),
-        "note": outcome.detail,
-    })
+    return json.dumps(
+        {
+            "reason": reason,
+            "through": outcome.trained_through,
+            "windows": outcome.windows,
+            "tokens": outcome.window_tokens,
+            "heldout_before": outcome.heldout_before,
+            "heldout_after": outcome.heldout_after,
+            "seconds": round(outcome.seconds, 3),
+            "note": outcome.detail,
+        }
+    )
 
 
 def parse_detail(detail: str | None) -> dict:

@@ -8,9 +8,8 @@ crash cannot lose it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import json
+from typing import TYPE_CHECKING
 
 from lpm_local.storage.records import utc_now
 

@@ -135,7 +135,9 @@ class MemoryRuntime:
             return
         if pending is not None:
             attention, version_id, mark = pending
-            reply = reply_message_id or memory_inspect.newest_reply_after(self.store, profile_id, mark)
+            reply = reply_message_id or memory_inspect.newest_reply_after(
+                self.store, profile_id, mark
+            )
             if reply is not None:
                 memory_inspect.record_reply_attention(self.store, reply, version_id, attention)
         if self.store.get_profile_by_id(profile_id).memory_enabled:
@@ -166,7 +168,9 @@ class MemoryRuntime:
             if callback in self._listeners:
                 self._listeners.remove(callback)
 
-    def slot_info(self, attention: torch.Tensor | None = None) -> list[memory_inspect.SlotDescription]:
+    def slot_info(
+        self, attention: torch.Tensor | None = None
+    ) -> list[memory_inspect.SlotDescription]:
         return memory_inspect.describe_slots(self, attention)
 
     # -- control -------------------------------------------------------------------------------
@@ -231,10 +235,20 @@ class MemoryRuntime:
         request = requests.pending_refit(self.store, self.profile.id)
         outcome, error = None, None
         try:
-            outcome = locked_refit(self.store, self.profile.id, lambda: run_refit(
-                self.store, self.frozen, self.profile.id, settings=self.settings, reason=reason,
-                cancel=cancel, progress=self._progress,
-                between_steps=lambda: self._yield_to_chat(cancel)))
+            outcome = locked_refit(
+                self.store,
+                self.profile.id,
+                lambda: run_refit(
+                    self.store,
+                    self.frozen,
+                    self.profile.id,
+                    settings=self.settings,
+                    reason=reason,
+                    cancel=cancel,
+                    progress=self._progress,
+                    between_steps=lambda: self._yield_to_chat(cancel),
+                ),
+            )
         except RefitBusy as exc:
             error = str(exc)
             retry = threading.Timer(BUSY_RETRY_S, self._scheduler.request, [reason])
@@ -245,7 +259,9 @@ class MemoryRuntime:
             error = f"{type(exc).__name__}: {exc}"
         self._finish(outcome, error, request)
 
-    def _finish(self, outcome: RefitOutcome | None, error: str | None, request: dict | None) -> None:
+    def _finish(
+        self, outcome: RefitOutcome | None, error: str | None, request: dict | None
+    ) -> None:
         if outcome is not None:
             if outcome.status in ("committed", "no_improvement"):
                 self._through = outcome.trained_through
@@ -255,13 +271,18 @@ class MemoryRuntime:
                 self.reload()
         last = self.store.list_refits(self.profile.id)
         self._set_state(
-            running=False, stage="", fraction=None,
+            running=False,
+            stage="",
+            fraction=None,
             last_refit_at=last[0].finished_at if last else None,
             last_status=outcome.status if outcome else "failed",
             last_summary=outcome.summary() if outcome else error,
         )
-        self._emit(RefitEvent(outcome.status if outcome else "failed", 1.0, done=True,
-                              result=outcome, error=error))
+        self._emit(
+            RefitEvent(
+                outcome.status if outcome else "failed", 1.0, done=True, result=outcome, error=error
+            )
+        )
         if outcome is not None and outcome.status in ("committed", "no_improvement"):
             self._check_requests(from_job=True)  # a request made meanwhile (never after failures)
 
@@ -277,8 +298,11 @@ class MemoryRuntime:
 
     def _yield_to_chat(self, cancel: threading.Event) -> None:
         """Between optimiser steps: wait while a chat turn is generating (bounded)."""
-        while (self._turn.is_set() and not cancel.is_set()
-               and time.monotonic() - self._turn_started < MAX_PAUSE_S):
+        while (
+            self._turn.is_set()
+            and not cancel.is_set()
+            and time.monotonic() - self._turn_started < MAX_PAUSE_S
+        ):
             self._set_state(stage="paused for the chat")
             time.sleep(0.05)
 

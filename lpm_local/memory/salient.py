@@ -22,7 +22,7 @@ long one keeps its most distinctive facts. Slots keep the order in which the use
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -42,7 +42,7 @@ def token_surprise(model, ids: list[int], chunk: int = CHUNK_TOKENS) -> torch.Te
     device = model.get_input_embeddings().weight.device
     parts = []
     for start in range(0, len(ids), chunk):
-        piece = ids[start:start + chunk]
+        piece = ids[start : start + chunk]
         if len(piece) == 1:
             parts.append(torch.zeros(1))
             continue
@@ -68,8 +68,13 @@ def user_messages(roles: Sequence[int]) -> list[list[int]]:
     return messages
 
 
-def pick_salient(ids: Sequence[int], roles: Sequence[int], surprise: torch.Tensor, n: int,
-                 is_word: Sequence[bool]) -> list[int]:
+def pick_salient(
+    ids: Sequence[int],
+    roles: Sequence[int],
+    surprise: torch.Tensor,
+    n: int,
+    is_word: Sequence[bool],
+) -> list[int]:
     """Positions of up to ``n`` salient user tokens (see the module doc), in history order."""
     ranked = []
     for message in user_messages(roles):
@@ -88,8 +93,9 @@ def pick_salient(ids: Sequence[int], roles: Sequence[int], surprise: torch.Tenso
     return sorted(chosen)
 
 
-def salient_token_ids(model, chat: ChatTokens, turns: Sequence[tuple[str, str]], n: int,
-                      max_tokens: int) -> list[int]:
+def salient_token_ids(
+    model, chat: ChatTokens, turns: Sequence[tuple[str, str]], n: int, max_tokens: int
+) -> list[int]:
     """Up to ``n`` distinct token ids: the most surprising words of the user's messages among
     the last ``max_tokens`` history tokens."""
     ids, roles = history_tokens(chat, turns, max_tokens)
@@ -101,8 +107,14 @@ def salient_token_ids(model, chat: ChatTokens, turns: Sequence[tuple[str, str]],
     return [ids[p] for p in positions]
 
 
-def salient_slots(model, chat: ChatTokens, turns: Sequence[tuple[str, str]], config: MemoryConfig,
-                  *, seed: int = 0) -> torch.Tensor:
+def salient_slots(
+    model,
+    chat: ChatTokens,
+    turns: Sequence[tuple[str, str]],
+    config: MemoryConfig,
+    *,
+    seed: int = 0,
+) -> torch.Tensor:
     """Initial slots [N, d_s] fp32 on CPU: embeddings of the history's salient tokens, the rest
     (short histories, or slots narrower than the embeddings) from the prompt-tuning init."""
     weight = model.get_input_embeddings().weight

@@ -65,8 +65,10 @@ class ProfileLock:
             holder = _read_pid(fd)
             os.close(fd)
             who = f" (process {holder})" if holder else ""
-            raise RefitBusy(f"a refit of this profile is already running{who}; wait for it, "
-                            "or cancel it where it runs") from None
+            raise RefitBusy(
+                f"a refit of this profile is already running{who}; wait for it, "
+                "or cancel it where it runs"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
@@ -111,8 +113,11 @@ def recover_interrupted(store: Store, profile_id: int) -> int:
     live refit can own them). Returns how many were found."""
     stale = [r for r in store.list_refits(profile_id) if r.status == "running"]
     for record in stale:
-        store.finish_refit(record.id, "failed",
-                           detail='{"note": "interrupted: the process ended during the refit"}')
+        store.finish_refit(
+            record.id,
+            "failed",
+            detail='{"note": "interrupted: the process ended during the refit"}',
+        )
     return len(stale)
 
 
@@ -162,8 +167,7 @@ class RefitScheduler:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing runs or waits; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._running and self._pending is None,
-                                       timeout)
+            return self._cond.wait_for(lambda: not self._running and self._pending is None, timeout)
 
     def close(self, timeout: float | None = 60.0) -> None:
         """Cancel, then join the thread (a refit stops within one step)."""

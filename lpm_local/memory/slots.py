@@ -38,7 +38,11 @@ def init_slots(
     else:
         scale = torch.tensor(0.1)  # ~ the RMS of small-LM token embeddings (SmolLM2: 0.136)
         slots = torch.zeros(config.n_slots, config.slot_dim)
-    if config.init_noise or embedding_weight is None or embedding_weight.shape[1] != config.slot_dim:
+    if (
+        config.init_noise
+        or embedding_weight is None
+        or embedding_weight.shape[1] != config.slot_dim
+    ):
         noise_scale = config.init_noise if config.init_noise else 1.0
         slots = slots + torch.randn(slots.shape, generator=gen) * scale * noise_scale
     return slots
@@ -49,8 +53,11 @@ def slots_to_bytes(
 ) -> bytes:
     """Serialise a memory version; refuses to write what ``slots_from_bytes`` would refuse."""
     check_tensor(
-        slots.detach(), name=SLOTS_KEY, shape=(config.n_slots, config.slot_dim),
-        dtypes=ALLOWED_DTYPES, where="slots to save",
+        slots.detach(),
+        name=SLOTS_KEY,
+        shape=(config.n_slots, config.slot_dim),
+        dtypes=ALLOWED_DTYPES,
+        where="slots to save",
     )
     metadata = {"format": FORMAT, "memory_config": config.to_json()}
     for key, value in (extra_metadata or {}).items():
@@ -73,8 +80,11 @@ def slots_from_bytes(blob: bytes, *, where: str = "memory") -> tuple[torch.Tenso
         raise BadBundle(f"expected one tensor {SLOTS_KEY!r}, found {sorted(tensors)}", where=where)
     slots = tensors[SLOTS_KEY]
     check_tensor(
-        slots, name=SLOTS_KEY, shape=(config.n_slots, config.slot_dim),
-        dtypes=ALLOWED_DTYPES, where=where,
+        slots,
+        name=SLOTS_KEY,
+        shape=(config.n_slots, config.slot_dim),
+        dtypes=ALLOWED_DTYPES,
+        where=where,
     )
     return slots, config
 

@@ -28,7 +28,9 @@ def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str])
     return st_save(clean, metadata=metadata)
 
 
-def tensors_from_bytes(blob: bytes, *, where: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def tensors_from_bytes(
+    blob: bytes, *, where: str
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Parse a safetensors blob, refusing anything malformed; returns (tensors, metadata)."""
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise BadBundle(f"expected bytes, got {type(blob).__name__}", where=where)
@@ -60,13 +62,22 @@ def tensors_from_bytes(blob: bytes, *, where: str) -> tuple[dict[str, torch.Tens
 
 
 def check_tensor(
-    t: torch.Tensor, *, name: str, shape: tuple[int, ...], dtypes: tuple[torch.dtype, ...], where: str
+    t: torch.Tensor,
+    *,
+    name: str,
+    shape: tuple[int, ...],
+    dtypes: tuple[torch.dtype, ...],
+    where: str,
 ) -> None:
     """Refuse a tensor of the wrong shape or dtype, or one holding NaN/Inf."""
     if tuple(t.shape) != tuple(shape):
-        raise BadBundle(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}", where=where)
+        raise BadBundle(
+            f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}", where=where
+        )
     if t.dtype not in dtypes:
-        raise BadBundle(f"tensor {name!r} has dtype {t.dtype}, expected one of {dtypes}", where=where)
+        raise BadBundle(
+            f"tensor {name!r} has dtype {t.dtype}, expected one of {dtypes}", where=where
+        )
     if not bool(torch.isfinite(t).all()):
         raise BadBundle(f"tensor {name!r} holds NaN or Inf values", where=where)
 

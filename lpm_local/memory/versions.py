@@ -81,20 +81,27 @@ def versions_to_keep(
 
 def protected_versions(store: Store, profile_id: int) -> set[int]:
     """Versions an "undo import" may need to restore bit for bit: never pruned."""
-    return {i.memory_version_before for i in store.list_imports(profile_id)
-            if i.memory_version_before is not None}
+    return {
+        i.memory_version_before
+        for i in store.list_imports(profile_id)
+        if i.memory_version_before is not None
+    }
 
 
 def prune_versions(
-    store: Store, profile_id: int, *, policy: RetentionPolicy = DEFAULT_POLICY,
+    store: Store,
+    profile_id: int,
+    *,
+    policy: RetentionPolicy = DEFAULT_POLICY,
     now: datetime | None = None,
 ) -> list[int]:
     """Delete what the policy does not keep (and old refit rows); returns the deleted ids."""
     with store.transaction():
         current = store.get_profile_by_id(profile_id).current_version_id
         versions = store.list_memory_versions(profile_id)
-        keep = versions_to_keep(versions, current, protected_versions(store, profile_id),
-                                policy=policy, now=now)
+        keep = versions_to_keep(
+            versions, current, protected_versions(store, profile_id), policy=policy, now=now
+        )
         doomed = [v.id for v in versions if v.id not in keep]
         store.delete_memory_versions(doomed)
         # Old status rows: only the newest ``refit_rows`` of this profile stay. (A method on
@@ -143,22 +150,31 @@ def commit_version(
     with store.transaction():
         profile = store.get_profile_by_id(profile_id)
         if profile.current_version_id != base_version_id:
-            raise StaleRefit(f"the memory changed during the refit (now version "
-                             f"#{profile.current_version_id}, the refit started from "
-                             f"#{base_version_id})")
+            raise StaleRefit(
+                f"the memory changed during the refit (now version "
+                f"#{profile.current_version_id}, the refit started from "
+                f"#{base_version_id})"
+            )
         if not profile.memory_enabled:
             raise StaleRefit("memory was switched off during the refit")
         _check_sources(store, profile_id, blob.sources)
         parent = base_version_id if _exists(store, profile_id, base_version_id) else None
         version = store.add_memory_version(
-            profile_id, tensors=blob.tensors, backbone=blob.backbone,
-            projector_sha256=blob.projector_sha256, config_json=blob.config_json,
-            train_loss=blob.train_loss, heldout_loss=blob.heldout_loss, parent_id=parent,
-            trained_through_message_id=blob.trained_through_message_id, reason=blob.reason,
+            profile_id,
+            tensors=blob.tensors,
+            backbone=blob.backbone,
+            projector_sha256=blob.projector_sha256,
+            config_json=blob.config_json,
+            train_loss=blob.train_loss,
+            heldout_loss=blob.heldout_loss,
+            parent_id=parent,
+            trained_through_message_id=blob.trained_through_message_id,
+            reason=blob.reason,
             make_current=True,
         )
-        store.finish_refit(refit_id, "committed", new_version_id=version.id, steps=steps,
-                           detail=detail)
+        store.finish_refit(
+            refit_id, "committed", new_version_id=version.id, steps=steps, detail=detail
+        )
         prune_versions(store, profile_id, policy=policy)
         return version
 
@@ -220,23 +236,43 @@ def forget_conversation(store: Store, profile_id: int, conversation_id: int) -> 
         store.set_conversation_excluded(conversation_id, True)
         versions = store.list_memory_versions(profile_id)
         previous = store.get_profile_by_id(profile_id).current_version_id
-        tainted = {v.id for v in versions if first is not None
-                   and v.trained_through_message_id is not None
-                   and v.trained_through_message_id >= first}
+        tainted = {
+            v.id
+            for v in versions
+            if first is not None
+            and v.trained_through_message_id is not None
+            and v.trained_through_message_id >= first
+        }
         restored = _newest_clean(versions, previous, tainted)
         protected = protected_versions(store, profile_id)
         doomed = sorted(tainted - protected)
         store.set_current_version(profile_id, restored)
         store.delete_memory_versions(doomed)
-        store.audit(profile_id, "memory.forget", json.dumps({
-            "conversation": conversation_id, "from": previous, "to": restored,
-            "deleted": len(doomed)}))
-    return ForgetReport(conversation_id, conversation.title, previous, restored,
-                        tuple(doomed), tuple(sorted(tainted & protected)))
+        store.audit(
+            profile_id,
+            "memory.forget",
+            json.dumps(
+                {
+                    "conversation": conversation_id,
+                    "from": previous,
+                    "to": restored,
+                    "deleted": len(doomed),
+                }
+            ),
+        )
+    return ForgetReport(
+        conversation_id,
+        conversation.title,
+        previous,
+        restored,
+        tuple(doomed),
+        tuple(sorted(tainted & protected)),
+    )
 
 
-def _newest_clean(versions: Sequence[MemoryVersion], current: int | None,
-                  tainted: set[int]) -> int | None:
+def _newest_clean(
+    versions: Sequence[MemoryVersion], current: int | None, tainted: set[int]
+) -> int | None:
     by_id = {v.id: v for v in versions}
     node, seen = current, set()
     while node in by_id and node not in seen:

@@ -12,8 +12,8 @@ the targets (what the app would have in hand when computing the prefix), never o
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 IGNORE = -100
 ROLE_IDS = {"user": 0, "assistant": 1, "system": 2}
@@ -51,8 +51,10 @@ class WindowConfig:
 
     def __post_init__(self) -> None:
         if self.context_turns < 0 or self.target_turns < 1:
-            raise ValueError(f"context_turns >= 0 and target_turns >= 1 required, got "
-                             f"{self.context_turns}, {self.target_turns}")
+            raise ValueError(
+                f"context_turns >= 0 and target_turns >= 1 required, got "
+                f"{self.context_turns}, {self.target_turns}"
+            )
         if self.max_tokens < 16:
             raise ValueError(f"max_tokens must be >= 16, got {self.max_tokens}")
         bad = set(self.label_roles) - set(ROLE_IDS)
@@ -74,7 +76,9 @@ class ChatTokens:
 
     def text(self, content: str) -> list[int]:
         """Token ids of untrusted text: special tokens split, no BOS/EOS added."""
-        return list(self.tokenizer(content, add_special_tokens=False, split_special_tokens=True).input_ids)
+        return list(
+            self.tokenizer(content, add_special_tokens=False, split_special_tokens=True).input_ids
+        )
 
     def turn(self, role: str, content: str, *, label: bool) -> tuple[list[int], list[int]]:
         """One ChatML turn: (ids, labels); labels cover content + <|im_end|> when ``label``."""
@@ -90,7 +94,9 @@ class ChatTokens:
         return list(self._headers["assistant"])
 
 
-def make_windows(tokenizer_or_chat, turns: Sequence[tuple[str, str]], config: WindowConfig | None = None) -> list[Window]:
+def make_windows(
+    tokenizer_or_chat, turns: Sequence[tuple[str, str]], config: WindowConfig | None = None
+) -> list[Window]:
     """Every ``target_turns`` turns of the history become the targets of one window."""
     config = config or WindowConfig()
     chat = _chat(tokenizer_or_chat)
@@ -124,9 +130,16 @@ def _window(chat: ChatTokens, ctx, targets, config: WindowConfig) -> Window:
     return Window(tuple(ids), tuple(labels), tuple(chat.text(users[-1])) if users else ())
 
 
-def qa_window(tokenizer_or_chat, prompt: str, answer_prefix: str, answer: str, *,
-              context: Sequence[tuple[str, str]] = (), system_prompt: str | None = None,
-              label_prefix: bool = False) -> Window:
+def qa_window(
+    tokenizer_or_chat,
+    prompt: str,
+    answer_prefix: str,
+    answer: str,
+    *,
+    context: Sequence[tuple[str, str]] = (),
+    system_prompt: str | None = None,
+    label_prefix: bool = False,
+) -> Window:
     """A question turn then the assistant's reply ``answer_prefix + answer``.
 
     Labels cover ``answer`` (plus the prefix when ``label_prefix``): scoring an option uses the
@@ -148,7 +161,9 @@ def qa_window(tokenizer_or_chat, prompt: str, answer_prefix: str, answer: str, *
     return Window(tuple(ids), tuple(labels), tuple(chat.text(prompt)))
 
 
-def history_tokens(tokenizer_or_chat, turns: Sequence[tuple[str, str]], max_tokens: int) -> tuple[list[int], list[int]]:
+def history_tokens(
+    tokenizer_or_chat, turns: Sequence[tuple[str, str]], max_tokens: int
+) -> tuple[list[int], list[int]]:
     """Content token ids of the history with a role id per token (the most recent ``max_tokens``):
     what the salient-token slot initialisation reads."""
     chat = _chat(tokenizer_or_chat)
@@ -162,8 +177,9 @@ def history_tokens(tokenizer_or_chat, turns: Sequence[tuple[str, str]], max_toke
     return ids[-max_tokens:], roles[-max_tokens:]
 
 
-def split_heldout(windows: Sequence[Window], fraction: float = 0.2, *, seed: int = 0,
-                  min_train: int = 1) -> tuple[list[Window], list[Window]]:
+def split_heldout(
+    windows: Sequence[Window], fraction: float = 0.2, *, seed: int = 0, min_train: int = 1
+) -> tuple[list[Window], list[Window]]:
     """Hold out a seeded ``fraction`` of windows (at least one when there are >= 2 windows and
     at least ``min_train`` stay for training); returns (train, heldout)."""
     if not 0.0 <= fraction < 1.0:
@@ -173,8 +189,14 @@ def split_heldout(windows: Sequence[Window], fraction: float = 0.2, *, seed: int
     order = list(range(n))
     random.Random(seed).shuffle(order)
     held = set(order[:k])
-    return [w for i, w in enumerate(windows) if i not in held], [w for i, w in enumerate(windows) if i in held]
+    return [w for i, w in enumerate(windows) if i not in held], [
+        w for i, w in enumerate(windows) if i in held
+    ]
 
 
 def _chat(tokenizer_or_chat) -> ChatTokens:
-    return tokenizer_or_chat if isinstance(tokenizer_or_chat, ChatTokens) else ChatTokens(tokenizer_or_chat)
+    return (
+        tokenizer_or_chat
+        if isinstance(tokenizer_or_chat, ChatTokens)
+        else ChatTokens(tokenizer_or_chat)
+    )

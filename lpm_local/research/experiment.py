@@ -19,8 +19,8 @@ the trained projector brings.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -52,44 +52,78 @@ class ExperimentConfig:
     heldout_templates: tuple[int, ...] = (2, 3)  # phrasings never seen in projector training
     seed: int = 0
     # One exchange per window and no context: the cheapest windows that cover the history.
-    window: WindowConfig = field(default_factory=lambda: WindowConfig(context_turns=0, target_turns=2))
+    window: WindowConfig = field(
+        default_factory=lambda: WindowConfig(context_turns=0, target_turns=2)
+    )
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
         if unknown or self.test_users < 1 or self.steps < 0 or not self.lr_grid:
-            raise ValueError(f"bad experiment config: unknown methods {sorted(unknown)}, "
-                             f"test_users={self.test_users}, steps={self.steps}, lr_grid={self.lr_grid}")
+            raise ValueError(
+                f"bad experiment config: unknown methods {sorted(unknown)}, "
+                f"test_users={self.test_users}, steps={self.steps}, lr_grid={self.lr_grid}"
+            )
 
 
-def score_questions(model, projector, slots: torch.Tensor | None, chat: ChatTokens,
-                    questions: Sequence[Question], context=()) -> list[dict]:
+def score_questions(
+    model,
+    projector,
+    slots: torch.Tensor | None,
+    chat: ChatTokens,
+    questions: Sequence[Question],
+    context=(),
+) -> list[dict]:
     """Per question: mean token log-likelihood of each option, correctness and margin."""
     out = []
     for q in questions:
-        windows = [qa_window(chat, q.prompt, q.answer_prefix, o, context=context) for o in q.options]
+        windows = [
+            qa_window(chat, q.prompt, q.answer_prefix, o, context=context) for o in q.options
+        ]
         with torch.no_grad():
             soft = None if slots is None else soft_for(model, projector, slots.float(), windows)
             sums, counts = token_logprobs(model, soft, windows)
         scores = (sums / counts).tolist()
         rest = [s for i, s in enumerate(scores) if i != q.correct]
-        out.append({"correct": int(max(range(len(scores)), key=scores.__getitem__) == q.correct),
-                    "margin": scores[q.correct] - sum(rest) / len(rest), "qtype": q.qtype})
+        out.append(
+            {
+                "correct": int(max(range(len(scores)), key=scores.__getitem__) == q.correct),
+                "margin": scores[q.correct] - sum(rest) / len(rest),
+                "qtype": q.qtype,
+            }
+        )
     return out
 
 
-def _initial(method: str, model, chat, user: SyntheticUser, nets: dict, index: int, cfg) -> torch.Tensor:
+def _initial(
+    method: str, model, chat, user: SyntheticUser, nets: dict, index: int, cfg
+) -> torch.Tensor:
     if method == "prompt_tuning":
-        return init_slots(nets["config"], model.get_input_embeddings().weight, seed=cfg.seed * 100_003 + index)
-    return salient_slots(model, chat, user.history(), nets["config"], seed=cfg.seed * 100_003 + index)
+        return init_slots(
+            nets["config"], model.get_input_embeddings().weight, seed=cfg.seed * 100_003 + index
+        )
+    return salient_slots(
+        model, chat, user.history(), nets["config"], seed=cfg.seed * 100_003 + index
+    )
 
 
 def _projector(method: str, nets: dict):
-    return {"prompt_tuning": None, "lpm_untrained": nets["projector_untrained"]}.get(method, nets["projector"])
+    return {"prompt_tuning": None, "lpm_untrained": nets["projector_untrained"]}.get(
+        method, nets["projector"]
+    )
 
 
-def fit_user(method: str, model, chat, user: SyntheticUser, nets: dict, index: int, cfg: ExperimentConfig,
-             lr: float, steps: int | None = None):
+def fit_user(
+    method: str,
+    model,
+    chat,
+    user: SyntheticUser,
+    nets: dict,
+    index: int,
+    cfg: ExperimentConfig,
+    lr: float,
+    steps: int | None = None,
+):
     """(slots, seconds, history tokens) for one user and one fitted (or unfitted) method."""
     init = _initial(method, model, chat, user, nets, index, cfg)
     windows = make_windows(chat, user.history(), cfg.window)
@@ -97,7 +131,9 @@ def fit_user(method: str, model, chat, user: SyntheticUser, nets: dict, index: i
     steps = cfg.steps if steps is None else steps
     if steps == 0:
         return init, 0.0, n_tokens
-    result = fit_slots(model, _projector(method, nets), init, windows, steps=steps, lr=lr, seed=index)
+    result = fit_slots(
+        model, _projector(method, nets), init, windows, steps=steps, lr=lr, seed=index
+    )
     return result.slots, result.seconds, n_tokens
 
 
@@ -113,28 +149,47 @@ def choose_lrs(model, chat, nets: dict, cfg: ExperimentConfig, log: Callable[[st
                 index = cfg.val_offset + k
                 user = users.user(index)
                 slots, _, _ = fit_user(method, model, chat, user, nets, index, cfg, lr)
-                rows += score_questions(model, _projector(method, nets), slots, chat, user.questions)
+                rows += score_questions(
+                    model, _projector(method, nets), slots, chat, user.questions
+                )
             table[method][lr] = _summary(rows)
             log(f"lr search {method} lr={lr}: {table[method][lr]}")
         chosen[method] = max(cfg.lr_grid, key=lambda lr: table[method][lr]["margin"])
-    return {"chosen": chosen, "table": {m: {str(k): v for k, v in t.items()} for m, t in table.items()}}
+    return {
+        "chosen": chosen,
+        "table": {m: {str(k): v for k, v in t.items()} for m, t in table.items()},
+    }
 
 
 def _summary(rows: list[dict]) -> dict:
     n = len(rows)
-    return {"questions": n, "accuracy": sum(r["correct"] for r in rows) / max(n, 1),
-            "margin": sum(r["margin"] for r in rows) / max(n, 1)}
+    return {
+        "questions": n,
+        "accuracy": sum(r["correct"] for r in rows) / max(n, 1),
+        "margin": sum(r["margin"] for r in rows) / max(n, 1),
+    }
 
 
 def build_nets(projector: Projector, personas: dict) -> dict:
     """The trained projector and an untrained one (as training starts: the identity) per method."""
-    return {"config": projector.config, "projector": projector.eval(),
-            "projector_untrained": Projector(projector.config).eval(), "personas": personas}
+    return {
+        "config": projector.config,
+        "projector": projector.eval(),
+        "projector_untrained": Projector(projector.config).eval(),
+        "personas": personas,
+    }
 
 
-def run_experiment(model_or_backbone, tokenizer, personas: dict, projector: Projector,
-                   cfg: ExperimentConfig, *, lrs: dict | None = None,
-                   log: Callable[[str], None] = print) -> dict:
+def run_experiment(
+    model_or_backbone,
+    tokenizer,
+    personas: dict,
+    projector: Projector,
+    cfg: ExperimentConfig,
+    *,
+    lrs: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run every method on the test users; returns a JSON-able result (see ``to_markdown``)."""
     model = resolve_model(model_or_backbone)
     chat = ChatTokens(tokenizer)
@@ -142,7 +197,9 @@ def run_experiment(model_or_backbone, tokenizer, personas: dict, projector: Proj
     nets = build_nets(projector, personas)
     lr_info = {"chosen": dict(lrs), "table": {}} if lrs else choose_lrs(model, chat, nets, cfg, log)
     main = SyntheticUsers(personas, "test", seed=cfg.seed, config=cfg.synthetic)
-    alt_cfg = SyntheticConfig(**{**asdict(cfg.synthetic), "recall_templates": cfg.heldout_templates})
+    alt_cfg = SyntheticConfig(
+        **{**asdict(cfg.synthetic), "recall_templates": cfg.heldout_templates}
+    )
     alt = SyntheticUsers(personas, "test", seed=cfg.seed, config=alt_cfg)
     rows = {m: [] for m in cfg.methods}
     rows_alt = {m: [] for m in cfg.methods}
@@ -167,42 +224,72 @@ def run_experiment(model_or_backbone, tokenizer, personas: dict, projector: Proj
             proj = _projector(method, nets)
             rows[method] += score_questions(model, proj, slots, chat, user.questions)
             rows_alt[method] += score_questions(model, proj, slots, chat, alt_q)
-        log(f"user {i}: " + ", ".join(f"{m} {_summary(rows[m])['accuracy']:.3f}" for m in cfg.methods))
+        log(
+            f"user {i}: "
+            + ", ".join(f"{m} {_summary(rows[m])['accuracy']:.3f}" for m in cfg.methods)
+        )
     for method in shuffled:  # score each user with the next user's slots
         for i, user in enumerate(users):
             other = fitted[method][(i + 1) % len(users)]
-            shuffled[method] += score_questions(model, _projector(method, nets), other, chat, user.questions)
+            shuffled[method] += score_questions(
+                model, _projector(method, nets), other, chat, user.questions
+            )
     return {
         "config": json.loads(json.dumps(asdict(cfg), default=list)),
         "lr": lr_info,
         "per_user_numbers": projector.config.per_user_numbers,
         "projector_sha256": projector.sha256(),
-        "results": {m: {**_summary(rows[m]), "heldout_phrasing": _summary(rows_alt[m]),
-                        "shuffled": _summary(shuffled[m]) if m in shuffled else None,
-                        "fit_seconds_mean": (sum(t["seconds"] for t in times[m]) / len(times[m])) if times[m] else 0.0,
-                        "fit_window_tokens_mean": (sum(t["window_tokens"] for t in times[m]) / len(times[m])) if times[m] else 0}
-                    for m in cfg.methods},
+        "results": {
+            m: {
+                **_summary(rows[m]),
+                "heldout_phrasing": _summary(rows_alt[m]),
+                "shuffled": _summary(shuffled[m]) if m in shuffled else None,
+                "fit_seconds_mean": (sum(t["seconds"] for t in times[m]) / len(times[m]))
+                if times[m]
+                else 0.0,
+                "fit_window_tokens_mean": (
+                    sum(t["window_tokens"] for t in times[m]) / len(times[m])
+                )
+                if times[m]
+                else 0,
+            }
+            for m in cfg.methods
+        },
         "users": cfg.test_users,
     }
 
 
-LABELS = {"memory_off": "memory off", "full_context": "full history in context (reference)",
-          "prompt_tuning": "per-user prompt tuning, 8 soft tokens", "lpm_untrained": "LPM, untrained projector (ablation: prompt tuning from the salient start)",
-          "lpm_unfitted": "LPM, trained projector, salient slots not fitted", "lpm": "LPM, trained projector, slots fitted"}
+LABELS = {
+    "memory_off": "memory off",
+    "full_context": "full history in context (reference)",
+    "prompt_tuning": "per-user prompt tuning, 8 soft tokens",
+    "lpm_untrained": "LPM, untrained projector (ablation: prompt tuning from the salient start)",
+    "lpm_unfitted": "LPM, trained projector, salient slots not fitted",
+    "lpm": "LPM, trained projector, slots fitted",
+}
 
 
 def to_markdown(result: dict) -> str:
     """The comparison table (one row per method) as Markdown."""
     cfg = result["config"]
-    lines = [f"Held-out test users: {result['users']}; fit: {cfg['steps']} Adam steps; lr per method "
-             f"(chosen on validation users): {result['lr']['chosen']}", "",
-             "| method | per-user numbers | questions | accuracy | LL margin | accuracy, held-out phrasing | "
-             "accuracy with another user's slots (LL margin) | fit s/user |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Held-out test users: {result['users']}; fit: {cfg['steps']} Adam steps; lr per method "
+        f"(chosen on validation users): {result['lr']['chosen']}",
+        "",
+        "| method | per-user numbers | questions | accuracy | LL margin | accuracy, held-out phrasing | "
+        "accuracy with another user's slots (LL margin) | fit s/user |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for m, r in result["results"].items():
         per_user = 0 if m in ("memory_off", "full_context") else result["per_user_numbers"]
-        shuf = f"{r['shuffled']['accuracy']:.1%} ({r['shuffled']['margin']:+.3f})" if r["shuffled"] else "-"
+        shuf = (
+            f"{r['shuffled']['accuracy']:.1%} ({r['shuffled']['margin']:+.3f})"
+            if r["shuffled"]
+            else "-"
+        )
         fit = f"{r['fit_seconds_mean']:.1f}" if r["fit_seconds_mean"] else "-"
-        lines.append(f"| {LABELS.get(m, m)} | {per_user:,} | {r['questions']} | {r['accuracy']:.1%} | "
-                     f"{r['margin']:+.3f} | {r['heldout_phrasing']['accuracy']:.1%} | {shuf} | {fit} |")
+        lines.append(
+            f"| {LABELS.get(m, m)} | {per_user:,} | {r['questions']} | {r['accuracy']:.1%} | "
+            f"{r['margin']:+.3f} | {r['heldout_phrasing']['accuracy']:.1%} | {shuf} | {fit} |"
+        )
     return "\n".join(lines) + "\n"

@@ -30,8 +30,14 @@ RECALL_TEMPLATES: tuple[tuple[str, str], ...] = (
     ("What is one thing I mentioned about myself?", "You mentioned: "),
     ("Remind me what I told you about myself.", "You said: "),
 )
-ACKS = ("Got it, thanks for telling me.", "Noted!", "Thanks for sharing that.",
-        "I'll remember that.", "Good to know.", "That's nice to hear.")
+ACKS = (
+    "Got it, thanks for telling me.",
+    "Noted!",
+    "Thanks for sharing that.",
+    "I'll remember that.",
+    "Good to know.",
+    "That's nice to hear.",
+)
 OPENERS = ("", "", "By the way, ", "Oh, and ", "Fun fact: ", "Also, ")
 _PREF = re.compile(r"^I (like|love|enjoy|prefer|adore) (.+?)\.?$", re.IGNORECASE)
 
@@ -117,13 +123,19 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         if self.n_sessions < 1 or self.max_facts < 1:
-            raise ValueError(f"n_sessions and max_facts must be >= 1, got {self.n_sessions}, {self.max_facts}")
+            raise ValueError(
+                f"n_sessions and max_facts must be >= 1, got {self.n_sessions}, {self.max_facts}"
+            )
         if self.preference_changes < 0 or (self.preference_changes and self.n_sessions < 2):
             raise ValueError("preference_changes needs n_sessions >= 2 and must be >= 0")
         if not 0.0 <= self.recall_turn_prob <= 1.0:
             raise ValueError(f"recall_turn_prob must be in [0, 1], got {self.recall_turn_prob}")
-        if not self.recall_templates or any(not 0 <= i < len(RECALL_TEMPLATES) for i in self.recall_templates):
-            raise ValueError(f"recall_templates must index RECALL_TEMPLATES, got {self.recall_templates}")
+        if not self.recall_templates or any(
+            not 0 <= i < len(RECALL_TEMPLATES) for i in self.recall_templates
+        ):
+            raise ValueError(
+                f"recall_templates must index RECALL_TEMPLATES, got {self.recall_templates}"
+            )
         datetime.fromisoformat(self.start_date)
 
 
@@ -153,8 +165,14 @@ def _clean(sentence: str) -> str:
 class SyntheticUsers:
     """Seeded generator of ``SyntheticUser``s from one split of the persona pool."""
 
-    def __init__(self, personas: dict[str, list[list[str]]], split: str, *,
-                 seed: int = 0, config: SyntheticConfig | None = None):
+    def __init__(
+        self,
+        personas: dict[str, list[list[str]]],
+        split: str,
+        *,
+        seed: int = 0,
+        config: SyntheticConfig | None = None,
+    ):
         if split not in personas or not personas[split]:
             raise ValueError(f"no personas for split {split!r}")
         self.pool = personas[split]
@@ -204,16 +222,23 @@ class SyntheticUsers:
         for pref in persona.preferences:
             for value, s in zip(pref.values, pref.changed_in):
                 text = value if s == 0 else f"Actually, my taste has changed. {value}"
-                per_session[s] += [("user", text, "preference"), ("assistant", rng.choice(ACKS), "ack")]
+                per_session[s] += [
+                    ("user", text, "preference"),
+                    ("assistant", rng.choice(ACKS), "ack"),
+                ]
         sessions = []
         for s, raw in enumerate(per_session):
             if s > 0 and rng.random() < cfg.recall_turn_prob:
                 prompt, prefix = RECALL_TEMPLATES[0]
-                fact = rng.choice([f for f in persona.facts[: max(1, len(persona.facts) * s // cfg.n_sessions)]])
+                fact = rng.choice(
+                    [f for f in persona.facts[: max(1, len(persona.facts) * s // cfg.n_sessions)]]
+                )
                 raw = [("user", prompt, "recall_q"), ("assistant", prefix + fact, "recall_a")] + raw
             t0 = start + timedelta(days=cfg.days_between_sessions * s)
-            turns = tuple(Turn(role, text, (t0 + timedelta(minutes=2 * j)).isoformat(), kind)
-                          for j, (role, text, kind) in enumerate(raw))
+            turns = tuple(
+                Turn(role, text, (t0 + timedelta(minutes=2 * j)).isoformat(), kind)
+                for j, (role, text, kind) in enumerate(raw)
+            )
             sessions.append(Session(s, t0.isoformat(), turns))
         return sessions
 
@@ -228,12 +253,22 @@ class SyntheticUsers:
                 out.append(s)
         return out
 
-    def _question(self, rng, qtype, prompt, prefix, correct, distractors, after, sessions, template=0):
+    def _question(
+        self, rng, qtype, prompt, prefix, correct, distractors, after, sessions, template=0
+    ):
         options = [correct] + distractors
         rng.shuffle(options)
         asked = datetime.fromisoformat(sessions[after].turns[-1].timestamp) + timedelta(hours=1)
-        return Question(qtype, prompt, prefix, tuple(options), options.index(correct), after,
-                        asked.isoformat(), template)
+        return Question(
+            qtype,
+            prompt,
+            prefix,
+            tuple(options),
+            options.index(correct),
+            after,
+            asked.isoformat(),
+            template,
+        )
 
     def _questions(self, rng, index, persona: Persona, sessions) -> list[Question]:
         cfg, last = self.config, len(sessions) - 1
@@ -242,17 +277,44 @@ class SyntheticUsers:
         for fact in persona.facts:
             t = rng.choice(cfg.recall_templates)
             prompt, prefix = RECALL_TEMPLATES[t]
-            out.append(self._question(rng, "recall_fact", prompt, prefix, fact,
-                                      self._distractors(rng, index, exclude, 3), last, sessions, t))
+            out.append(
+                self._question(
+                    rng,
+                    "recall_fact",
+                    prompt,
+                    prefix,
+                    fact,
+                    self._distractors(rng, index, exclude, 3),
+                    last,
+                    sessions,
+                    t,
+                )
+            )
         for pref in persona.preferences:
             old, new = pref.values[0], pref.values[-1]
-            out.append(self._question(
-                rng, "latest_preference", "What do I like these days?", "These days: ", new,
-                [old] + self._distractors(rng, index, exclude, 2), last, sessions))
+            out.append(
+                self._question(
+                    rng,
+                    "latest_preference",
+                    "What do I like these days?",
+                    "These days: ",
+                    new,
+                    [old] + self._distractors(rng, index, exclude, 2),
+                    last,
+                    sessions,
+                )
+            )
             wrong = self._distractors(rng, index, exclude, 2)
-            out.append(self._question(
-                rng, "preference_evolution", "How have my tastes changed?", "",
-                f"Before: {old} Now: {new}",
-                [f"Before: {new} Now: {old}"] + [f"Before: {old} Now: {w}" for w in wrong],
-                last, sessions))
+            out.append(
+                self._question(
+                    rng,
+                    "preference_evolution",
+                    "How have my tastes changed?",
+                    "",
+                    f"Before: {old} Now: {new}",
+                    [f"Before: {new} Now: {old}"] + [f"Before: {old} Now: {w}" for w in wrong],
+                    last,
+                    sessions,
+                )
+            )
         return out

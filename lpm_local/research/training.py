@@ -22,9 +22,9 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -33,7 +33,12 @@ from lpm_local.memory.lm import mean_loss, query_inputs, resolve_model, token_lo
 from lpm_local.memory.projector import Projector
 from lpm_local.memory.salient import salient_slots
 from lpm_local.memory.windows import ChatTokens, WindowConfig, make_windows, qa_window
-from lpm_local.research.synthetic import RECALL_TEMPLATES, SyntheticConfig, SyntheticUser, SyntheticUsers
+from lpm_local.research.synthetic import (
+    RECALL_TEMPLATES,
+    SyntheticConfig,
+    SyntheticUser,
+    SyntheticUsers,
+)
 
 
 @dataclass(frozen=True)
@@ -56,11 +61,21 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.windows_per_user < 0:
-            raise ValueError(f"lr must be > 0 and windows_per_user >= 0, got {self.lr}, {self.windows_per_user}")
+            raise ValueError(
+                f"lr must be > 0 and windows_per_user >= 0, got {self.lr}, {self.windows_per_user}"
+            )
 
 
-def user_examples(model, chat: ChatTokens, user: SyntheticUser, rng: random.Random, cfg: TrainConfig,
-                  window_config: WindowConfig, config: MemoryConfig, seed: int):
+def user_examples(
+    model,
+    chat: ChatTokens,
+    user: SyntheticUser,
+    rng: random.Random,
+    cfg: TrainConfig,
+    window_config: WindowConfig,
+    config: MemoryConfig,
+    seed: int,
+):
     """(initial slots [N, d_s], target windows) for one training user."""
     slots = salient_slots(model, chat, user.history(), config, seed=seed)
     targets = []
@@ -85,14 +100,16 @@ def batch_loss(projector, model, examples) -> torch.Tensor:
     return mean_loss(model, soft, windows)
 
 
-def own_vs_shuffled(projector: Projector, model, chat: ChatTokens, users: list[SyntheticUser],
-                    config: MemoryConfig) -> dict:
+def own_vs_shuffled(
+    projector: Projector, model, chat: ChatTokens, users: list[SyntheticUser], config: MemoryConfig
+) -> dict:
     """Recall accuracy and answer loss with the users' initial slots (no refinement): own slots
     vs the next user's. A gap means the slots, not a shared prompt, carry the answer."""
     device = model.get_input_embeddings().weight.device
     with torch.no_grad():
-        slots = torch.stack([salient_slots(model, chat, u.history(), config, seed=i)
-                             for i, u in enumerate(users)]).to(device)
+        slots = torch.stack(
+            [salient_slots(model, chat, u.history(), config, seed=i) for i, u in enumerate(users)]
+        ).to(device)
         windows, owner, correct_flags = [], [], []
         for i, u in enumerate(users):
             for q in u.questions:
@@ -109,8 +126,12 @@ def own_vs_shuffled(projector: Projector, model, chat: ChatTokens, users: list[S
         flags = torch.tensor(correct_flags).view(-1, 4)
         own, shuf = result["own"], result["shuffled"]
         acc = (own.argmax(dim=1) == flags.float().argmax(dim=1)).float().mean().item()
-    return {"acc": acc, "own_loss": -own[flags].mean().item(), "shuffled_loss": -shuf[flags].mean().item(),
-            "questions": int(flags.shape[0])}
+    return {
+        "acc": acc,
+        "own_loss": -own[flags].mean().item(),
+        "shuffled_loss": -shuf[flags].mean().item(),
+        "questions": int(flags.shape[0]),
+    }
 
 
 def _param_groups(net: torch.nn.Module, lr: float, weight_decay: float) -> list[dict]:
@@ -119,13 +140,22 @@ def _param_groups(net: torch.nn.Module, lr: float, weight_decay: float) -> list[
     big, small = [], []
     for p in net.parameters():
         (big if p.dim() == 2 and p.numel() >= 100_000 else small).append(p)
-    return [{"params": small, "lr": lr, "weight_decay": weight_decay},
-            {"params": big, "lr": lr * 0.1, "weight_decay": weight_decay}]
+    return [
+        {"params": small, "lr": lr, "weight_decay": weight_decay},
+        {"params": big, "lr": lr * 0.1, "weight_decay": weight_decay},
+    ]
 
 
 def train_projector(
-    model_or_backbone, tokenizer, personas: dict, out_dir: str | Path, config: MemoryConfig,
-    train: TrainConfig, *, resume: bool = True, progress: Callable[[dict], None] | None = None,
+    model_or_backbone,
+    tokenizer,
+    personas: dict,
+    out_dir: str | Path,
+    config: MemoryConfig,
+    train: TrainConfig,
+    *,
+    resume: bool = True,
+    progress: Callable[[dict], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> Projector:
     """Train the projector on synthetic users of the 'train' split; checkpoints in out_dir.
@@ -144,7 +174,9 @@ def train_projector(
     optimizer = torch.optim.AdamW(_param_groups(net, train.lr, train.weight_decay))
     net, optimizer = accelerator.prepare(net, optimizer)
     users = SyntheticUsers(personas, "train", seed=train.seed, config=train.synthetic)
-    valid = SyntheticUsers(personas, "valid", seed=train.seed, config=train.synthetic).users(train.eval_users)
+    valid = SyntheticUsers(personas, "valid", seed=train.seed, config=train.synthetic).users(
+        train.eval_users
+    )
     log_path = out / "train_log.jsonl"
     # One exchange per window, no context: the cheapest history windows (as in the experiment).
     window_config = WindowConfig(context_turns=0, target_turns=2)
@@ -153,10 +185,14 @@ def train_projector(
         if cancel is not None and cancel.is_set():
             break
         rng = random.Random(f"{train.seed}:{step}:{accelerator.process_index}")
-        base = ((step - 1) * accelerator.num_processes + accelerator.process_index) * train.users_per_step
+        base = (
+            (step - 1) * accelerator.num_processes + accelerator.process_index
+        ) * train.users_per_step
         batch = [users.user(base + k) for k in range(train.users_per_step)]
-        examples = [user_examples(model, chat, u, rng, train, window_config, config, base + k)
-                    for k, u in enumerate(batch)]
+        examples = [
+            user_examples(model, chat, u, rng, train, window_config, config, base + k)
+            for k, u in enumerate(batch)
+        ]
         net.train()
         loss = batch_loss(net, model, examples)
         optimizer.zero_grad(set_to_none=True)
@@ -165,7 +201,9 @@ def train_projector(
         record = {"step": step, "loss": loss.item(), "seconds": time.perf_counter() - t0}
         if step % train.eval_every == 0 or step == train.steps:
             net.eval()
-            record["valid"] = own_vs_shuffled(accelerator.unwrap_model(net), model, chat, valid, config)
+            record["valid"] = own_vs_shuffled(
+                accelerator.unwrap_model(net), model, chat, valid, config
+            )
             # Keep the best projector by validation answer loss: on a small budget training can
             # drift back to a generic prompt (measured: the own/shuffled gap closed after 100 steps).
             if accelerator.is_main_process and record["valid"]["own_loss"] < _best_loss(out):

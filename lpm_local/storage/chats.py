@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from lpm_local.errors import BadInput, NotFound
+from lpm_local.storage.connection import StoreCore
 from lpm_local.storage.records import (
     ROLES,
     Conversation,
@@ -19,7 +20,6 @@ from lpm_local.storage.records import (
     to_utc_iso,
     utc_now,
 )
-from lpm_local.storage.connection import StoreCore
 
 # A conversation with its message count: the count is an index-only lookup per row.
 _CONVERSATION = (
@@ -64,11 +64,18 @@ class ChatQueries(StoreCore):
             self._require("profiles", profile_id, "profile")
             if import_id is not None:
                 self._require("imports", import_id, "import")
-            conversation_id = self._insert("conversations", {
-                "profile_id": profile_id, "title": title, "created_at": at, "updated_at": at,
-                "exclude_from_memory": int(bool(exclude_from_memory)),
-                "import_id": import_id, "source_ref": source_ref,
-            })
+            conversation_id = self._insert(
+                "conversations",
+                {
+                    "profile_id": profile_id,
+                    "title": title,
+                    "created_at": at,
+                    "updated_at": at,
+                    "exclude_from_memory": int(bool(exclude_from_memory)),
+                    "import_id": import_id,
+                    "source_ref": source_ref,
+                },
+            )
             return self.get_conversation(conversation_id)
 
     def get_conversation(self, conversation_id: int) -> Conversation:
@@ -215,11 +222,19 @@ class ChatQueries(StoreCore):
             self._require("profiles", profile_id, "profile")
             if self.find_import(profile_id, file_sha256) is not None:
                 raise BadInput(f"{file_name or file_sha256}: this file was already imported")
-            import_id = self._insert("imports", {
-                "profile_id": profile_id, "file_sha256": file_sha256, "file_name": file_name,
-                "format": format, "created_at": utc_now(), "n_conversations": n_conversations,
-                "n_messages": n_messages, "memory_version_before": memory_version_before,
-            })
+            import_id = self._insert(
+                "imports",
+                {
+                    "profile_id": profile_id,
+                    "file_sha256": file_sha256,
+                    "file_name": file_name,
+                    "format": format,
+                    "created_at": utc_now(),
+                    "n_conversations": n_conversations,
+                    "n_messages": n_messages,
+                    "memory_version_before": memory_version_before,
+                },
+            )
             return self.get_import(import_id)
 
     def get_import(self, import_id: int) -> ImportRecord:

@@ -13,8 +13,8 @@ import hashlib
 from collections.abc import Iterable
 
 from lpm_local.errors import BadInput, CorruptDatabase, NotFound
-from lpm_local.storage.records import REFIT_STATUSES, MemoryVersion, Profile, RefitRecord, utc_now
 from lpm_local.storage.connection import StoreCore
+from lpm_local.storage.records import REFIT_STATUSES, MemoryVersion, Profile, RefitRecord, utc_now
 
 # length() of a BLOB is read from its header, without loading the bytes.
 _VERSION_COLUMNS = (
@@ -50,14 +50,23 @@ class MemoryQueries(StoreCore):
             self._profile(profile_id)
             if parent_id is not None:
                 self._version_of(profile_id, parent_id)
-            version_id = self._insert("memory_versions", {
-                "profile_id": profile_id, "parent_id": parent_id, "created_at": utc_now(),
-                "backbone": backbone, "projector_sha256": projector_sha256,
-                "config_json": config_json, "tensors": blob,
-                "sha256": hashlib.sha256(blob).hexdigest(), "train_loss": train_loss,
-                "heldout_loss": heldout_loss,
-                "trained_through_message_id": trained_through_message_id, "reason": reason,
-            })
+            version_id = self._insert(
+                "memory_versions",
+                {
+                    "profile_id": profile_id,
+                    "parent_id": parent_id,
+                    "created_at": utc_now(),
+                    "backbone": backbone,
+                    "projector_sha256": projector_sha256,
+                    "config_json": config_json,
+                    "tensors": blob,
+                    "sha256": hashlib.sha256(blob).hexdigest(),
+                    "train_loss": train_loss,
+                    "heldout_loss": heldout_loss,
+                    "trained_through_message_id": trained_through_message_id,
+                    "reason": reason,
+                },
+            )
             if make_current:
                 self.set_current_version(profile_id, version_id)
             return self.get_memory_version(version_id)
@@ -66,7 +75,8 @@ class MemoryQueries(StoreCore):
         """A version; with its bytes (checked against the stored sha256) unless told not to."""
         columns = _VERSION_COLUMNS + (", tensors" if with_tensors else "")
         row = self._row(
-            f"SELECT {columns} FROM memory_versions WHERE id = ?", [version_id],
+            f"SELECT {columns} FROM memory_versions WHERE id = ?",
+            [version_id],
             f"memory version #{version_id}",
         )
         version = MemoryVersion.from_row(row)
@@ -123,10 +133,15 @@ class MemoryQueries(StoreCore):
         """Record a refit as 'running' and return its id; a crash leaves the row visible."""
         with self.transaction():
             self._profile(profile_id)
-            return self._insert("refits", {
-                "profile_id": profile_id, "started_at": utc_now(), "status": "running",
-                "base_version_id": base_version_id,
-            })
+            return self._insert(
+                "refits",
+                {
+                    "profile_id": profile_id,
+                    "started_at": utc_now(),
+                    "status": "running",
+                    "base_version_id": base_version_id,
+                },
+            )
 
     def finish_refit(
         self,

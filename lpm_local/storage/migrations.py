@@ -53,8 +53,10 @@ def m001_initial(db: Database) -> None:
     - Every foreign-key column has an index: a cascading delete or a ``SET NULL`` otherwise scans
       the whole child table once per deleted parent row.
     """
-    _run(db, [
-        """CREATE TABLE profiles (
+    _run(
+        db,
+        [
+            """CREATE TABLE profiles (
             id INTEGER PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
             created_at TEXT NOT NULL,
@@ -63,12 +65,12 @@ def m001_initial(db: Database) -> None:
                 REFERENCES memory_versions(id) ON DELETE SET NULL,
             note TEXT
         )""",
-        # Small app-wide state: the active profile's name, the selected model, ...
-        """CREATE TABLE settings (
+            # Small app-wide state: the active profile's name, the selected model, ...
+            """CREATE TABLE settings (
             key TEXT PRIMARY KEY,
             value TEXT
         )""",
-        """CREATE TABLE imports (
+            """CREATE TABLE imports (
             id INTEGER PRIMARY KEY,
             profile_id INTEGER NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
             file_sha256 TEXT NOT NULL,
@@ -80,10 +82,10 @@ def m001_initial(db: Database) -> None:
             memory_version_before INTEGER NULL,
             UNIQUE (profile_id, file_sha256)
         )""",
-        # exclude_from_memory: the user keeps the chat but the memory must never learn from it.
-        # source_ref: where an imported conversation came from (e.g. the export's id), for
-        # provenance; NULL for chats typed here.
-        """CREATE TABLE conversations (
+            # exclude_from_memory: the user keeps the chat but the memory must never learn from it.
+            # source_ref: where an imported conversation came from (e.g. the export's id), for
+            # provenance; NULL for chats typed here.
+            """CREATE TABLE conversations (
             id INTEGER PRIMARY KEY,
             profile_id INTEGER NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
             title TEXT,
@@ -94,11 +96,11 @@ def m001_initial(db: Database) -> None:
             import_id INTEGER NULL REFERENCES imports(id) ON DELETE CASCADE,
             source_ref TEXT
         )""",
-        "CREATE INDEX conversations_profile ON conversations (profile_id, updated_at)",
-        "CREATE INDEX conversations_import ON conversations (import_id)",
-        # The role CHECK keeps anything but the three chat-template roles out: a role string
-        # from an imported file never reaches the template as a new turn type.
-        """CREATE TABLE messages (
+            "CREATE INDEX conversations_profile ON conversations (profile_id, updated_at)",
+            "CREATE INDEX conversations_import ON conversations (import_id)",
+            # The role CHECK keeps anything but the three chat-template roles out: a role string
+            # from an imported file never reaches the template as a new turn type.
+            """CREATE TABLE messages (
             id INTEGER PRIMARY KEY,
             conversation_id INTEGER NOT NULL
                 REFERENCES conversations(id) ON DELETE CASCADE,
@@ -108,12 +110,12 @@ def m001_initial(db: Database) -> None:
             import_id INTEGER NULL REFERENCES imports(id) ON DELETE CASCADE,
             source_ref TEXT
         )""",
-        # Reading a conversation in order is the hot path (every turn, every refit).
-        "CREATE INDEX messages_conversation ON messages (conversation_id, id)",
-        "CREATE INDEX messages_import ON messages (import_id)",
-        # trained_through_message_id: the newest message id the slots have seen, so the next
-        # refit knows what is new. reason: "refit", "import", "rollback", "bundle", ...
-        """CREATE TABLE memory_versions (
+            # Reading a conversation in order is the hot path (every turn, every refit).
+            "CREATE INDEX messages_conversation ON messages (conversation_id, id)",
+            "CREATE INDEX messages_import ON messages (import_id)",
+            # trained_through_message_id: the newest message id the slots have seen, so the next
+            # refit knows what is new. reason: "refit", "import", "rollback", "bundle", ...
+            """CREATE TABLE memory_versions (
             id INTEGER PRIMARY KEY,
             profile_id INTEGER NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
             parent_id INTEGER NULL REFERENCES memory_versions(id) ON DELETE SET NULL,
@@ -128,12 +130,12 @@ def m001_initial(db: Database) -> None:
             trained_through_message_id INTEGER,
             reason TEXT
         )""",
-        "CREATE INDEX memory_versions_profile ON memory_versions (profile_id, id)",
-        "CREATE INDEX memory_versions_parent ON memory_versions (parent_id)",
-        "CREATE INDEX profiles_current_version ON profiles (current_version_id)",
-        # One row per refit attempt, whatever its outcome, so the UI can show progress history
-        # and a crash leaves a visible 'running' row rather than nothing.
-        """CREATE TABLE refits (
+            "CREATE INDEX memory_versions_profile ON memory_versions (profile_id, id)",
+            "CREATE INDEX memory_versions_parent ON memory_versions (parent_id)",
+            "CREATE INDEX profiles_current_version ON profiles (current_version_id)",
+            # One row per refit attempt, whatever its outcome, so the UI can show progress history
+            # and a crash leaves a visible 'running' row rather than nothing.
+            """CREATE TABLE refits (
             id INTEGER PRIMARY KEY,
             profile_id INTEGER NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
             started_at TEXT NOT NULL,
@@ -145,17 +147,18 @@ def m001_initial(db: Database) -> None:
             steps INTEGER,
             detail TEXT
         )""",
-        "CREATE INDEX refits_profile ON refits (profile_id, id)",
-        # profile_id NULL: an app-wide event. Audit rows of a profile go with the profile.
-        """CREATE TABLE audit (
+            "CREATE INDEX refits_profile ON refits (profile_id, id)",
+            # profile_id NULL: an app-wide event. Audit rows of a profile go with the profile.
+            """CREATE TABLE audit (
             id INTEGER PRIMARY KEY,
             profile_id INTEGER NULL REFERENCES profiles(id) ON DELETE CASCADE,
             at TEXT NOT NULL,
             action TEXT NOT NULL,
             detail TEXT
         )""",
-        "CREATE INDEX audit_profile ON audit (profile_id, id)",
-    ])
+            "CREATE INDEX audit_profile ON audit (profile_id, id)",
+        ],
+    )
 
 
 @migrations()
@@ -170,8 +173,10 @@ def m002_pending_wipes(db: Database) -> None:
       profile's id *and* name so that a resumed wipe never acts on another profile that later
       reused the id; the row itself is deleted (and zeroed by ``secure_delete``) at the end.
     """
-    _run(db, [
-        """CREATE TABLE pending_wipes (
+    _run(
+        db,
+        [
+            """CREATE TABLE pending_wipes (
             id INTEGER PRIMARY KEY,
             kind TEXT NOT NULL CHECK (kind IN ('memory', 'profile', 'all')),
             profile_id INTEGER,
@@ -179,7 +184,8 @@ def m002_pending_wipes(db: Database) -> None:
             status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'vacuum')),
             created_at TEXT NOT NULL
         )""",
-    ])
+        ],
+    )
 
 
 @migrations()
@@ -194,12 +200,15 @@ def m003_reply_attention(db: Database) -> None:
     - The memory runtime keeps the newest 500 rows per profile; forgetting the memory ("wipe
       memory, keep chats") must delete these rows too.
     """
-    _run(db, [
-        """CREATE TABLE reply_attention (
+    _run(
+        db,
+        [
+            """CREATE TABLE reply_attention (
             message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
             version_id INTEGER NULL REFERENCES memory_versions(id) ON DELETE SET NULL,
             created_at TEXT NOT NULL,
             attention BLOB NOT NULL
         )""",
-        "CREATE INDEX reply_attention_version ON reply_attention (version_id)",
-    ])
+            "CREATE INDEX reply_attention_version ON reply_attention (version_id)",
+        ],
+    )

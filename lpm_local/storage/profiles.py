@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from lpm_local.errors import BadInput, NotFound
-from lpm_local.storage.records import AuditEntry, Profile, utc_now
 from lpm_local.storage.connection import StoreCore
+from lpm_local.storage.records import AuditEntry, Profile, utc_now
 
 DEFAULT_PROFILE = "default"
 ACTIVE_PROFILE_KEY = "active_profile"
@@ -133,7 +133,5 @@ class ProfileQueries(StoreCore):
 
     def list_audit(self, profile_id: int | None) -> list[AuditEntry]:
         """A profile's audit entries, oldest first (``None``: the app-wide entries)."""
-        rows = self._rows(
-            "SELECT * FROM audit WHERE profile_id IS ? ORDER BY id", [profile_id]
-        )
+        rows = self._rows("SELECT * FROM audit WHERE profile_id IS ? ORDER BY id", [profile_id])
         return [AuditEntry.from_row(r) for r in rows]

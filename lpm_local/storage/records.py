@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from lpm_local.errors import BadInput
 
@@ -19,7 +19,7 @@ REFIT_STATUSES = ("running", "committed", "no_improvement", "cancelled", "failed
 
 def utc_now() -> str:
     """Now as ISO 8601 UTC with microseconds, so text order is time order."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def to_utc_iso(value: str | datetime | None) -> str:
@@ -38,8 +38,8 @@ def to_utc_iso(value: str | datetime | None) -> str:
     if not isinstance(value, datetime):
         raise BadInput(f"not a timestamp: {type(value).__name__}")
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)

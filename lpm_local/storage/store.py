@@ -28,9 +28,9 @@ from sqlite_utils.migrations import Migrations
 
 from lpm_local import locations
 from lpm_local.errors import CorruptDatabase
-from lpm_local.storage.migrations import migrations as MIGRATIONS
 from lpm_local.storage.chats import ChatQueries
 from lpm_local.storage.memory_rows import MemoryQueries
+from lpm_local.storage.migrations import migrations as MIGRATIONS
 from lpm_local.storage.profiles import ProfileQueries
 
 BUSY_TIMEOUT_MS = 5000  # a writer waits this long for another one's transaction to end

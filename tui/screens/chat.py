@@ -97,14 +97,22 @@ class ChatScreen(MemoryActions, Screen[None]):
         self.set_class(self.temporary, "-temporary")
         self.query_one("#temporary-banner").display = self.temporary
         status = self.adapter.status()
-        memory = "memory off" if not status.enabled else (
-            "memory on" + (f" v#{status.version_id}" if status.version_id else ""))
+        memory = (
+            "memory off"
+            if not status.enabled
+            else ("memory on" + (f" v#{status.version_id}" if status.version_id else ""))
+        )
         title = "temporary chat" if self.temporary else self._title()
         bar = Content.assemble(
-            Content("lpm").stylize("bold"), " · ", literal(str(self.assistant.backbone.name)),
-            " · ", literal(self.assistant.profile.name), " · ",
+            Content("lpm").stylize("bold"),
+            " · ",
+            literal(str(self.assistant.backbone.name)),
+            " · ",
+            literal(self.assistant.profile.name),
+            " · ",
             Content("memory unused" if self.temporary else memory).stylize("italic"),
-            " · ", literal(one_line(title, 40), "bold"),
+            " · ",
+            literal(one_line(title, 40), "bold"),
         )
         self.query_one("#topbar", Static).update(bar)
         self.refresh_sidebar()
@@ -115,7 +123,8 @@ class ChatScreen(MemoryActions, Screen[None]):
     def refresh_sidebar(self) -> None:
         store, profile = self.assistant.store, self.assistant.profile
         self.query_one(Sidebar).conversations.set_conversations(
-            store.list_conversations(profile.id), self.conversation_id)
+            store.list_conversations(profile.id), self.conversation_id
+        )
 
     def _title(self) -> str:
         if self.conversation_id is None:
@@ -129,7 +138,8 @@ class ChatScreen(MemoryActions, Screen[None]):
         if self.temporary and conversation_id is not None:
             self.temporary = False  # opening a stored chat leaves temporary mode
         self.session = self.assistant.new_session(
-            temporary=self.temporary, conversation_id=conversation_id)
+            temporary=self.temporary, conversation_id=conversation_id
+        )
         stored = self.assistant.store.messages(conversation_id) if conversation_id else []
         shown = [ShownMessage(m.role, m.content, m.id) for m in stored]
         await self.query_one(MessageList).show(shown, empty_note=EMPTY_NOTE)
@@ -139,8 +149,7 @@ class ChatScreen(MemoryActions, Screen[None]):
 
     def _busy(self) -> bool:
         if self.streaming:
-            self.notify("A reply is being written: Esc stops it.", severity="warning",
-                        markup=False)
+            self.notify("A reply is being written: Esc stops it.", severity="warning", markup=False)
         return self.streaming
 
     async def action_new_chat(self) -> None:
@@ -152,9 +161,12 @@ class ChatScreen(MemoryActions, Screen[None]):
             return
         self.temporary = not self.temporary
         await self.open_conversation(None)
-        self.notify("Temporary chat: not stored, not learned." if self.temporary
-                    else "Back to a normal chat: stored, and memory learns from it.",
-                    markup=False)
+        self.notify(
+            "Temporary chat: not stored, not learned."
+            if self.temporary
+            else "Back to a normal chat: stored, and memory learns from it.",
+            markup=False,
+        )
 
     @on(ConversationChosen)
     async def _chosen(self, event: ConversationChosen) -> None:
@@ -182,8 +194,10 @@ class ChatScreen(MemoryActions, Screen[None]):
         conversation = self.assistant.store.get_conversation(target)
         lines = [
             f"Title: {one_line(conversation.title, 60)}",
-            (f"Deletes this conversation and its {conversation.message_count} messages "
-             "from this machine."),
+            (
+                f"Deletes this conversation and its {conversation.message_count} messages "
+                "from this machine."
+            ),
             "What memory already learned from it stays until you forget it (F9) or wipe.",
         ]
 
@@ -254,16 +268,18 @@ class ChatScreen(MemoryActions, Screen[None]):
         await widget.write(text)
 
     @work(thread=True, exclusive=True, group="reply")
-    def generate(self, session: Any, text: str, pending: list[str],
-                 cancel: threading.Event) -> None:
+    def generate(
+        self, session: Any, text: str, pending: list[str], cancel: threading.Event
+    ) -> None:
         """Run one turn in a thread; it appends to ``pending`` and posts messages, nothing else."""
         try:
             self._run_turn(session, text, pending, cancel)
         finally:
             self.reply_idle.set()
 
-    def _run_turn(self, session: Any, text: str, pending: list[str],
-                  cancel: threading.Event) -> None:
+    def _run_turn(
+        self, session: Any, text: str, pending: list[str], cancel: threading.Event
+    ) -> None:
         started = clock()
         first: float | None = None
         error: str | None = None
@@ -281,16 +297,20 @@ class ChatScreen(MemoryActions, Screen[None]):
             self.app.log.error(f"reply failed: {failure!r}")
         result = session.last
         stats = getattr(session.engine, "last_stats", None)
-        self.post_message(ReplyFinished(
-            reply=getattr(result, "reply", ""),
-            cancelled=bool(getattr(result, "cancelled", False)) or cancel.is_set(),
-            conversation_id=None if session.temporary else session.conversation_id,
-            reply_message_id=getattr(result, "reply_message_id", None),
-            attention=getattr(result, "attention", None),
-            first_token_s=first, total_s=clock() - started,
-            new_tokens=getattr(stats, "new_tokens", None),
-            tokens_per_s=getattr(stats, "decode_tokens_per_s", None), error=error,
-        ))
+        self.post_message(
+            ReplyFinished(
+                reply=getattr(result, "reply", ""),
+                cancelled=bool(getattr(result, "cancelled", False)) or cancel.is_set(),
+                conversation_id=None if session.temporary else session.conversation_id,
+                reply_message_id=getattr(result, "reply_message_id", None),
+                attention=getattr(result, "attention", None),
+                first_token_s=first,
+                total_s=clock() - started,
+                new_tokens=getattr(stats, "new_tokens", None),
+                tokens_per_s=getattr(stats, "decode_tokens_per_s", None),
+                error=error,
+            )
+        )
 
     def on_reply_started(self, event: ReplyStarted) -> None:
         self.query_one("#reply-status", Static).update("writing…  (Esc stops)")

@@ -37,13 +37,17 @@ def refit_message(outcome: Any, stage: str = "") -> str:
     """One line on what a refit did (a ``RefitOutcome``), for the toast."""
     status = getattr(outcome, "status", None) or stage or "finished"
     version = getattr(outcome, "new_version_id", None)
-    before, after = (getattr(outcome, "heldout_before", None),
-                     getattr(outcome, "heldout_after", None))
+    before, after = (
+        getattr(outcome, "heldout_before", None),
+        getattr(outcome, "heldout_after", None),
+    )
     change = f", held-out loss {loss(before)} -> {loss(after)}" if after is not None else ""
     if version is not None:
         return f"Memory refit: new version #{version}{change}."
     detail = getattr(outcome, "detail", "")
-    return f"Memory refit: {status.replace('_', ' ')}{change}" + (f" ({detail})." if detail else ".")
+    return f"Memory refit: {status.replace('_', ' ')}{change}" + (
+        f" ({detail})." if detail else "."
+    )
 
 
 class MemoryActions:
@@ -58,8 +62,9 @@ class MemoryActions:
 
     def _on_refit_event(self, event: RefitEventView) -> None:
         """Called from the refit thread: hand over to the UI thread as a message."""
-        self.post_message(RefitUpdate(event.stage, event.fraction, event.done, event.result,
-                                      event.error))
+        self.post_message(
+            RefitUpdate(event.stage, event.fraction, event.done, event.result, event.error)
+        )
 
     def on_refit_update(self, event: RefitUpdate) -> None:
         panel = self.query_one(MemoryPanel)
@@ -86,13 +91,22 @@ class MemoryActions:
         if not self.temporary:
             self.session.memory = self.assistant.memory if enabled else None
         self.refresh_chrome()
-        self.notify("Memory on: replies are shaped by memory, chats are learned." if enabled
-                    else "Memory off: no soft prompt, nothing learned.", markup=False)
+        self.notify(
+            "Memory on: replies are shaped by memory, chats are learned."
+            if enabled
+            else "Memory off: no soft prompt, nothing learned.",
+            markup=False,
+        )
 
     def action_refit_now(self) -> None:
         if require_runtime(self.app, self.adapter, "refit"):
-            run_action(self.app, self, self.adapter.refit_now,
-                       "Refit started in the background; keep chatting.", name="refit")
+            run_action(
+                self.app,
+                self,
+                self.adapter.refit_now,
+                "Refit started in the background; keep chatting.",
+                name="refit",
+            )
 
     def action_rollback(self) -> None:
         ask_rollback(self.app, self, self.adapter)
@@ -115,9 +129,14 @@ class MemoryActions:
             attention = reply.attention
             if attention is None:
                 attention = self.adapter.reply_attention(reply.message_id)
-        self.app.push_screen(InspectorScreen(
-            self.adapter, reply=reply.text if reply else "", attention=attention,
-            conversation=conversation))
+        self.app.push_screen(
+            InspectorScreen(
+                self.adapter,
+                reply=reply.text if reply else "",
+                attention=attention,
+                conversation=conversation,
+            )
+        )
 
     def _selected_reply(self) -> AssistantMessage | None:
         focused = self.app.focused
@@ -137,7 +156,9 @@ class MemoryActions:
                 return
         conversation_id = self.session.conversation_id
         if conversation_id is not None and not self.temporary:
-            stored = {c.id for c in self.assistant.store.list_conversations(self.assistant.profile.id)}
+            stored = {
+                c.id for c in self.assistant.store.list_conversations(self.assistant.profile.id)
+            }
             if conversation_id not in stored:  # forgotten or wiped under us
                 await self.open_conversation(None)
                 return
@@ -159,29 +180,47 @@ class MemoryActions:
 
         def export(target: Path, with_history: bool) -> None:
             what = "Memory and chats" if with_history else "Memory"
-            run_action(self.app, self, lambda: ops.export(target, with_history=with_history),
-                       f"{what} exported to {target} (mode 0600).", name="export")
+            run_action(
+                self.app,
+                self,
+                lambda: ops.export(target, with_history=with_history),
+                f"{what} exported to {target} (mode 0600).",
+                name="export",
+            )
 
         def chosen(path: str | None) -> None:
             if not path:
                 return
             target = Path(path).expanduser()
-            self.app.push_screen(ChoiceDialog("Include your chats?", [
-                ("memory", "Memory only (slots, labels, audit log)"),
-                ("history", "Memory and every chat of this profile"),
-            ]), lambda choice: choice and export(target, choice == "history"))
+            self.app.push_screen(
+                ChoiceDialog(
+                    "Include your chats?",
+                    [
+                        ("memory", "Memory only (slots, labels, audit log)"),
+                        ("history", "Memory and every chat of this profile"),
+                    ],
+                ),
+                lambda choice: choice and export(target, choice == "history"),
+            )
 
-        self.app.push_screen(TextPrompt(
-            "Export memory to", value=str(default),
-            hint="A .lpm file, private (0600). Next you choose whether chats go in."), chosen)
+        self.app.push_screen(
+            TextPrompt(
+                "Export memory to",
+                value=str(default),
+                hint="A .lpm file, private (0600). Next you choose whether chats go in.",
+            ),
+            chosen,
+        )
 
     def action_wipe(self) -> None:
         if self._busy():
             return
         ops = DataOps(self.assistant)
         profile = self.assistant.profile.name
-        choices = [(key, label.replace("this profile", f"profile {profile}"))
-                   for key, label in WIPE_SCOPES.items()]
+        choices = [
+            (key, label.replace("this profile", f"profile {profile}"))
+            for key, label in WIPE_SCOPES.items()
+        ]
 
         def scope_chosen(scope: str | None) -> None:
             if scope is None:
@@ -190,10 +229,16 @@ class MemoryActions:
 
             def confirmed(yes: bool | None) -> None:
                 if yes:
-                    run_action(self.app, self, lambda: ops.wipe(scope),
-                               f"Wiped: {WIPE_SCOPES[scope].lower()}.", name="wipe")
+                    run_action(
+                        self.app,
+                        self,
+                        lambda: ops.wipe(scope),
+                        f"Wiped: {WIPE_SCOPES[scope].lower()}.",
+                        name="wipe",
+                    )
 
-            self.app.push_screen(ConfirmDialog("Wipe: this deletes", lines, confirm="Wipe"),
-                                 confirmed)
+            self.app.push_screen(
+                ConfirmDialog("Wipe: this deletes", lines, confirm="Wipe"), confirmed
+            )
 
         self.app.push_screen(ChoiceDialog("What to wipe?", choices), scope_chosen)

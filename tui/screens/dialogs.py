@@ -29,8 +29,9 @@ class ConfirmDialog(ModalScreen[bool]):
         Binding("y", "dismiss(True)", "Confirm", show=False),
     ]
 
-    def __init__(self, title: str, lines: Sequence[str], *, confirm: str = "Delete",
-                 danger: bool = True) -> None:
+    def __init__(
+        self, title: str, lines: Sequence[str], *, confirm: str = "Delete", danger: bool = True
+    ) -> None:
         super().__init__(classes="dialog-screen")
         self.title_text = title
         self.lines = list(lines)
@@ -44,8 +45,11 @@ class ConfirmDialog(ModalScreen[bool]):
                 yield Static(literal(line), classes="dialog-line")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel (n)", id="cancel")
-                yield Button(Content(f"{self.confirm_label} (y)"), id="confirm",
-                             variant="error" if self.danger else "primary")
+                yield Button(
+                    Content(f"{self.confirm_label} (y)"),
+                    id="confirm",
+                    variant="error" if self.danger else "primary",
+                )
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()  # the safe choice has the focus
@@ -59,8 +63,9 @@ class TextPrompt(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
-    def __init__(self, title: str, *, value: str = "", placeholder: str = "",
-                 hint: str = "") -> None:
+    def __init__(
+        self, title: str, *, value: str = "", placeholder: str = "", hint: str = ""
+    ) -> None:
         super().__init__(classes="dialog-screen")
         self.title_text = title
         self.initial = value
@@ -88,8 +93,14 @@ class ChoiceDialog(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
-    def __init__(self, title: str, choices: Sequence[tuple[str, str]], *,
-                 current: str | None = None, hint: str = "") -> None:
+    def __init__(
+        self,
+        title: str,
+        choices: Sequence[tuple[str, str]],
+        *,
+        current: str | None = None,
+        hint: str = "",
+    ) -> None:
         super().__init__(classes="dialog-screen")
         self.title_text = title
         self.choices = list(choices)
@@ -100,8 +111,10 @@ class ChoiceDialog(ModalScreen[str | None]):
         with Vertical(classes="dialog"):
             yield Static(literal(self.title_text, "bold"), classes="dialog-title")
             yield OptionList(
-                *[Option(literal(label + ("  (current)" if key == self.current else "")), id=key)
-                  for key, label in self.choices],
+                *[
+                    Option(literal(label + ("  (current)" if key == self.current else "")), id=key)
+                    for key, label in self.choices
+                ],
                 id="choices",
             )
             if self.hint:

@@ -21,8 +21,10 @@ from lpm_local.errors import LpmError
 from tui.data_ops import DataOps, FeatureMissing, ImportPreview
 from tui.formatting import literal
 
-HINT = ("ChatGPT / Claude / Open WebUI exports, ShareGPT, OpenAI JSONL, oterm / elia / llm "
-        "databases, Markdown or text transcripts, .lpm bundles. Several paths: separate with ;")
+HINT = (
+    "ChatGPT / Claude / Open WebUI exports, ShareGPT, OpenAI JSONL, oterm / elia / llm "
+    "databases, Markdown or text transcripts, .lpm bundles. Several paths: separate with ;"
+)
 
 
 def parse_paths(text: str) -> list[Path]:

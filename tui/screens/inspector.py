@@ -36,8 +36,9 @@ class InspectorScreen(Screen[None]):
         Binding("f", "forget", "Forget chat"),
     ]
 
-    def __init__(self, adapter: MemoryAdapter, *, reply: str, attention: Any,
-                 conversation: Any | None) -> None:
+    def __init__(
+        self, adapter: MemoryAdapter, *, reply: str, attention: Any, conversation: Any | None
+    ) -> None:
         super().__init__()
         self.adapter = adapter
         self.reply = reply
@@ -47,8 +48,9 @@ class InspectorScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(Content("Memory inspector").stylize("bold"), id="inspector-title")
         with VerticalScroll(id="inspector-body"):
-            yield Static(literal("Reply: " + one_line(self.reply, 200, "(empty)")),
-                         id="inspector-reply")
+            yield Static(
+                literal("Reply: " + one_line(self.reply, 200, "(empty)")), id="inspector-reply"
+            )
             yield Static("", markup=False, id="inspector-status")
             with HorizontalScroll(id="heatmap-box"):
                 yield Heatmap(self.attention, id="heatmap")
@@ -68,7 +70,8 @@ class InspectorScreen(Screen[None]):
         else:
             version = f"#{status.version_id}" if status.version_id else "none yet"
             line = f"memory version {version} · {status.version_count} saved · " + (
-                "on" if status.enabled else "off")
+                "on" if status.enabled else "off"
+            )
         self.query_one("#inspector-status", Static).update(line)
         self._fill_slots(self.adapter.slots(self.attention))
 
@@ -78,8 +81,14 @@ class InspectorScreen(Screen[None]):
         table.add_columns("slot", "this reply", "usage", "recent", "label", "sources")
         this_reply = slot_usage(to_grid(self.attention)) if self.attention is not None else []
         if not slots:
-            table.add_row(Text("-"), Text(""), Text(""), Text(""),
-                          Text("no slot information yet", style="dim"), Text(""))
+            table.add_row(
+                Text("-"),
+                Text(""),
+                Text(""),
+                Text(""),
+                Text("no slot information yet", style="dim"),
+                Text(""),
+            )
             return
         for slot in slots:
             share = slot.reply_usage
@@ -122,5 +131,6 @@ def _trend(history: list[float], width: int = 8) -> str:
 
 def _bar(usage: float) -> Text:
     filled = round(max(0.0, min(1.0, usage)) * USAGE_BAR)
-    return Text.assemble(("█" * filled, "bold"), ("░" * (USAGE_BAR - filled), "dim"),
-                         f" {100 * usage:.0f}%")
+    return Text.assemble(
+        ("█" * filled, "bold"), ("░" * (USAGE_BAR - filled), "dim"), f" {100 * usage:.0f}%"
+    )

@@ -41,8 +41,9 @@ class LoadingScreen(Screen[None]):
         with Center():
             with Vertical(id="loading-box"):
                 yield Static(Content("lpm-local").stylize("bold"), id="loading-title")
-                yield Static(literal(f"loading {self.model or 'the default model'}"),
-                             id="loading-model")
+                yield Static(
+                    literal(f"loading {self.model or 'the default model'}"), id="loading-model"
+                )
                 yield Static("starting", markup=False, id="loading-stage")
                 yield ProgressBar(total=100, show_eta=False, id="loading-progress")
                 yield Static("", markup=False, id="loading-error")
@@ -71,7 +72,9 @@ class LoadingScreen(Screen[None]):
         self.failed = True
         self.query_one("#loading-progress").display = False
         self.query_one("#loading-stage", Static).update("could not load the model")
-        back = " Esc goes back to the chat with the model loaded before." if self._over_chat() else ""
+        back = (
+            " Esc goes back to the chat with the model loaded before." if self._over_chat() else ""
+        )
         box = self.query_one("#loading-error", Static)
         box.update(literal(f"{error}\n\nPress q to quit.{back}"))
         box.display = True

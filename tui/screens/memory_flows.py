@@ -16,8 +16,9 @@ from tui.messages import MemoryChanged
 from tui.screens.dialogs import ChoiceDialog, ConfirmDialog
 
 
-def run_action(app: App, target: Any, work: Callable[[], object], done: str,
-               *, name: str = "memory-action") -> None:
+def run_action(
+    app: App, target: Any, work: Callable[[], object], done: str, *, name: str = "memory-action"
+) -> None:
     """Run ``work`` in a thread worker; toast ``done`` (or the error) and post MemoryChanged.
 
     ``target`` (a screen) receives ``MemoryChanged``; user-caused failures (``LpmError``,
@@ -31,8 +32,9 @@ def run_action(app: App, target: Any, work: Callable[[], object], done: str,
             app.call_from_thread(app.notify, str(error), severity="warning", markup=False)
             return
         except Exception as error:  # noqa: BLE001 - a bug, shown rather than crashing the chat
-            app.call_from_thread(app.notify, f"{type(error).__name__}: {error}",
-                                 severity="error", markup=False)
+            app.call_from_thread(
+                app.notify, f"{type(error).__name__}: {error}", severity="error", markup=False
+            )
             return
         app.call_from_thread(app.notify, done, markup=False)
         target.post_message(MemoryChanged(name))
@@ -58,8 +60,13 @@ def ask_rollback(app: App, target: Any, adapter: MemoryAdapter) -> None:
         return
     current = adapter.status().version_id
     choices = [
-        (str(v.id), (f"#{v.id}  {ago(v.created_at)}  held-out {loss(v.heldout_loss)}"
-                     f"  train {loss(v.train_loss)}"))
+        (
+            str(v.id),
+            (
+                f"#{v.id}  {ago(v.created_at)}  held-out {loss(v.heldout_loss)}"
+                f"  train {loss(v.train_loss)}"
+            ),
+        )
         for v in versions
     ]
 
@@ -67,12 +74,23 @@ def ask_rollback(app: App, target: Any, adapter: MemoryAdapter) -> None:
         if key is None or int(key) == current:
             return
         version_id = int(key)
-        run_action(app, target, lambda: adapter.rollback(version_id),
-                   f"Memory rolled back to version #{version_id}.", name="rollback")
+        run_action(
+            app,
+            target,
+            lambda: adapter.rollback(version_id),
+            f"Memory rolled back to version #{version_id}.",
+            name="rollback",
+        )
 
-    app.push_screen(ChoiceDialog("Roll back memory to", choices, current=str(current),
-                                 hint="Later versions are kept; you can roll forward again."),
-                    chosen)
+    app.push_screen(
+        ChoiceDialog(
+            "Roll back memory to",
+            choices,
+            current=str(current),
+            hint="Later versions are kept; you can roll forward again.",
+        ),
+        chosen,
+    )
 
 
 def ask_forget(app: App, target: Any, adapter: MemoryAdapter, conversation: Any) -> None:
@@ -80,18 +98,25 @@ def ask_forget(app: App, target: Any, adapter: MemoryAdapter, conversation: Any)
     if not require_runtime(app, adapter, "forget a conversation"):
         return
     lines = [
-        (f"Conversation: {one_line(conversation.title, 60)} "
-         f"({conversation.message_count} messages)"),
-        ("Memory goes back to the newest version that did not learn from it; the versions "
-         "that did are deleted. Then it refits on the rest of your history."),
+        (
+            f"Conversation: {one_line(conversation.title, 60)} "
+            f"({conversation.message_count} messages)"
+        ),
+        (
+            "Memory goes back to the newest version that did not learn from it; the versions "
+            "that did are deleted. Then it refits on the rest of your history."
+        ),
         "The chat itself stays in your list, marked 'not learned', and is never learned again.",
     ]
 
     def confirmed(yes: bool | None) -> None:
         if yes:
-            run_action(app, target, lambda: adapter.forget(conversation.id),
-                       "Conversation forgotten: memory rolled back, refitting without it.",
-                       name="forget")
+            run_action(
+                app,
+                target,
+                lambda: adapter.forget(conversation.id),
+                "Conversation forgotten: memory rolled back, refitting without it.",
+                name="forget",
+            )
 
-    app.push_screen(ConfirmDialog("Forget this conversation?", lines, confirm="Forget"),
-                    confirmed)
+    app.push_screen(ConfirmDialog("Forget this conversation?", lines, confirm="Forget"), confirmed)

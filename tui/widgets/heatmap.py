@@ -24,7 +24,9 @@ EMPTY = "No attention recorded for this reply (memory off, temporary chat, or no
 
 def to_grid(attention: Any) -> list[list[list[float]]]:
     """``[heads, M, N]`` (tensor, array or nested lists) as nested float lists; [M, N] gets heads=1."""
-    values = attention.detach().float().cpu().tolist() if hasattr(attention, "detach") else attention
+    values = (
+        attention.detach().float().cpu().tolist() if hasattr(attention, "detach") else attention
+    )
     if hasattr(values, "tolist"):
         values = values.tolist()
     if values and values[0] and not isinstance(values[0][0], list):
@@ -100,8 +102,12 @@ class Heatmap(Widget, can_focus=True):
         if not matrix:
             return Content(EMPTY)
         lines = [Content(self._caption()).stylize("dim")]
-        lines.append(Content("     " + "".join(f"{n:<2}"[:2] if n % 5 == 0 else "  "
-                                              for n in range(len(matrix[0])))).stylize("dim"))
+        lines.append(
+            Content(
+                "     "
+                + "".join(f"{n:<2}"[:2] if n % 5 == 0 else "  " for n in range(len(matrix[0])))
+            ).stylize("dim")
+        )
         scale = self._scale()
         for m, row in enumerate(matrix):
             lines.append(Content.assemble(Content(f"q{m:<3} ").stylize("dim"), _row(row, scale)))

@@ -41,7 +41,6 @@ from lpm_local.data.bundle.format import (
 )
 from lpm_local.data.bundle.history import conversation_line, restore_conversations
 from lpm_local.data.bundle.reader import OpenBundle, open_bundle
-from lpm_local.errors import BadInput
 from lpm_local.data.sources import (
     FileResult,
     Progress,
@@ -49,10 +48,11 @@ from lpm_local.data.sources import (
     file_sha256,
     merge_notes,
 )
+from lpm_local.errors import BadInput
 from lpm_local.memory.slots import slots_from_bytes
+from lpm_local.storage.profiles import validate_profile_name
 from lpm_local.storage.records import MemoryVersion, Profile, utc_now
 from lpm_local.storage.store import Store
-from lpm_local.storage.profiles import validate_profile_name
 
 # Deflated members must stay under the zip-bomb ratio the reader enforces, or our own bundle
 # would be refused.
@@ -82,17 +82,24 @@ class BundleImportResult:
     backbone: str | None
 
     def as_file_result(self) -> FileResult:
-        return FileResult(self.path, FORMAT, self.status, self.conversations, self.messages,
-                          self.import_id)
+        return FileResult(
+            self.path, FORMAT, self.status, self.conversations, self.messages, self.import_id
+        )
 
 
 # -- export --------------------------------------------------------------------------------------
 
 
 def export_bundle(
-    store: Store, path: Path | str, *, profile: str | None = None, with_history: bool = False,
-    overwrite: bool = False, slot_info: dict[str, Any] | None = None,
-    progress: Progress | None = None, cancel: threading.Event | None = None,
+    store: Store,
+    path: Path | str,
+    *,
+    profile: str | None = None,
+    with_history: bool = False,
+    overwrite: bool = False,
+    slot_info: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> ExportResult:
     """Write ``profile``'s (default: the active one's) current memory to an ``.lpm`` bundle.
 
@@ -103,8 +110,10 @@ def export_bundle(
     owner = store.active_profile() if profile is None else store.get_profile(profile)
     version = store.current_memory_version(owner.id)
     if version is None and not with_history:
-        raise BadInput(f"profile '{owner.name}' has no memory yet: nothing to export",
-                       hint="chat or import first, or export its chats with --with-history")
+        raise BadInput(
+            f"profile '{owner.name}' has no memory yet: nothing to export",
+            hint="chat or import first, or export its chats with --with-history",
+        )
     if version is not None:
         slots_from_bytes(version.tensors or b"", where=f"memory version #{version.id}")
     _check_target(target, overwrite)
@@ -112,12 +121,17 @@ def export_bundle(
     counts = [0, 0]
 
     def write(fh: BinaryIO, history_compression: int) -> None:
-        counts[:] = _write_zip(fh, store, owner, version, info, with_history,
-                               history_compression, progress, cancel)
+        counts[:] = _write_zip(
+            fh, store, owner, version, info, with_history, history_compression, progress, cancel
+        )
 
     n_bytes = _write_atomically(target, write)
-    store.audit(owner.id, "export", f"bundle: memory version {version.id if version else None}, "
-                f"{counts[0]} conversations, {counts[1]} messages")
+    store.audit(
+        owner.id,
+        "export",
+        f"bundle: memory version {version.id if version else None}, "
+        f"{counts[0]} conversations, {counts[1]} messages",
+    )
     return ExportResult(target, owner.name, version.id if version else None, *counts, n_bytes)
 
 
@@ -125,15 +139,19 @@ def _check_target(target: Path, overwrite: bool) -> None:
     if not target.parent.is_dir():
         raise BadInput("the directory does not exist", where=str(target.parent))
     if target.exists() and (not overwrite or not target.is_file()):
-        raise BadInput("already exists", where=str(target),
-                       hint="choose another name, or pass --force to replace it")
+        raise BadInput(
+            "already exists",
+            where=str(target),
+            hint="choose another name, or pass --force to replace it",
+        )
 
 
 def _write_atomically(target: Path, write: Callable[[BinaryIO, int], None]) -> int:
     """Temp file (0600) in the target dir -> fsync -> rename -> fsync dir; returns the size."""
     for compression in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                   suffix=PARTIAL_SUFFIX)
+        fd, tmp = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX
+        )
         try:
             os.fchmod(fd, 0o600)  # mkstemp already uses 0600; say it, whatever the platform
             with os.fdopen(fd, "w+b") as fh:
@@ -162,8 +180,14 @@ class _TooCompressible(Exception):
 
 
 def _write_zip(
-    fh: BinaryIO, store: Store, owner: Profile, version: MemoryVersion | None, slot_info: dict,
-    with_history: bool, history_compression: int, progress: Progress | None,
+    fh: BinaryIO,
+    store: Store,
+    owner: Profile,
+    version: MemoryVersion | None,
+    slot_info: dict,
+    with_history: bool,
+    history_compression: int,
+    progress: Progress | None,
     cancel: threading.Event | None,
 ) -> tuple[int, int]:
     members: dict[str, MemberInfo] = {}
@@ -181,24 +205,41 @@ def _write_zip(
         members[AUDIT] = _put(zf, AUDIT, audit, zipfile.ZIP_DEFLATED)
         if with_history:
             members[CONVERSATIONS], counts = _put_history(
-                zf, store, owner, history_compression, progress, cancel)
+                zf, store, owner, history_compression, progress, cancel
+            )
         manifest = _manifest(owner, version, with_history, members)
         zf.writestr(_zip_info(MANIFEST, zipfile.ZIP_DEFLATED), manifest.to_bytes())
     return counts
 
 
-def _manifest(owner: Profile, version: MemoryVersion | None, with_history: bool,
-              members: dict[str, MemberInfo]) -> Manifest:
-    memory = None if version is None else MemoryInfo(
-        sha256=version.sha256, config_json=version.config_json, created_at=version.created_at,
-        reason=version.reason, train_loss=finite_or_none(version.train_loss),
-        heldout_loss=finite_or_none(version.heldout_loss),
+def _manifest(
+    owner: Profile,
+    version: MemoryVersion | None,
+    with_history: bool,
+    members: dict[str, MemberInfo],
+) -> Manifest:
+    memory = (
+        None
+        if version is None
+        else MemoryInfo(
+            sha256=version.sha256,
+            config_json=version.config_json,
+            created_at=version.created_at,
+            reason=version.reason,
+            train_loss=finite_or_none(version.train_loss),
+            heldout_loss=finite_or_none(version.heldout_loss),
+        )
     )
     return Manifest(
-        created_at=utc_now(), profile_name=owner.name, profile_note=owner.note,
+        created_at=utc_now(),
+        profile_name=owner.name,
+        profile_note=owner.note,
         backbone=version.backbone if version else None,
         projector_sha256=version.projector_sha256 if version else None,
-        memory=memory, with_history=with_history, members=members, app_version=__version__,
+        memory=memory,
+        with_history=with_history,
+        members=members,
+        app_version=__version__,
     )
 
 
@@ -215,8 +256,12 @@ def _put(zf: zipfile.ZipFile, name: str, data: bytes, compression: int) -> Membe
 
 
 def _put_history(
-    zf: zipfile.ZipFile, store: Store, owner: Profile, compression: int,
-    progress: Progress | None, cancel: threading.Event | None,
+    zf: zipfile.ZipFile,
+    store: Store,
+    owner: Profile,
+    compression: int,
+    progress: Progress | None,
+    cancel: threading.Event | None,
 ) -> tuple[MemberInfo, tuple[int, int]]:
     digest, size, n_messages = hashlib.sha256(), 0, 0
     conversations = sorted(store.list_conversations(owner.id), key=lambda c: (c.created_at, c.id))
@@ -241,8 +286,13 @@ def _put_history(
 
 
 def import_bundle(
-    store: Store, path: Path | str, *, profile: str | None = None, dry_run: bool = False,
-    progress: Progress | None = None, cancel: threading.Event | None = None,
+    store: Store,
+    path: Path | str,
+    *,
+    profile: str | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> BundleImportResult:
     """Restore a bundle into ``profile`` (default: the profile named in the bundle, created if
     missing). The memory becomes current, bit for bit; chats are added; one transaction."""
@@ -257,21 +307,31 @@ def import_bundle(
             if (record := store.find_import(owner.id, sha)) is not None:
                 return _result(bundle, name, "duplicate", record.id, None, 0, 0)
             fresh = store.last_message_id(owner.id) is None
-            record = store.add_import(owner.id, file_sha256=sha, file_name=path.name, format=FORMAT,
-                                      memory_version_before=owner.current_version_id)
+            record = store.add_import(
+                owner.id,
+                file_sha256=sha,
+                file_name=path.name,
+                format=FORMAT,
+                memory_version_before=owner.current_version_id,
+            )
             counts = _restore_history(store, owner, record.id, bundle, progress, cancel)
             version = _restore_memory(store, owner, bundle, fresh)
             if bundle.manifest.profile_note:
                 note = merge_notes(store.get_profile(name).note, [bundle.manifest.profile_note])
                 store.set_profile_note(owner.id, note)
             store.set_import_counts(record.id, *counts)
-            store.audit(owner.id, "bundle-import", f"import #{record.id}: memory version "
-                        f"{version}, {counts[0]} conversations, {counts[1]} messages")
+            store.audit(
+                owner.id,
+                "bundle-import",
+                f"import #{record.id}: memory version "
+                f"{version}, {counts[0]} conversations, {counts[1]} messages",
+            )
         return _result(bundle, name, "added", record.id, version, *counts)
 
 
-def _dry_run(store: Store, bundle: OpenBundle, name: str, sha: str,
-             cancel: threading.Event | None) -> BundleImportResult:
+def _dry_run(
+    store: Store, bundle: OpenBundle, name: str, sha: str, cancel: threading.Event | None
+) -> BundleImportResult:
     existing = [p for p in store.list_profiles() if p.name == name]
     if existing and (record := store.find_import(existing[0].id, sha)) is not None:
         return _result(bundle, name, "duplicate", record.id, None, 0, 0)
@@ -279,14 +339,25 @@ def _dry_run(store: Store, bundle: OpenBundle, name: str, sha: str,
     return _result(bundle, name, "would add", None, None, *counts)
 
 
-def _restore_history(store: Store | None, owner: Profile | None, import_id: int | None,
-                     bundle: OpenBundle, progress: Progress | None,
-                     cancel: threading.Event | None) -> tuple[int, int]:
+def _restore_history(
+    store: Store | None,
+    owner: Profile | None,
+    import_id: int | None,
+    bundle: OpenBundle,
+    progress: Progress | None,
+    cancel: threading.Event | None,
+) -> tuple[int, int]:
     reader = bundle.history()
     if reader is None:
         return 0, 0
-    return restore_conversations(reader, store, owner.id if owner else None, import_id,
-                                 progress=progress, cancel=lambda: check_cancel(cancel))
+    return restore_conversations(
+        reader,
+        store,
+        owner.id if owner else None,
+        import_id,
+        progress=progress,
+        cancel=lambda: check_cancel(cancel),
+    )
 
 
 def _restore_memory(store: Store, owner: Profile, bundle: OpenBundle, fresh: bool) -> int | None:
@@ -294,16 +365,36 @@ def _restore_memory(store: Store, owner: Profile, bundle: OpenBundle, fresh: boo
     if bundle.blob is None or memory is None:
         return None
     version = store.add_memory_version(
-        owner.id, tensors=bundle.blob, backbone=bundle.manifest.backbone,
-        projector_sha256=bundle.manifest.projector_sha256, config_json=memory.config_json,
-        train_loss=memory.train_loss, heldout_loss=memory.heldout_loss, reason="bundle",
+        owner.id,
+        tensors=bundle.blob,
+        backbone=bundle.manifest.backbone,
+        projector_sha256=bundle.manifest.projector_sha256,
+        config_json=memory.config_json,
+        train_loss=memory.train_loss,
+        heldout_loss=memory.heldout_loss,
+        reason="bundle",
         # Into a profile that had no chats, the memory has seen every restored message.
         trained_through_message_id=store.last_message_id(owner.id) if fresh else None,
     )
     return version.id
 
 
-def _result(bundle: OpenBundle, name: str, status: str, import_id: int | None,
-            version: int | None, conversations: int, messages: int) -> BundleImportResult:
-    return BundleImportResult(bundle.path, name, status, import_id, version, conversations,
-                              messages, bundle.manifest.backbone)
+def _result(
+    bundle: OpenBundle,
+    name: str,
+    status: str,
+    import_id: int | None,
+    version: int | None,
+    conversations: int,
+    messages: int,
+) -> BundleImportResult:
+    return BundleImportResult(
+        bundle.path,
+        name,
+        status,
+        import_id,
+        version,
+        conversations,
+        messages,
+        bundle.manifest.backbone,
+    )

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from lpm_local.errors import BadBundle
 from lpm_local.data.importers.base import ImportLimits
 from lpm_local.data.importers.safe_zip import SafeZip, is_zip
+from lpm_local.errors import BadBundle
 
 FORMAT = "lpm-bundle"  # the same string as importers.BUNDLE_FORMAT (detect.py sniffs it)
 FORMAT_VERSION = 1
@@ -153,8 +153,12 @@ class Manifest:
             raise BadBundle("not an lpm bundle manifest (format is not 'lpm-bundle')", where=where)
         version = field_of(obj, "format_version", (int,), where)
         if version != FORMAT_VERSION:
-            raise BadBundle(f"bundle format version {version} is not supported (this lpm reads "
-                            f"version {FORMAT_VERSION})", where=where, hint="update lpm")
+            raise BadBundle(
+                f"bundle format version {version} is not supported (this lpm reads "
+                f"version {FORMAT_VERSION})",
+                where=where,
+                hint="update lpm",
+            )
         known = {"format", *cls.__dataclass_fields__}
         if unknown := sorted(set(obj) - known):
             raise BadBundle(f"unknown manifest fields {unknown[:5]}", where=where)
@@ -179,8 +183,10 @@ def _memory_info(obj: dict | None, where: str) -> MemoryInfo | None:
     sha = field_of(obj, "sha256", (str,), where)
     if not _SHA256.match(sha):
         raise BadBundle("memory sha256 is not a sha256 digest", where=where)
-    losses = [field_of(obj, k, (int, float), where, required=False)
-              for k in ("train_loss", "heldout_loss")]
+    losses = [
+        field_of(obj, k, (int, float), where, required=False)
+        for k in ("train_loss", "heldout_loss")
+    ]
     return MemoryInfo(
         sha256=sha,
         config_json=field_of(obj, "config_json", (str,), where, required=False),
@@ -251,8 +257,9 @@ class MemberReader:
             pending.append(rest)
             pending_size += len(rest)
             if pending_size > max_line:
-                raise BadBundle(f"line {number + 1} is longer than {max_line:,} bytes",
-                                where=self.where)
+                raise BadBundle(
+                    f"line {number + 1} is longer than {max_line:,} bytes", where=self.where
+                )
         last = b"".join(pending)
         if last.strip():
             yield number + 1, last
@@ -260,8 +267,10 @@ class MemberReader:
 
     def verify(self) -> None:
         if self._size != self._expected.size or self._digest.hexdigest() != self._expected.sha256:
-            raise BadBundle("member does not match the sha256 in the manifest (damaged or "
-                            "altered bundle)", where=self.where)
+            raise BadBundle(
+                "member does not match the sha256 in the manifest (damaged or altered bundle)",
+                where=self.where,
+            )
 
 
 def read_manifest(path: Path) -> Manifest | None:

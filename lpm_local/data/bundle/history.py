@@ -24,8 +24,14 @@ from lpm_local.storage.store import Store
 # exports always come back; small enough to refuse a crafted multi-GB line early.
 MAX_TEXT_CHARS = 16_000_000
 MAX_TITLE_CHARS = 10_000
-_CONVERSATION_KEYS = {"title", "created_at", "updated_at", "exclude_from_memory", "source_ref",
-                      "messages"}
+_CONVERSATION_KEYS = {
+    "title",
+    "created_at",
+    "updated_at",
+    "exclude_from_memory",
+    "source_ref",
+    "messages",
+}
 _MESSAGE_KEYS = {"role", "content", "created_at", "source_ref"}
 
 
@@ -38,8 +44,12 @@ def conversation_line(conversation: Conversation, messages: list[Message]) -> by
         "exclude_from_memory": conversation.exclude_from_memory,
         "source_ref": conversation.source_ref,
         "messages": [
-            {"role": m.role, "content": m.content, "created_at": m.created_at,
-             "source_ref": m.source_ref}
+            {
+                "role": m.role,
+                "content": m.content,
+                "created_at": m.created_at,
+                "source_ref": m.source_ref,
+            }
             for m in messages
         ],
     }
@@ -56,8 +66,12 @@ class RestoredConversation:
 
 
 def restore_conversations(
-    reader: MemberReader, store: Store | None, profile_id: int | None, import_id: int | None,
-    *, progress: Callable[[str, float | None], None] | None = None,
+    reader: MemberReader,
+    store: Store | None,
+    profile_id: int | None,
+    import_id: int | None,
+    *,
+    progress: Callable[[str, float | None], None] | None = None,
     cancel: Callable[[], None] | None = None,
 ) -> tuple[int, int]:
     """Check every line and, given a store, add it to ``profile_id``; returns (convs, msgs).
@@ -73,8 +87,11 @@ def restore_conversations(
         conversation = parse_conversation(parse_json(line, where), where)
         if store is not None and profile_id is not None:
             row = store.create_conversation(
-                profile_id, conversation.title, import_id=import_id,
-                source_ref=conversation.source_ref, created_at=conversation.created_at,
+                profile_id,
+                conversation.title,
+                import_id=import_id,
+                source_ref=conversation.source_ref,
+                created_at=conversation.created_at,
                 exclude_from_memory=conversation.exclude_from_memory,
             )
             store.add_messages(row.id, conversation.messages, import_id=import_id)
@@ -129,8 +146,9 @@ def _text(value: str, name: str, where: str, limit: int) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadBundle(f"{name} holds a lone surrogate (not valid Unicode text)",
-                        where=where) from None
+        raise BadBundle(
+            f"{name} holds a lone surrogate (not valid Unicode text)", where=where
+        ) from None
     return value
 
 

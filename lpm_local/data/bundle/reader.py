@@ -27,8 +27,8 @@ from lpm_local.data.bundle.format import (
     MemoryInfo,
     parse_json,
 )
-from lpm_local.errors import BadBundle, BadInput
 from lpm_local.data.importers.safe_zip import SafeZip, is_zip
+from lpm_local.errors import BadBundle, BadInput
 from lpm_local.memory.slots import slots_from_bytes
 
 
@@ -87,8 +87,9 @@ def open_bundle(path: Path | str) -> OpenBundle:
         reader = bundle._reader(AUDIT)
         for number, line in reader.lines():
             if not isinstance(parse_json(line, f"{reader.where}: line {number}"), dict):
-                raise BadBundle("audit entry is not a JSON object",
-                                where=f"{reader.where}: line {number}")
+                raise BadBundle(
+                    "audit entry is not a JSON object", where=f"{reader.where}: line {number}"
+                )
         return bundle
     except BaseException:
         archive.close()
@@ -114,15 +115,20 @@ def _check_members(path: Path, names: set[str], manifest: Manifest) -> None:
     present, listed = names - {MANIFEST}, set(manifest.members)
     if unknown := sorted(present - set(MEMBER_CAPS)):
         raise BadBundle(f"unexpected member {unknown[0][:60]!r}", where=path.name)
-    required = {SLOTS, AUDIT} | ({MEMORY} if manifest.memory else set()) | (
-        {CONVERSATIONS} if manifest.with_history else set())
+    required = (
+        {SLOTS, AUDIT}
+        | ({MEMORY} if manifest.memory else set())
+        | ({CONVERSATIONS} if manifest.with_history else set())
+    )
     if missing := sorted((required | listed) - present):
         raise BadBundle(f"member {missing[0]!r} is missing", where=path.name)
     if unlisted := sorted(present - listed):
         raise BadBundle(f"member {unlisted[0]!r} is not listed in the manifest", where=path.name)
     if unexpected := sorted(listed - required):
-        raise BadBundle(f"member {unexpected[0]!r} contradicts the manifest's memory/with_history",
-                        where=path.name)
+        raise BadBundle(
+            f"member {unexpected[0]!r} contradicts the manifest's memory/with_history",
+            where=path.name,
+        )
 
 
 def _read_memory(bundle: OpenBundle, memory: MemoryInfo) -> bytes:
@@ -132,4 +138,3 @@ def _read_memory(bundle: OpenBundle, memory: MemoryInfo) -> bytes:
         raise BadBundle("memory sha256 differs from the member's", where=where)
     slots_from_bytes(blob, where=where)  # shape, dtype, finiteness vs its own config; no pickle
     return blob
-

@@ -116,7 +116,9 @@ class ImportLimits:
                 f"ImportLimits.max_compression_ratio must be >= 1, got {self.max_compression_ratio!r}"
             )
         if self.max_json_depth < 8:
-            raise ValueError(f"ImportLimits.max_json_depth must be >= 8, got {self.max_json_depth!r}")
+            raise ValueError(
+                f"ImportLimits.max_json_depth must be >= 8, got {self.max_json_depth!r}"
+            )
 
 
 DEFAULT_LIMITS = ImportLimits()

@@ -38,14 +38,19 @@ _NOTE_PREFIX = {
     "about_model_message": "How I want replies (ChatGPT custom instructions): ",
 }
 # Older exports keep custom instructions only in the content, wrapped in boilerplate.
-_CONTENT_FALLBACK = {"about_user_message": "user_profile", "about_model_message": "user_instructions"}
+_CONTENT_FALLBACK = {
+    "about_user_message": "user_profile",
+    "about_model_message": "user_instructions",
+}
 
 
 def matches(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("mapping"), dict)
 
 
-def conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
+def conversation(
+    record: JsonRecord, place: Place, ctx: ParseContext
+) -> ImportedConversation | None:
     obj = expect(record.value, dict, place, "", "an object (a conversation)")
     title = get(obj, "title", "str", place, "")
     place = place.titled("conversation", title)
@@ -85,7 +90,9 @@ def _current_path(mapping: dict, current: str | None, place: Place) -> list[str]
         node = expect(mapping[node_id], dict, place, where, "an object (a node)")
         parent = get(node, "parent", "str", place, where)
         if parent is not None and parent not in mapping:
-            raise place.error(key_path(where, "parent"), f"refers to a missing node {short(parent)!r}")
+            raise place.error(
+                key_path(where, "parent"), f"refers to a missing node {short(parent)!r}"
+            )
         path.append(node_id)
         node_id = parent
     path.reverse()

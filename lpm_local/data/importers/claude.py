@@ -14,7 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ImportedConversation, ImportedMessage, ParseContext, make_conversation
-from .fields import Place, expect, get, iso_utc, join_text_parts, key_path, ref_part, short, text_value
+from .fields import (
+    Place,
+    expect,
+    get,
+    iso_utc,
+    join_text_parts,
+    key_path,
+    ref_part,
+    short,
+    text_value,
+)
 from .safe_json import JsonRecord
 
 FORMAT = "claude"
@@ -26,7 +36,9 @@ def matches(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("chat_messages"), list)
 
 
-def conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
+def conversation(
+    record: JsonRecord, place: Place, ctx: ParseContext
+) -> ImportedConversation | None:
     obj = expect(record.value, dict, place, "", "an object (a conversation)")
     title = get(obj, "name", "str", place, "")
     place = place.titled("conversation", title)
@@ -56,13 +68,17 @@ def _branch(items: list[dict], leaf: str, place: Place) -> list[int]:
         if uuid:
             by_id[uuid] = index
     if leaf not in by_id:
-        raise place.error("current_leaf_message_uuid", f"refers to a missing message {short(leaf)!r}")
+        raise place.error(
+            "current_leaf_message_uuid", f"refers to a missing message {short(leaf)!r}"
+        )
     path: list[int] = []
     uuid: str | None = leaf
     while uuid in by_id:  # the root's parent is a sentinel uuid that names no message
         index = by_id.pop(uuid)  # pop: a cycle ends the walk instead of looping
         path.append(index)
-        uuid = get(items[index], "parent_message_uuid", "str", place, key_path("chat_messages", index))
+        uuid = get(
+            items[index], "parent_message_uuid", "str", place, key_path("chat_messages", index)
+        )
     path.reverse()
     return path
 

@@ -104,7 +104,9 @@ def _stream(
         total = sum(m.size for m in resolved.members)
         done = 0
         for member in resolved.members:
-            report = None if progress is None else (lambda n, _t, base=done: progress(base + n, total))
+            report = (
+                None if progress is None else (lambda n, _t, base=done: progress(base + n, total))
+            )
             with member.open() as raw:
                 reader = TextReader(raw, member.name, total_bytes=member.size, progress=report)
                 if resolved.format == transcript.FORMAT:
@@ -169,7 +171,9 @@ def _resolve_zip(path: Path, limits: ImportLimits) -> _Resolved:
             return _Resolved(BUNDLE_FORMAT, [], archive=archive)
         chosen = _conversation_files(names)
         if not chosen:
-            raise BadInput("the zip holds no conversations.json", where=path.name, hint=_SUPPORTED_HINT)
+            raise BadInput(
+                "the zip holds no conversations.json", where=path.name, hint=_SUPPORTED_HINT
+            )
         members = [
             _Member(f"{path.name}/{short(n, 120)}", archive.size(n), lambda n=n: archive.open(n))
             for n in chosen

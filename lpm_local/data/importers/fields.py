@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Union
 
 from lpm_local.errors import BadInput
@@ -103,7 +103,9 @@ class Place:
         return replace(self, label=f"{kind} {short(title)!r}") if title else self
 
 
-def expect(value: Any, kind: type | tuple[type, ...], place: Place, path: JsonPath, what: str) -> Any:
+def expect(
+    value: Any, kind: type | tuple[type, ...], place: Place, path: JsonPath, what: str
+) -> Any:
     """``value`` if it is of ``kind`` (bools are never numbers), else a BadInput."""
     ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _as_tuple(kind))
     if not ok:
@@ -125,7 +127,9 @@ _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-def get(obj: dict, key: str, kind: str, place: Place, path: JsonPath, *, required: bool = False) -> Any:
+def get(
+    obj: dict, key: str, kind: str, place: Place, path: JsonPath, *, required: bool = False
+) -> Any:
     """``obj[key]`` checked against ``kind`` ('str', 'list', ...); None when absent or null
     unless ``required``."""
     value = obj.get(key)
@@ -178,7 +182,7 @@ def iso_utc(value: Any, place: Place, path: JsonPath) -> str | None:
             break
     if seconds > _MAX_EPOCH_SECONDS:
         raise place.error(path, f"timestamp {value!r} is out of range")
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
     return moment.isoformat(timespec="milliseconds")
 
 
@@ -189,9 +193,9 @@ def _iso_from_string(text: str, place: Place, path: JsonPath) -> str:
         raise place.error(path, f"{short(text)!r} is not an ISO 8601 date") from None
     if moment.tzinfo is None:
         # Apps that store naive datetimes (elia, llm) store them in UTC.
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     try:
-        return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds")
     except (OverflowError, ValueError):
         raise place.error(path, f"{short(text)!r} is out of range") from None
 

@@ -33,7 +33,9 @@ def matches(value: Any) -> bool:
     return not messages or (isinstance(messages[0], dict) and "role" in messages[0])
 
 
-def conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
+def conversation(
+    record: JsonRecord, place: Place, ctx: ParseContext
+) -> ImportedConversation | None:
     obj = expect(record.value, dict, place, "", "an object with a 'messages' list")
     conv_ref = f"{FORMAT}:{record.record.replace(' ', '')}"
     items = get(obj, "messages", "list", place, "", required=True)

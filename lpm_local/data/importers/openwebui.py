@@ -24,8 +24,8 @@ from .fields import (
     iso_utc,
     join_text_parts,
     key_path,
-    render_path,
     ref_part,
+    render_path,
     short,
     text_value,
 )
@@ -50,7 +50,9 @@ def matches(value: Any) -> bool:
     return isinstance(value.get("history"), dict)
 
 
-def conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
+def conversation(
+    record: JsonRecord, place: Place, ctx: ParseContext
+) -> ImportedConversation | None:
     row = expect(record.value, dict, place, "", "an object (a chat)")
     # A full export row wraps the chat; a bare chat object is accepted as well.
     chat_path = "chat" if "chat" in row else ""
@@ -68,12 +70,16 @@ def conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> Importe
     return make_conversation(title, iso_utc(created, place, "created_at"), messages, conv_ref)
 
 
-def _system_prompt(chat: dict, path: JsonPath, conv_ref: str, place: Place, ctx: ParseContext) -> list:
+def _system_prompt(
+    chat: dict, path: JsonPath, conv_ref: str, place: Place, ctx: ParseContext
+) -> list:
     params = get(chat, "params", "dict", place, path) or {}
     where = key_path(key_path(path, "params"), "system")
     system = get(params, "system", "str", place, key_path(path, "params")) or ""
     text = text_value(system, place, where, ctx.limits.max_message_chars)
-    return [ImportedMessage("system", text, None, f"{conv_ref}:params.system")] if text.strip() else []
+    return (
+        [ImportedMessage("system", text, None, f"{conv_ref}:params.system")] if text.strip() else []
+    )
 
 
 def _visible_messages(chat: dict, path: JsonPath, place: Place) -> list[tuple[JsonPath, dict]]:

@@ -205,7 +205,9 @@ class _Stream:
                 if (unterminated or exc.pos >= len(self.buf) - _TAIL) and self._grow(record):
                     continue
                 if unterminated or exc.pos >= len(self.buf):
-                    raise self.error(record, "the text ends in the middle of a JSON value") from None
+                    raise self.error(
+                        record, "the text ends in the middle of a JSON value"
+                    ) from None
                 raise self.error(record, f"invalid JSON at {self.at(exc.pos)}: {exc.msg}") from None
             except ValueError:  # int() refuses numbers of more than 4300 digits
                 raise self.error(record, "a number with too many digits") from None

@@ -31,7 +31,14 @@ _EOCD_SEARCH = 65_535 + 22  # the end record sits within the last 64 KiB (its co
 _CD_BYTES_PER_MEMBER = 512
 _RATIO_FLOOR = 1 << 20  # members under 1 MiB cannot be a bomb, whatever their ratio
 _DRIVE = re.compile(r"[A-Za-z]:")
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
+_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+)
 _LIMIT_HINT = "raise ImportLimits.{} if this archive is trusted"
 
 
@@ -66,7 +73,9 @@ class SafeZip:
             raise BadInput(what, where=self.name) from None
         if len(infos) > limits.max_zip_members:
             self.close()
-            raise self._error("", f"more than {limits.max_zip_members:,} members", "max_zip_members")
+            raise self._error(
+                "", f"more than {limits.max_zip_members:,} members", "max_zip_members"
+            )
         self._infos: dict[str, zipfile.ZipInfo] = {}
         for info in infos:
             if unsafe_member_name(info.filename) or info.filename in self._infos:
@@ -115,7 +124,9 @@ class SafeZip:
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > _RATIO_FLOOR and ratio > limits.max_compression_ratio:
             raise self._error(
-                name, f"compression ratio {ratio:,.0f}:1 looks like a zip bomb", "max_compression_ratio"
+                name,
+                f"compression ratio {ratio:,.0f}:1 looks like a zip bomb",
+                "max_compression_ratio",
             )
         self._read_total += info.file_size
         if self._read_total > limits.max_total_uncompressed_bytes:
@@ -144,7 +155,9 @@ class _CountedStream:
         try:
             data = self._stream.read(size)
         except _READ_ERRORS as exc:
-            raise self._owner._error(self._name, f"corrupt member ({short(str(exc), 80)})") from None
+            raise self._owner._error(
+                self._name, f"corrupt member ({short(str(exc), 80)})"
+            ) from None
         self._produced += len(data)
         if self._produced > self._cap:
             raise self._owner._error(self._name, "member is larger than its declared size")

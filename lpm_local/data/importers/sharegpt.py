@@ -36,7 +36,9 @@ def matches(value: Any) -> bool:
     return not turns or (isinstance(turns[0], dict) and "from" in turns[0])
 
 
-def conversation(record: JsonRecord, place: Place, ctx: ParseContext) -> ImportedConversation | None:
+def conversation(
+    record: JsonRecord, place: Place, ctx: ParseContext
+) -> ImportedConversation | None:
     obj = expect(record.value, dict, place, "", "an object (a conversation)")
     conv_id = get(obj, "id", "id", place, "")
     conv_key = conv_id if conv_id is not None else record.record.replace(" ", "")

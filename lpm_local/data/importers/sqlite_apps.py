@@ -53,7 +53,9 @@ _ROLES: dict[str, Role] = {
 }  # fmt: skip
 _SKIPPED_ROLES = frozenset({"tool", "function"})
 _HINT = "is this the app's own database file, closed and not corrupted?"
-_SIZE_HINT = "raise ImportLimits.max_conversation_messages / max_record_chars if this file is trusted"
+_SIZE_HINT = (
+    "raise ImportLimits.max_conversation_messages / max_record_chars if this file is trusted"
+)
 
 
 @contextmanager
@@ -93,7 +95,9 @@ def open_readonly(
 
 def _tables(conn: sqlite3.Connection) -> dict[str, set[str]]:
     """Columns of the tables we read, if they exist as real (not virtual) tables."""
-    wanted = sorted({table for tables in _REQUIRED.values() for table in tables} | {"conversations"})
+    wanted = sorted(
+        {table for tables in _REQUIRED.values() for table in tables} | {"conversations"}
+    )
     marks = ", ".join("?" * len(wanted))
     names = [
         row[0]
@@ -200,9 +204,13 @@ def _oterm(conn: sqlite3.Connection, tables: dict, file: str, ctx: ParseContext)
 
 
 def _elia(conn: sqlite3.Connection, tables: dict, file: str, ctx: ParseContext) -> Rows:
-    chats = f"SELECT {_columns(tables['chat'], ['id', 'title', 'started_at'])} FROM chat ORDER BY id"
+    chats = (
+        f"SELECT {_columns(tables['chat'], ['id', 'title', 'started_at'])} FROM chat ORDER BY id"
+    )
     wanted = ["id", "role", "content", "timestamp"]
-    rows = f"SELECT {_columns(tables['message'], wanted)} FROM message WHERE chat_id = ? ORDER BY id"
+    rows = (
+        f"SELECT {_columns(tables['message'], wanted)} FROM message WHERE chat_id = ? ORDER BY id"
+    )
     for chat_id, title, started in conn.execute(chats):
         place = Place(file, f"chat {short(str(chat_id))}")
         conv_ref = f"elia:{ref_part(chat_id)}"

@@ -55,7 +55,9 @@ class TextReader:
                 try:
                     data = self._raw.read(self._chunk_bytes)
                 except OSError as exc:  # a disk error, or a file truncated under our feet
-                    raise BadInput(f"cannot read ({exc.strerror or exc})", where=self.name) from None
+                    raise BadInput(
+                        f"cannot read ({exc.strerror or exc})", where=self.name
+                    ) from None
                 self.bytes_read += len(data)
             final = not data
             text = self._decode(data, final)

@@ -77,7 +77,8 @@ def _lines(reader: TextReader, ctx: ParseContext) -> Iterator[str]:
         yield from complete
         if len(pending) > ctx.limits.max_message_chars:  # one endless line: never a transcript
             raise Place(reader.name).error(
-                "", "a line longer than the message limit",
+                "",
+                "a line longer than the message limit",
                 hint="raise ImportLimits.max_message_chars if this file is trusted",
             )
     if pending.rstrip("\r"):

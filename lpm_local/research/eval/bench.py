@@ -34,17 +34,46 @@ LONG_PROMPT = "Tell me a long story about a lighthouse keeper and a storm."
 # Real Qwen3 shapes (hidden, layers, heads, KV heads, MLP width, tied embeddings); head_dim 128,
 # vocab 151936 for all (DESIGN.md §2 and the published configs).
 SHAPES = {
-    "qwen3-0.6b": dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
-                       intermediate_size=3072, tie_word_embeddings=True),
-    "qwen3-1.7b": dict(hidden_size=2048, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
-                       intermediate_size=6144, tie_word_embeddings=True),
-    "qwen3-4b": dict(hidden_size=2560, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
-                     intermediate_size=9728, tie_word_embeddings=True),
-    "qwen3-8b": dict(hidden_size=4096, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
-                     intermediate_size=12288, tie_word_embeddings=False),
+    "qwen3-0.6b": dict(
+        hidden_size=1024,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        intermediate_size=3072,
+        tie_word_embeddings=True,
+    ),
+    "qwen3-1.7b": dict(
+        hidden_size=2048,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        intermediate_size=6144,
+        tie_word_embeddings=True,
+    ),
+    "qwen3-4b": dict(
+        hidden_size=2560,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=9728,
+        tie_word_embeddings=True,
+    ),
+    "qwen3-8b": dict(
+        hidden_size=4096,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=12288,
+        tie_word_embeddings=False,
+    ),
 }
-COMMON = dict(head_dim=128, vocab_size=151936, max_position_embeddings=40960, rope_theta=1_000_000.0,
-              rms_norm_eps=1e-6)
+COMMON = dict(
+    head_dim=128,
+    vocab_size=151936,
+    max_position_embeddings=40960,
+    rope_theta=1_000_000.0,
+    rms_norm_eps=1e-6,
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +82,9 @@ class BenchSettings:
     new_tokens: int = 32  # tokens decoded for the tokens/s figure
     repeats: int = 3  # TTFT = median of this many runs
     refit_history_tokens: int = 1024
-    refit_steps: int = 5  # timed fit_slots steps (the app's refit runs up to 30; per-step is reported)
+    refit_steps: int = (
+        5  # timed fit_slots steps (the app's refit runs up to 30; per-step is reported)
+    )
     projector_repeats: int = 20
 
     def __post_init__(self) -> None:
@@ -78,12 +109,16 @@ def random_backbone(shape: str | dict, *, tokenizer, device: str | None = None):
     elif shape not in SHAPES:
         raise BadInput(f"unknown shape {shape!r}", hint=f"choose from {', '.join(SHAPES)}")
     if len(tokenizer) > fields["vocab_size"]:
-        raise BadInput(f"the tokenizer has {len(tokenizer)} tokens, more than the vocabulary "
-                       f"{fields['vocab_size']} of this shape")
+        raise BadInput(
+            f"the tokenizer has {len(tokenizer)} tokens, more than the vocabulary "
+            f"{fields['vocab_size']} of this shape"
+        )
     dev = _resolve_device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    config = Qwen3Config(**fields, eos_token_id=im_end, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    config = Qwen3Config(
+        **fields, eos_token_id=im_end, pad_token_id=tokenizer.pad_token_id, bos_token_id=None
+    )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # initialise in the target dtype: no fp32 copy of an 8B model
     try:
@@ -93,9 +128,16 @@ def random_backbone(shape: str | dict, *, tokenizer, device: str | None = None):
         torch.set_default_dtype(previous)
     model.eval().requires_grad_(False)
     name = shape if isinstance(shape, str) else "custom"
-    return Backbone(name=f"random:{name}", model=model, tokenizer=tokenizer, device=dev, dtype=dtype,
-                    hidden_size=fields["hidden_size"], context_window=min(fields["max_position_embeddings"], 32768),
-                    quantization="none")
+    return Backbone(
+        name=f"random:{name}",
+        model=model,
+        tokenizer=tokenizer,
+        device=dev,
+        dtype=dtype,
+        hidden_size=fields["hidden_size"],
+        context_window=min(fields["max_position_embeddings"], 32768),
+        quantization="none",
+    )
 
 
 def borrowed_tokenizer(path: str | None = None):
@@ -108,12 +150,19 @@ def borrowed_tokenizer(path: str | None = None):
     try:
         return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as exc:
-        raise ModelNotAvailable(f"no tokenizer at {folder} ({exc.__class__.__name__}): pass --tokenizer "
-                                "PATH, or load smollm2-135m once so its cache exists") from None
+        raise ModelNotAvailable(
+            f"no tokenizer at {folder} ({exc.__class__.__name__}): pass --tokenizer "
+            "PATH, or load smollm2-135m once so its cache exists"
+        ) from None
 
 
-def run_bench(backbone, settings: BenchSettings | None = None, *, progress: Progress | None = None,
-              cancel: threading.Event | None = None) -> dict:
+def run_bench(
+    backbone,
+    settings: BenchSettings | None = None,
+    *,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> dict:
     """All measurements for one backbone; a JSON-able dict."""
     from lpm_local.chat.engine import ChatEngine
     from lpm_local.memory.frozen import load_frozen_memory
@@ -131,13 +180,20 @@ def run_bench(backbone, settings: BenchSettings | None = None, *, progress: Prog
     memory = {"rss_after_load": _rss()}
     say("warm-up", 0.0)
     engine.generate(_ids(backbone, chat, [], "Hi"), None, max_new_tokens=2)
-    out = {"backbone": backbone.name, "device": str(backbone.device), "dtype": str(backbone.dtype).replace("torch.", ""),
-           "quantization": backbone.quantization, "context_window": backbone.context_window,
-           "torch_threads": torch.get_num_threads(), "kv_bytes_per_token": kv_bytes_per_token(backbone),
-           "soft_tokens": frozen.config.n_soft_tokens, "projector": "shipped" if frozen.shipped else "identity",
-           "settings": asdict(settings),
-           # Other processes share the machine: the load says how much these timings can be trusted.
-           "load_average_start": list(os.getloadavg())}
+    out = {
+        "backbone": backbone.name,
+        "device": str(backbone.device),
+        "dtype": str(backbone.dtype).replace("torch.", ""),
+        "quantization": backbone.quantization,
+        "context_window": backbone.context_window,
+        "torch_threads": torch.get_num_threads(),
+        "kv_bytes_per_token": kv_bytes_per_token(backbone),
+        "soft_tokens": frozen.config.n_soft_tokens,
+        "projector": "shipped" if frozen.shipped else "identity",
+        "settings": asdict(settings),
+        # Other processes share the machine: the load says how much these timings can be trusted.
+        "load_average_start": list(os.getloadavg()),
+    }
     if cuda:
         out["gpu"] = torch.cuda.get_device_name(backbone.device)
     say("decode speed", 0.05)
@@ -198,11 +254,17 @@ def _decode(engine, settings: BenchSettings) -> dict:
     for _ in engine.stream([Turn("user", LONG_PROMPT)], max_new_tokens=settings.new_tokens):
         pass
     stats = engine.last_stats
-    return {"new_tokens": stats.new_tokens, "tokens_per_s": stats.decode_tokens_per_s,
-            "time_to_first_token_s": stats.time_to_first_token, "prompt_tokens": stats.prompt_tokens}
+    return {
+        "new_tokens": stats.new_tokens,
+        "tokens_per_s": stats.decode_tokens_per_s,
+        "time_to_first_token_s": stats.time_to_first_token,
+        "prompt_tokens": stats.prompt_tokens,
+    }
 
 
-def _ttft(backbone, engine, chat, frozen, slots, length: int, settings: BenchSettings, count) -> dict:
+def _ttft(
+    backbone, engine, chat, frozen, slots, length: int, settings: BenchSettings, count
+) -> dict:
     history = filler_history(random.Random(f"bench:{length}"), length, count)
     full = _ids(backbone, chat, history, QUESTION)
     while full.shape[1] > backbone.context_window - 16 and history:
@@ -214,23 +276,37 @@ def _ttft(backbone, engine, chat, frozen, slots, length: int, settings: BenchSet
         soft, _ = frozen.soft(slots, QUESTION)
         engine.generate(question, soft, max_new_tokens=1)
 
-    full_s = statistics.median(_timed(backbone, lambda: engine.generate(full, None, max_new_tokens=1))
-                               for _ in range(settings.repeats))
+    full_s = statistics.median(
+        _timed(backbone, lambda: engine.generate(full, None, max_new_tokens=1))
+        for _ in range(settings.repeats)
+    )
     lpm_s = statistics.median(_timed(backbone, lpm) for _ in range(settings.repeats))
     per_token = kv_bytes_per_token(backbone)
     lpm_tokens = question.shape[1] + frozen.config.n_soft_tokens
-    return {"history_tokens": length, "history_turns": len(history),
-            "full_context_tokens": int(full.shape[1]), "lpm_tokens": int(lpm_tokens),
-            "full_context_s": full_s, "lpm_s": lpm_s, "full_context_kv_bytes": int(full.shape[1]) * per_token,
-            "lpm_kv_bytes": int(lpm_tokens) * per_token}
+    return {
+        "history_tokens": length,
+        "history_turns": len(history),
+        "full_context_tokens": int(full.shape[1]),
+        "lpm_tokens": int(lpm_tokens),
+        "full_context_s": full_s,
+        "lpm_s": lpm_s,
+        "full_context_kv_bytes": int(full.shape[1]) * per_token,
+        "lpm_kv_bytes": int(lpm_tokens) * per_token,
+    }
 
 
 def _projector(frozen, slots, settings: BenchSettings, ttft: list[dict]) -> dict:
-    times = [_timed(frozen.backbone, lambda: frozen.soft(slots, QUESTION)) for _ in range(settings.projector_repeats)]
+    times = [
+        _timed(frozen.backbone, lambda: frozen.soft(slots, QUESTION))
+        for _ in range(settings.projector_repeats)
+    ]
     median = statistics.median(times)
     share = median / ttft[0]["lpm_s"] if ttft and ttft[0]["lpm_s"] else None
-    return {"per_turn_s": median, "share_of_lpm_ttft": share,
-            "params": sum(p.numel() for p in frozen.projector.parameters())}
+    return {
+        "per_turn_s": median,
+        "share_of_lpm_ttft": share,
+        "params": sum(p.numel() for p in frozen.projector.parameters()),
+    }
 
 
 def _refit(backbone, chat, frozen, slots, settings: BenchSettings, count) -> dict:
@@ -243,12 +319,26 @@ def _refit(backbone, chat, frozen, slots, settings: BenchSettings, count) -> dic
     windows = make_windows(chat, history, app.window)
     tokens = sum(count(c) + 5 for _, c in history)
     start = time.perf_counter()
-    result = fit_slots(backbone.model, frozen.projector, slots, windows, steps=settings.refit_steps,
-                       lr=app.lr, batch_size=app.batch_size)
+    result = fit_slots(
+        backbone.model,
+        frozen.projector,
+        slots,
+        windows,
+        steps=settings.refit_steps,
+        lr=app.lr,
+        batch_size=app.batch_size,
+    )
     _sync(backbone)
     seconds = time.perf_counter() - start
     per_step = seconds / max(result.steps_run, 1)
-    return {"history_tokens": tokens, "windows": len(windows), "steps": result.steps_run,
-            "batch_size": app.batch_size, "seconds": seconds, "seconds_per_step": per_step,
-            "seconds_per_1k_history_tokens": seconds / (tokens / 1000),
-            "app_refit_steps": app.steps, "app_refit_seconds_estimate": per_step * app.steps}
+    return {
+        "history_tokens": tokens,
+        "windows": len(windows),
+        "steps": result.steps_run,
+        "batch_size": app.batch_size,
+        "seconds": seconds,
+        "seconds_per_step": per_step,
+        "seconds_per_1k_history_tokens": seconds / (tokens / 1000),
+        "app_refit_steps": app.steps,
+        "app_refit_seconds_estimate": per_step * app.steps,
+    }

@@ -16,11 +16,19 @@ HistoryTurn = tuple[str, str]  # (role, content); role "user" | "assistant"
 TokenCounter = Callable[[str], int]
 
 # Question types as a table column header fits them.
-SHORT = {"recall_facts": "recall", "suggest_new_ideas": "new ideas",
-         "acknowledge_latest_preference": "latest pref.", "track_preference_evolution": "evolution",
-         "revisit_reasons": "reasons", "preference_aligned_recommendation": "recommend",
-         "generalise_new_scenarios": "generalise", "multi_hop": "multi-hop", "temporal": "temporal",
-         "open_domain": "open-domain", "single_hop": "single-hop"}
+SHORT = {
+    "recall_facts": "recall",
+    "suggest_new_ideas": "new ideas",
+    "acknowledge_latest_preference": "latest pref.",
+    "track_preference_evolution": "evolution",
+    "revisit_reasons": "reasons",
+    "preference_aligned_recommendation": "recommend",
+    "generalise_new_scenarios": "generalise",
+    "multi_hop": "multi-hop",
+    "temporal": "temporal",
+    "open_domain": "open-domain",
+    "single_hop": "single-hop",
+}
 
 
 def token_counter(backbone) -> Callable[[str], int]:
@@ -50,8 +58,10 @@ class EvalQuestion:
 
     def __post_init__(self) -> None:
         if len(self.options) < 2 or not 0 <= self.correct < len(self.options):
-            raise ValueError(f"{self.qid}: need >= 2 options and a valid correct index, got "
-                             f"{len(self.options)} options, correct={self.correct}")
+            raise ValueError(
+                f"{self.qid}: need >= 2 options and a valid correct index, got "
+                f"{len(self.options)} options, correct={self.correct}"
+            )
         if len(set(self.options)) != len(self.options):
             raise ValueError(f"{self.qid}: options must be distinct, got {self.options}")
         if self.cutoff < 0:
@@ -76,8 +86,10 @@ class EvalCase:
     def __post_init__(self) -> None:
         for q in self.questions:
             if q.cutoff > len(self.turns):
-                raise ValueError(f"{self.case_id}/{q.qid}: cutoff {q.cutoff} beyond the "
-                                 f"{len(self.turns)} turns of the history")
+                raise ValueError(
+                    f"{self.case_id}/{q.qid}: cutoff {q.cutoff} beyond the "
+                    f"{len(self.turns)} turns of the history"
+                )
 
     def history(self, cutoff: int) -> tuple[HistoryTurn, ...]:
         """The turns a question with this cutoff may see."""

@@ -36,7 +36,9 @@ def _find(given: str | None, names: tuple[str, ...], option: str) -> Path:
         for name in names:
             if (folder / name).is_file():
                 return folder / name
-    raise NotFound(f"cannot find {' or '.join(names)}: pass {option} PATH or set {ENV_DATA} to its folder")
+    raise NotFound(
+        f"cannot find {' or '.join(names)}: pass {option} PATH or set {ENV_DATA} to its folder"
+    )
 
 
 def personas_file(given: str | None = None) -> Path:

@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lpm_local.errors import BadInput
-from lpm_local.research.eval.cases import Benchmark, EvalCase, EvalQuestion, HistoryTurn, TokenCounter, approx_tokens
+from lpm_local.research.eval.cases import (
+    Benchmark,
+    EvalCase,
+    EvalQuestion,
+    HistoryTurn,
+    TokenCounter,
+    approx_tokens,
+)
 
 CATEGORIES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop"}
 MAX_FILE_BYTES = 256 * 1024 * 1024  # locomo10.json is ~3 MB; anything this large is not LoCoMo
@@ -46,16 +53,21 @@ class LocomoConfig:
         if self.questions_per_conversation is not None and self.questions_per_conversation < 1:
             raise ValueError("questions_per_conversation must be >= 1 or None")
         if not self.categories or set(self.categories) - set(CATEGORIES):
-            raise ValueError(f"categories must be a subset of {sorted(CATEGORIES)}, got {self.categories}")
+            raise ValueError(
+                f"categories must be a subset of {sorted(CATEGORIES)}, got {self.categories}"
+            )
 
 
-def load_locomo(path: str | Path, config: LocomoConfig | None = None,
-                count_tokens: TokenCounter = approx_tokens) -> Benchmark:
+def load_locomo(
+    path: str | Path, config: LocomoConfig | None = None, count_tokens: TokenCounter = approx_tokens
+) -> Benchmark:
     """A benchmark of one case per conversation (four-option questions with reference answers)."""
     config = config or LocomoConfig()
     path = Path(path)
     if not path.is_file():
-        raise BadInput("no such file", where=str(path), hint="pass a file of locomo10.json's schema")
+        raise BadInput(
+            "no such file", where=str(path), hint="pass a file of locomo10.json's schema"
+        )
     if path.stat().st_size > MAX_FILE_BYTES:
         raise BadInput("file too large for a LoCoMo file", where=str(path))
     try:
@@ -65,9 +77,17 @@ def load_locomo(path: str | Path, config: LocomoConfig | None = None,
     if not isinstance(samples, list):
         raise BadInput("expected a list of conversations", where=str(path))
     samples = samples[: config.conversations] if config.conversations else samples
-    cases = [_case(sample, f"{path.name}: item {i}", config, count_tokens) for i, sample in enumerate(samples)]
-    return Benchmark("locomo", tuple(cases), tuple(CATEGORIES[c] for c in config.categories),
-                     generative=True, description=f"LoCoMo conversations from {path.name}")
+    cases = [
+        _case(sample, f"{path.name}: item {i}", config, count_tokens)
+        for i, sample in enumerate(samples)
+    ]
+    return Benchmark(
+        "locomo",
+        tuple(cases),
+        tuple(CATEGORIES[c] for c in config.categories),
+        generative=True,
+        description=f"LoCoMo conversations from {path.name}",
+    )
 
 
 def conversation_turns(sample: dict, where: str) -> list[HistoryTurn]:
@@ -101,7 +121,11 @@ def _case(sample, where: str, config: LocomoConfig, count_tokens: TokenCounter) 
     turns = conversation_turns(sample, where)
     items = []
     for k, qa in enumerate(_get(sample, "qa", list, where)):
-        if not isinstance(qa, dict) or qa.get("category") not in config.categories or "answer" not in qa:
+        if (
+            not isinstance(qa, dict)
+            or qa.get("category") not in config.categories
+            or "answer" not in qa
+        ):
             continue  # adversarial (5) items have no "answer": never scored here
         answer = str(qa["answer"]).strip()
         if qa["category"] == 3:
@@ -115,8 +139,14 @@ def _case(sample, where: str, config: LocomoConfig, count_tokens: TokenCounter) 
     tokens = sum(count_tokens(c) + 5 for _, c in turns)
     # One length bucket for all conversations (each is far beyond an 8K window): the report's
     # by-length view is PersonaMem's; per-conversation lengths stay in the meta and records.
-    return EvalCase("locomo", sample_id, tuple(turns), tuple(q for q in questions if q is not None),
-                    length_label="conversation", meta={"history_tokens": tokens, "qa_items": len(items)})
+    return EvalCase(
+        "locomo",
+        sample_id,
+        tuple(turns),
+        tuple(q for q in questions if q is not None),
+        length_label="conversation",
+        meta={"history_tokens": tokens, "qa_items": len(items)},
+    )
 
 
 def _sample(rng: random.Random, items: list, n: int | None) -> list:
@@ -136,7 +166,9 @@ def _sample(rng: random.Random, items: list, n: int | None) -> list:
     return sorted(out)
 
 
-def _question(rng: random.Random, sample_id: str, item, items: list, cutoff: int) -> EvalQuestion | None:
+def _question(
+    rng: random.Random, sample_id: str, item, items: list, cutoff: int
+) -> EvalQuestion | None:
     k, question, answer, category = item
     seen = {normalize_answer(answer)}
     pools = ([o[2] for o in items if o[3] == category], [o[2] for o in items])
@@ -153,8 +185,17 @@ def _question(rng: random.Random, sample_id: str, item, items: list, cutoff: int
         return None  # too few distinct answers in this conversation for four options
     options = [answer] + wrong
     rng.shuffle(options)
-    return EvalQuestion(f"{sample_id}/qa{k}", CATEGORIES[category], question, "", tuple(options),
-                        options.index(answer), cutoff, answer=answer, category=str(category))
+    return EvalQuestion(
+        f"{sample_id}/qa{k}",
+        CATEGORIES[category],
+        question,
+        "",
+        tuple(options),
+        options.index(answer),
+        cutoff,
+        answer=answer,
+        category=str(category),
+    )
 
 
 def _get(obj: dict, key: str, kind: type, where: str):
@@ -186,7 +227,10 @@ def _stem(words: list[str]) -> list[str]:
 
 def token_f1(prediction: str, reference: str) -> float:
     """Token F1 of two answers after normalisation and stemming (LoCoMo's ``f1_score``)."""
-    pred, ref = _stem(normalize_answer(prediction).split()), _stem(normalize_answer(reference).split())
+    pred, ref = (
+        _stem(normalize_answer(prediction).split()),
+        _stem(normalize_answer(reference).split()),
+    )
     common = sum((Counter(pred) & Counter(ref)).values())
     if common == 0:
         return 0.0

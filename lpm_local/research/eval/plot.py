@@ -30,7 +30,9 @@ def plot_report(result: dict, path: Path) -> None:
     if main is not None:
         _per_type(axes[0], benches[main], main)
         _per_length(axes[1], benches[main], "accuracy", f"{main}: accuracy vs history length")
-        _per_length(axes[2], benches[main], "kv_bytes", f"{main}: KV-cache bytes per turn", log=True)
+        _per_length(
+            axes[2], benches[main], "kv_bytes", f"{main}: KV-cache bytes per turn", log=True
+        )
     for ax, bench in zip(axes[3:], extra):
         _overall(ax, benches[bench], bench)
     fig.suptitle(f"lpm eval: {result['meta']['backbone']} ({result['meta']['device']})")
@@ -58,7 +60,11 @@ def _per_type(ax, info: dict, name: str) -> None:
 
 def _per_length(ax, info: dict, key: str, title: str, log: bool = False) -> None:
     for m, summary in info["methods"].items():
-        points = [(p["history_tokens"], p[key]) for p in summary["per_length"].values() if p[key] is not None]
+        points = [
+            (p["history_tokens"], p[key])
+            for p in summary["per_length"].values()
+            if p[key] is not None
+        ]
         if points:
             xs, ys = zip(*sorted(points))
             ax.plot(xs, ys, marker="o", label=m)

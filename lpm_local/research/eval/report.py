@@ -19,7 +19,6 @@ from pathlib import Path
 from lpm_local.research.eval.cases import SHORT
 
 
-
 def kv_bytes_for(config, dtype) -> int:
     """Bytes of K and V per token for a (text) model config at ``dtype``."""
     cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -62,7 +61,13 @@ def summarise(records: list[dict], fits: list[dict], meta: dict) -> dict:
             if rows:
                 methods[m] = _method_summary(rows, mfits, info["qtypes"])
         out[bench] = {"qtypes": info["qtypes"], "methods": methods}
-    return {"meta": meta, "benchmarks": out, "ratios": _ratios(out), "records": records, "fits": fits}
+    return {
+        "meta": meta,
+        "benchmarks": out,
+        "ratios": _ratios(out),
+        "records": records,
+        "fits": fits,
+    }
 
 
 def merge_results(results: list[dict]) -> dict:
@@ -76,9 +81,13 @@ def merge_results(results: list[dict]) -> dict:
         for key in keys:
             if other["meta"][key] != first[key]:
                 raise ValueError(f"runs differ in {key}: {first[key]!r} vs {other['meta'][key]!r}")
-    meta = {**first, "benchmarks": {}, "runs": [r["meta"]["started"] for r in results],
-            "seconds": max(r["meta"]["seconds"] for r in results),
-            "cancelled": any(r["meta"].get("cancelled") for r in results)}
+    meta = {
+        **first,
+        "benchmarks": {},
+        "runs": [r["meta"]["started"] for r in results],
+        "seconds": max(r["meta"]["seconds"] for r in results),
+        "cancelled": any(r["meta"].get("cancelled") for r in results),
+    }
     for r in results:
         meta["benchmarks"].update(r["meta"]["benchmarks"])
         meta["lr_tuning"] = meta.get("lr_tuning") or r["meta"].get("lr_tuning")
@@ -94,15 +103,27 @@ def _method_summary(rows: list[dict], fits: list[dict], qtypes: list[str]) -> di
     for r in rows:
         lengths[r["length"]].append(r)
     per_length = {
-        label: {"questions": len(rs), "accuracy": _mean([r["hit"] for r in rs]),
-                "history_tokens": _mean([r["history_tokens"] for r in rs]),
-                "kv_tokens": _mean([r["kv_tokens"] for r in rs]), "kv_bytes": _mean([r["kv_bytes"] for r in rs])}
-        for label, rs in sorted(lengths.items(), key=lambda kv: float(kv[0]) if _isnum(kv[0]) else 0.0)}
+        label: {
+            "questions": len(rs),
+            "accuracy": _mean([r["hit"] for r in rs]),
+            "history_tokens": _mean([r["history_tokens"] for r in rs]),
+            "kv_tokens": _mean([r["kv_tokens"] for r in rs]),
+            "kv_bytes": _mean([r["kv_bytes"] for r in rs]),
+        }
+        for label, rs in sorted(
+            lengths.items(), key=lambda kv: float(kv[0]) if _isnum(kv[0]) else 0.0
+        )
+    }
     summary = {
-        "questions": len(rows), "accuracy": hits / len(rows), "accuracy_ci95": wilson(hits, len(rows)),
-        "macro_accuracy": _mean(per_type.values()), "per_type": per_type, "per_length": per_length,
+        "questions": len(rows),
+        "accuracy": hits / len(rows),
+        "accuracy_ci95": wilson(hits, len(rows)),
+        "macro_accuracy": _mean(per_type.values()),
+        "per_type": per_type,
+        "per_length": per_length,
         "margin": _mean([r["margin"] for r in rows]),
-        "kv_tokens": _mean([r["kv_tokens"] for r in rows]), "kv_bytes": _mean([r["kv_bytes"] for r in rows]),
+        "kv_tokens": _mean([r["kv_tokens"] for r in rows]),
+        "kv_bytes": _mean([r["kv_bytes"] for r in rows]),
         "trainable_params": max((f["trainable"] for f in fits), default=0),
         "fit_seconds": _mean([f["fit_seconds"] for f in fits]),
         "ttft_seconds": _mean([t for f in fits for t in f["ttft"]]),
@@ -110,7 +131,9 @@ def _method_summary(rows: list[dict], fits: list[dict], qtypes: list[str]) -> di
     }
     if any("f1" in r for r in rows):
         summary["f1"] = _mean([r.get("f1") for r in rows])
-        summary["f1_per_type"] = {t: _mean([r.get("f1") for r in rows if r["qtype"] == t]) for t in qtypes}
+        summary["f1_per_type"] = {
+            t: _mean([r.get("f1") for r in rows if r["qtype"] == t]) for t in qtypes
+        }
     return summary
 
 
@@ -133,19 +156,29 @@ def _ratios(benchmarks: dict) -> dict:
             if longest in lpm["per_length"]:
                 where = f"{longest}_tokens" if _isnum(longest) else longest
                 out[f"{bench}_kv_full_context_over_lpm_at_{where}"] = (
-                    full["per_length"][longest]["kv_bytes"] / lpm["per_length"][longest]["kv_bytes"])
+                    full["per_length"][longest]["kv_bytes"] / lpm["per_length"][longest]["kv_bytes"]
+                )
         if lpm and lora and lpm["trainable_params"]:
-            out[f"{bench}_trainable_lora_over_lpm"] = lora["trainable_params"] / lpm["trainable_params"]
+            out[f"{bench}_trainable_lora_over_lpm"] = (
+                lora["trainable_params"] / lpm["trainable_params"]
+            )
     return out
 
 
 # -- outputs ---------------------------------------------------------------------------------
 
+
 def write_all(result: dict, out_dir: Path) -> dict[str, Path]:
     """``eval.json``, ``eval.md`` and ``eval.png`` in ``out_dir`` (created)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "eval.json", "markdown": out_dir / "eval.md", "plot": out_dir / "eval.png"}
-    paths["json"].write_text(json.dumps(result, indent=1, default=_json_default) + "\n", encoding="utf-8")
+    paths = {
+        "json": out_dir / "eval.json",
+        "markdown": out_dir / "eval.md",
+        "plot": out_dir / "eval.png",
+    }
+    paths["json"].write_text(
+        json.dumps(result, indent=1, default=_json_default) + "\n", encoding="utf-8"
+    )
     paths["markdown"].write_text(to_markdown(result), encoding="utf-8")
     from lpm_local.research.eval.plot import plot_report
 
@@ -185,23 +218,39 @@ def to_markdown(result: dict) -> str:
     meta = result["meta"]
     labels = {d["name"]: d["label"] for d in meta["methods"]}
     s = meta["settings"]
-    lines = [f"# lpm eval: {meta['backbone']}", "",
-             f"- device {meta['device']} ({meta['dtype']}, {meta['quantization']}), window "
-             f"{meta['context_window']:,} tokens, KV {meta['kv_bytes_per_token']:,} bytes/token, "
-             f"{meta['torch_threads']} threads (load average {_load(meta)}); seed {meta['seed']}; "
-             f"run {meta['started']}, {meta['seconds']:.0f} s"
-             + (" (CANCELLED: partial)" if meta.get("cancelled") else ""),
-             f"- fitted methods: {s['steps']} Adam steps, batch {s['batch_size']}, lr "
-             + ", ".join(f"{k} {v:g}" for k, v in s["lrs"].items() if k in labels)
-             + (" (chosen on validation users)" if meta.get("lr_tuning")
-                else " (given or defaults; no lr search in this run)")]
+    lines = [
+        f"# lpm eval: {meta['backbone']}",
+        "",
+        f"- device {meta['device']} ({meta['dtype']}, {meta['quantization']}), window "
+        f"{meta['context_window']:,} tokens, KV {meta['kv_bytes_per_token']:,} bytes/token, "
+        f"{meta['torch_threads']} threads (load average {_load(meta)}); seed {meta['seed']}; "
+        f"run {meta['started']}, {meta['seconds']:.0f} s"
+        + (" (CANCELLED: partial)" if meta.get("cancelled") else ""),
+        f"- fitted methods: {s['steps']} Adam steps, batch {s['batch_size']}, lr "
+        + ", ".join(f"{k} {v:g}" for k, v in s["lrs"].items() if k in labels)
+        + (
+            " (chosen on validation users)"
+            if meta.get("lr_tuning")
+            else " (given or defaults; no lr search in this run)"
+        ),
+    ]
     for d in meta["methods"]:
         if d["name"] == "lpm":
             lines.append(f"- LPM projector: {d['projector']}; slots start from: {d['slot_init']}")
-    lines.append("- chance is 25% (four options); accuracy is micro (all questions), macro = mean over types")
+    lines.append(
+        "- chance is 25% (four options); accuracy is micro (all questions), macro = mean over types"
+    )
     for bench, info in result["benchmarks"].items():
-        lines += ["", f"## {bench}", "", _main_table(info, labels), "", "### by history length", "",
-                  _length_table(info, labels)]
+        lines += [
+            "",
+            f"## {bench}",
+            "",
+            _main_table(info, labels),
+            "",
+            "### by history length",
+            "",
+            _length_table(info, labels),
+        ]
     if result["ratios"]:
         lines += ["", "## ratios", ""] + [f"- {k}: {v:,.1f}x" for k, v in result["ratios"].items()]
     return "\n".join(lines) + "\n"
@@ -210,17 +259,29 @@ def to_markdown(result: dict) -> str:
 def _main_table(info: dict, labels: dict) -> str:
     types = info["qtypes"]
     f1 = any("f1" in m for m in info["methods"].values())
-    head = (["method", "n", "accuracy (95% CI)", "macro"] + [SHORT.get(t, t) for t in types]
-            + (["F1"] if f1 else []) + ["KV/turn", "trainable/user", "fit s", "TTFT s"])
+    head = (
+        ["method", "n", "accuracy (95% CI)", "macro"]
+        + [SHORT.get(t, t) for t in types]
+        + (["F1"] if f1 else [])
+        + ["KV/turn", "trainable/user", "fit s", "TTFT s"]
+    )
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in info["methods"].items():
         lo, hi = m["accuracy_ci95"]
-        cells = [labels.get(name, name), str(m["questions"]), f"{_pct(m['accuracy'])} ({_pct(lo)}-{_pct(hi)})",
-                 _pct(m["macro_accuracy"])] + [_pct(m["per_type"].get(t)) for t in types]
+        cells = [
+            labels.get(name, name),
+            str(m["questions"]),
+            f"{_pct(m['accuracy'])} ({_pct(lo)}-{_pct(hi)})",
+            _pct(m["macro_accuracy"]),
+        ] + [_pct(m["per_type"].get(t)) for t in types]
         if f1:
             cells.append(_num(m.get("f1"), "{:.3f}"))
-        cells += [_bytes(m["kv_bytes"]), _num(m["trainable_params"]), _num(m["fit_seconds"], "{:.1f}"),
-                  _num(m["ttft_seconds"], "{:.2f}")]
+        cells += [
+            _bytes(m["kv_bytes"]),
+            _num(m["trainable_params"]),
+            _num(m["fit_seconds"], "{:.1f}"),
+            _num(m["ttft_seconds"], "{:.2f}"),
+        ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -233,6 +294,10 @@ def _length_table(info: dict, labels: dict) -> str:
         cells = [labels.get(name, name)]
         for k in lengths:
             p = m["per_length"].get(k)
-            cells.append("-" if p is None else f"{_pct(p['accuracy'])} / {_bytes(p['kv_bytes'])} (n={p['questions']})")
+            cells.append(
+                "-"
+                if p is None
+                else f"{_pct(p['accuracy'])} / {_bytes(p['kv_bytes'])} (n={p['questions']})"
+            )
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -55,8 +55,10 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.ttft_samples < 0 or self.tune_users < 1:
-            raise ValueError(f"bad eval config: max_new_tokens={self.max_new_tokens}, "
-                             f"ttft_samples={self.ttft_samples}, tune_users={self.tune_users}")
+            raise ValueError(
+                f"bad eval config: max_new_tokens={self.max_new_tokens}, "
+                f"ttft_samples={self.ttft_samples}, tune_users={self.tune_users}"
+            )
 
 
 class Cancelled(Exception):
@@ -72,16 +74,26 @@ def build_benchmark(name: str, backbone, config: EvalConfig, *, users: int, seed
         personas = data.personas(config.personas_path)
         return build_personamem(personas, replace(config.personamem, users=users, seed=seed), count)
     if name == "locomo":
-        return load_locomo(data.locomo_file(config.locomo_path), replace(config.locomo, seed=seed), count)
+        return load_locomo(
+            data.locomo_file(config.locomo_path), replace(config.locomo, seed=seed), count
+        )
     from lpm_local.errors import BadInput
 
     raise BadInput(f"unknown benchmark {name!r}", hint=f"choose from {', '.join(BENCHMARKS)}")
 
 
-def run_eval(backbone, benchmarks: Sequence[str | Benchmark], methods: Sequence[str | BackboneMethod], *,
-             users: int = 10, seed: int = 0, progress: Progress | None = None,
-             out_dir: str | Path | None = None, config: EvalConfig | None = None,
-             cancel: threading.Event | None = None) -> dict:
+def run_eval(
+    backbone,
+    benchmarks: Sequence[str | Benchmark],
+    methods: Sequence[str | BackboneMethod],
+    *,
+    users: int = 10,
+    seed: int = 0,
+    progress: Progress | None = None,
+    out_dir: str | Path | None = None,
+    config: EvalConfig | None = None,
+    cancel: threading.Event | None = None,
+) -> dict:
     """Evaluate ``methods`` on ``benchmarks``; returns the report dict (written to ``out_dir``
     as ``eval.md``, ``eval.json`` and ``eval.png`` when given)."""
     config = config or EvalConfig()
@@ -91,12 +103,20 @@ def run_eval(backbone, benchmarks: Sequence[str | Benchmark], methods: Sequence[
     names = [m if isinstance(m, str) else m.name for m in methods]
     tuning = None
     if config.lr_grid and any(n in FITTED for n in names):
-        tuning = tune_learning_rates(backbone, [n for n in names if n in FITTED], settings, config,
-                                     seed=seed, progress=report_progress)
+        tuning = tune_learning_rates(
+            backbone,
+            [n for n in names if n in FITTED],
+            settings,
+            config,
+            seed=seed,
+            progress=report_progress,
+        )
         settings = replace(settings, lrs=tuple(tuning["chosen"].items()))
     built = [build_method(m, backbone, settings) if isinstance(m, str) else m for m in methods]
-    benches = [build_benchmark(b, backbone, config, users=users, seed=seed) if isinstance(b, str) else b
-               for b in benchmarks]
+    benches = [
+        build_benchmark(b, backbone, config, users=users, seed=seed) if isinstance(b, str) else b
+        for b in benchmarks
+    ]
     count = token_counter(backbone)
     units = sum(len(c.by_cutoff()) for b in benches for c in b.cases) * len(built)
     records: list[dict] = []
@@ -109,18 +129,30 @@ def run_eval(backbone, benchmarks: Sequence[str | Benchmark], methods: Sequence[
                     history_tokens = history_token_count(case.history(cutoff), count)
                     for method in built:
                         _check(cancel)
-                        report_progress(f"{bench.name} {case.case_id} @{cutoff}: {method.name}",
-                                        done / max(units, 1))
-                        fit, rows = _run_group(method, bench, case, cutoff, questions, config, cancel)
+                        report_progress(
+                            f"{bench.name} {case.case_id} @{cutoff}: {method.name}",
+                            done / max(units, 1),
+                        )
+                        fit, rows = _run_group(
+                            method, bench, case, cutoff, questions, config, cancel
+                        )
                         for row in [fit] + rows:
-                            row.update(benchmark=bench.name, case=case.case_id, length=case.length_label,
-                                       cutoff=cutoff, history_tokens=history_tokens, method=method.name)
+                            row.update(
+                                benchmark=bench.name,
+                                case=case.case_id,
+                                length=case.length_label,
+                                cutoff=cutoff,
+                                history_tokens=history_tokens,
+                                method=method.name,
+                            )
                         fits.append(fit)
                         records += rows
                         done += 1
     except Cancelled:
         cancelled = True
-    meta = _meta(backbone, built, benches, settings, config, users, seed, started, tuning, cancelled)
+    meta = _meta(
+        backbone, built, benches, settings, config, users, seed, started, tuning, cancelled
+    )
     result = report.summarise(records, fits, meta)
     if out_dir is not None:
         report.write_all(result, Path(out_dir))
@@ -128,12 +160,23 @@ def run_eval(backbone, benchmarks: Sequence[str | Benchmark], methods: Sequence[
     return result
 
 
-def _run_group(method: BackboneMethod, bench: Benchmark, case: EvalCase, cutoff: int,
-               questions: list[EvalQuestion], config: EvalConfig, cancel) -> tuple[dict, list[dict]]:
+def _run_group(
+    method: BackboneMethod,
+    bench: Benchmark,
+    case: EvalCase,
+    cutoff: int,
+    questions: list[EvalQuestion],
+    config: EvalConfig,
+    cancel,
+) -> tuple[dict, list[dict]]:
     start = time.perf_counter()
     state = method.fit(case.history(cutoff))
-    fit = {"kind": "fit", "fit_seconds": time.perf_counter() - start,
-           "trainable": method.trainable_params(state), "ttft": []}
+    fit = {
+        "kind": "fit",
+        "fit_seconds": time.perf_counter() - start,
+        "trainable": method.trainable_params(state),
+        "ttft": [],
+    }
     rows = []
     try:
         with method.using(state):
@@ -147,14 +190,24 @@ def _run_group(method: BackboneMethod, bench: Benchmark, case: EvalCase, cutoff:
     return fit, rows
 
 
-def _score(method: BackboneMethod, state, q: EvalQuestion, bench: Benchmark, config: EvalConfig) -> dict:
+def _score(
+    method: BackboneMethod, state, q: EvalQuestion, bench: Benchmark, config: EvalConfig
+) -> dict:
     scores = method.score_options(state, q)
     predicted = max(range(len(scores)), key=scores.__getitem__)
     others = [s for i, s in enumerate(scores) if i != q.correct]
-    row = {"kind": "question", "qid": q.qid, "qtype": q.qtype, "category": q.category,
-           "scores": scores, "correct": q.correct, "predicted": predicted, "hit": predicted == q.correct,
-           "margin": scores[q.correct] - sum(others) / len(others),
-           "kv_tokens": method.kv_tokens(state, q)}
+    row = {
+        "kind": "question",
+        "qid": q.qid,
+        "qtype": q.qtype,
+        "category": q.category,
+        "scores": scores,
+        "correct": q.correct,
+        "predicted": predicted,
+        "hit": predicted == q.correct,
+        "margin": scores[q.correct] - sum(others) / len(others),
+        "kv_tokens": method.kv_tokens(state, q),
+    }
     if config.generate and bench.generative and q.category:
         asked = replace(q, prompt=q.prompt + GENERATION_SUFFIX)
         row["prediction"] = method.generate(state, asked, max_new_tokens=config.max_new_tokens)
@@ -167,22 +220,52 @@ def _check(cancel: threading.Event | None) -> None:
         raise Cancelled()
 
 
-def _meta(backbone, methods, benches, settings: MethodSettings, config: EvalConfig, users: int,
-          seed: int, started: float, tuning, cancelled: bool) -> dict:
+def _meta(
+    backbone,
+    methods,
+    benches,
+    settings: MethodSettings,
+    config: EvalConfig,
+    users: int,
+    seed: int,
+    started: float,
+    tuning,
+    cancelled: bool,
+) -> dict:
     return {
-        "backbone": backbone.name, "device": str(backbone.device), "dtype": str(backbone.dtype).replace("torch.", ""),
-        "quantization": backbone.quantization, "context_window": backbone.context_window,
-        "hidden_size": backbone.hidden_size, "kv_bytes_per_token": report.kv_bytes_per_token(backbone),
-        "torch_threads": torch.get_num_threads(), "load_average_end": list(os.getloadavg()),
-        "users": users, "seed": seed,
+        "backbone": backbone.name,
+        "device": str(backbone.device),
+        "dtype": str(backbone.dtype).replace("torch.", ""),
+        "quantization": backbone.quantization,
+        "context_window": backbone.context_window,
+        "hidden_size": backbone.hidden_size,
+        "kv_bytes_per_token": report.kv_bytes_per_token(backbone),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_end": list(os.getloadavg()),
+        "users": users,
+        "seed": seed,
         "methods": [m.describe() for m in methods],
-        "benchmarks": {b.name: {"cases": len(b.cases), "questions": b.n_questions, "qtypes": list(b.qtypes),
-                                "description": b.description} for b in benches},
-        "settings": {"steps": settings.steps, "batch_size": settings.batch_size,
-                     "lrs": {n: settings.lr(n) for n in FITTED}, "soft_tokens": settings.soft_tokens,
-                     "lora_rank": settings.lora_rank, "retrieval_k": settings.retrieval_k,
-                     "answer_reserve": settings.answer_reserve, "generate": config.generate},
-        "lr_tuning": tuning, "cancelled": cancelled,
+        "benchmarks": {
+            b.name: {
+                "cases": len(b.cases),
+                "questions": b.n_questions,
+                "qtypes": list(b.qtypes),
+                "description": b.description,
+            }
+            for b in benches
+        },
+        "settings": {
+            "steps": settings.steps,
+            "batch_size": settings.batch_size,
+            "lrs": {n: settings.lr(n) for n in FITTED},
+            "soft_tokens": settings.soft_tokens,
+            "lora_rank": settings.lora_rank,
+            "retrieval_k": settings.retrieval_k,
+            "answer_reserve": settings.answer_reserve,
+            "generate": config.generate,
+        },
+        "lr_tuning": tuning,
+        "cancelled": cancelled,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "seconds": round(time.time() - started, 1),
     }

@@ -33,13 +33,17 @@ def prompt_length(windows: Sequence[Window]) -> int:
             raise ValueError("an option has no tokens to score")
         starts.append(labelled[0])
     first = starts[0]
-    if any(s != first or w.input_ids[:first] != windows[0].input_ids[:first]
-           for s, w in zip(starts, windows)):
+    if any(
+        s != first or w.input_ids[:first] != windows[0].input_ids[:first]
+        for s, w in zip(starts, windows)
+    ):
         raise ValueError("options of one question must share the same prompt tokens")
     return first
 
 
-def score_windows(model: torch.nn.Module, soft: torch.Tensor | None, windows: Sequence[Window]) -> list[float]:
+def score_windows(
+    model: torch.nn.Module, soft: torch.Tensor | None, windows: Sequence[Window]
+) -> list[float]:
     """Mean target-token log-prob per window, all options in one batch.
 
     ``soft``: one prefix [M, H] for every option (or None)."""
@@ -54,7 +58,9 @@ class ContextCache:
     """The KV cache of ``soft`` [M, H] (or None) followed by ``prefix_ids``, reused by every
     question whose prompt starts with those ids. Not thread-safe; one per (method, fit)."""
 
-    def __init__(self, model: torch.nn.Module, soft: torch.Tensor | None, prefix_ids: Sequence[int]):
+    def __init__(
+        self, model: torch.nn.Module, soft: torch.Tensor | None, prefix_ids: Sequence[int]
+    ):
         self.model = model
         self.prefix_ids = tuple(prefix_ids)
         self._decoder = model.get_decoder()
@@ -78,7 +84,7 @@ class ContextCache:
         if tuple(ids[: len(self.prefix_ids)]) != self.prefix_ids:
             raise ValueError("these windows do not start with the cached prefix")
         try:
-            hidden = self._extend(ids[len(self.prefix_ids):start])
+            hidden = self._extend(ids[len(self.prefix_ids) : start])
             base = self.cache.get_seq_length()
             scores = []
             for w in windows:
@@ -98,7 +104,7 @@ class ContextCache:
             raise ValueError("these ids do not start with the cached prefix")
         out: list[int] = []
         try:
-            hidden = self._extend(ids[len(self.prefix_ids):])
+            hidden = self._extend(ids[len(self.prefix_ids) :])
             for _ in range(max_new_tokens):
                 token = int(self._head(hidden).argmax(dim=-1)[-1])
                 if token in eos_ids:
@@ -141,6 +147,6 @@ class ContextCache:
     @torch.no_grad()
     def _logprobs(self, hidden: torch.Tensor, targets: Sequence[int]) -> torch.Tensor:
         """log p(targets[i] | hidden[i]) for hidden [K, H]: [K] fp32."""
-        logits = self._head(hidden[-len(targets):]).float()
+        logits = self._head(hidden[-len(targets) :]).float()
         index = torch.tensor(list(targets), device=logits.device).unsqueeze(1)
         return logits.log_softmax(dim=-1).gather(1, index).squeeze(1)

@@ -15,14 +15,29 @@ from lpm_local.research.eval.methods import MethodSettings, build_method
 from lpm_local.research.eval.personamem import PersonaMemConfig, build_personamem
 
 
-def tune_learning_rates(backbone, names: Sequence[str], settings: MethodSettings, config, *, seed: int,
-                        progress: Callable[[str, "float | None"], None]) -> dict:
+def tune_learning_rates(
+    backbone,
+    names: Sequence[str],
+    settings: MethodSettings,
+    config,
+    *,
+    seed: int,
+    progress: Callable[[str, "float | None"], None],
+) -> dict:
     """{"chosen": {method: lr}, "table": {method: {lr: {"margin", "accuracy"}}}, ...}."""
     from lpm_local.research.eval import data
 
-    bench = build_personamem(data.personas(config.personas_path), PersonaMemConfig(
-        users=config.tune_users, history_tokens=config.personamem.history_tokens[:1], split="valid",
-        seed=seed, mid_questions=False), token_counter(backbone))
+    bench = build_personamem(
+        data.personas(config.personas_path),
+        PersonaMemConfig(
+            users=config.tune_users,
+            history_tokens=config.personamem.history_tokens[:1],
+            split="valid",
+            seed=seed,
+            mid_questions=False,
+        ),
+        token_counter(backbone),
+    )
     table: dict[str, dict[str, dict]] = {}
     chosen: dict[str, float] = {}
     runs, done = len(names) * len(config.lr_grid), 0
@@ -34,8 +49,13 @@ def tune_learning_rates(backbone, names: Sequence[str], settings: MethodSettings
             table[name][f"{lr:g}"] = _margins(method, bench)
             done += 1
         chosen[name] = max(config.lr_grid, key=lambda lr: table[name][f"{lr:g}"]["margin"])
-    return {"grid": list(config.lr_grid), "users": config.tune_users, "split": "valid",
-            "chosen": chosen, "table": table}
+    return {
+        "grid": list(config.lr_grid),
+        "users": config.tune_users,
+        "split": "valid",
+        "chosen": chosen,
+        "table": table,
+    }
 
 
 def _margins(method, bench) -> dict:

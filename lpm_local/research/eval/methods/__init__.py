@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from lpm_local.errors import BadInput
-from lpm_local.research.eval.methods.base import (DEFAULT_LRS, BackboneMethod, Conditioning, Method, MethodSettings,
-                                         UserState)
+from lpm_local.research.eval.methods.base import (
+    DEFAULT_LRS,
+    BackboneMethod,
+    Conditioning,
+    Method,
+    MethodSettings,
+    UserState,
+)
 
 # Order of the report's rows. ``e2p`` is an extra (not in the default set).
 METHODS = ("no_memory", "full_context", "retrieval", "prompt_tuning", "lora", "lpm", "e2p")
@@ -37,5 +43,16 @@ def build_method(name: str, backbone, settings: MethodSettings | None = None) ->
     return method_class(name)(backbone, settings)
 
 
-__all__ = ["DEFAULT_LRS", "DEFAULT_METHODS", "FITTED", "METHODS", "BackboneMethod", "Conditioning",
-           "Method", "MethodSettings", "UserState", "build_method", "method_class"]
+__all__ = [
+    "DEFAULT_LRS",
+    "DEFAULT_METHODS",
+    "FITTED",
+    "METHODS",
+    "BackboneMethod",
+    "Conditioning",
+    "Method",
+    "MethodSettings",
+    "UserState",
+    "build_method",
+    "method_class",
+]

@@ -18,9 +18,9 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from lpm_local.memory.windows import ChatTokens, Window, WindowConfig, make_windows, qa_window
 from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
 from lpm_local.research.eval.scoring import ContextCache, prompt_length, score_windows
-from lpm_local.memory.windows import ChatTokens, Window, WindowConfig, make_windows, qa_window
 
 # Per-method default learning rates, used when no lr grid search ran (``lpm eval --lr-grid``).
 # 3e-2 won the memory experiment's search for 8 full-width soft tokens at 10 steps (grid 1e-2,
@@ -40,7 +40,9 @@ class MethodSettings:
     # Learning rate per fitted method (missing: DEFAULT_LRS).
     lrs: tuple[tuple[str, float], ...] = ()
     # One exchange per window, no context: the experiment's cheapest windows covering the history.
-    window: WindowConfig = field(default_factory=lambda: WindowConfig(context_turns=0, target_turns=2))
+    window: WindowConfig = field(
+        default_factory=lambda: WindowConfig(context_turns=0, target_turns=2)
+    )
     # Soft tokens of per-user prompt tuning: 8 x hidden, the same state as LPM's 8 slots.
     soft_tokens: int = 8
     # LoRA rank and scale on the attention query/value maps: "small", as per-user adapters are.
@@ -57,11 +59,15 @@ class MethodSettings:
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or self.soft_tokens < 1 or self.lora_rank < 1:
-            raise ValueError(f"bad method settings: steps={self.steps} batch_size={self.batch_size} "
-                             f"soft_tokens={self.soft_tokens} lora_rank={self.lora_rank}")
+            raise ValueError(
+                f"bad method settings: steps={self.steps} batch_size={self.batch_size} "
+                f"soft_tokens={self.soft_tokens} lora_rank={self.lora_rank}"
+            )
         if self.retrieval_k < 1 or self.answer_reserve < 16:
-            raise ValueError(f"retrieval_k must be >= 1 and answer_reserve >= 16, got "
-                             f"{self.retrieval_k}, {self.answer_reserve}")
+            raise ValueError(
+                f"retrieval_k must be >= 1 and answer_reserve >= 16, got "
+                f"{self.retrieval_k}, {self.answer_reserve}"
+            )
         for name, lr in self.lrs:
             if not 0 < lr < 10:
                 raise ValueError(f"learning rate for {name} must be in (0, 10), got {lr}")
@@ -95,10 +101,13 @@ class Method(Protocol):
 
     def fit(self, history: Sequence[HistoryTurn]) -> UserState: ...
 
-    def score_options(self, state: UserState, question: EvalQuestion,
-                      options: Sequence[str] | None = None) -> list[float]: ...
+    def score_options(
+        self, state: UserState, question: EvalQuestion, options: Sequence[str] | None = None
+    ) -> list[float]: ...
 
-    def generate(self, state: UserState, question: EvalQuestion, *, max_new_tokens: int = 32) -> str: ...
+    def generate(
+        self, state: UserState, question: EvalQuestion, *, max_new_tokens: int = 32
+    ) -> str: ...
 
     def kv_tokens(self, state: UserState, question: EvalQuestion) -> int: ...
 
@@ -143,8 +152,9 @@ class BackboneMethod:
 
     # -- shared measurement ------------------------------------------------------------------
 
-    def score_options(self, state: UserState, question: EvalQuestion,
-                      options: Sequence[str] | None = None) -> list[float]:
+    def score_options(
+        self, state: UserState, question: EvalQuestion, options: Sequence[str] | None = None
+    ) -> list[float]:
         """Mean token log-prob of each option after the conditioned prompt."""
         cond = self.condition(state, question)
         windows = self._windows(cond, question, options or question.options)
@@ -153,7 +163,9 @@ class BackboneMethod:
             return cache.score(windows)
         return score_windows(self.model, cond.soft, windows)
 
-    def generate(self, state: UserState, question: EvalQuestion, *, max_new_tokens: int = 32) -> str:
+    def generate(
+        self, state: UserState, question: EvalQuestion, *, max_new_tokens: int = 32
+    ) -> str:
         """Greedy answer to the question (for token F1)."""
         cond = self.condition(state, question)
         ids = self._prompt_ids(cond, question)
@@ -200,15 +212,25 @@ class BackboneMethod:
         return (self.settings.seed * 100_003 + zlib.crc32(head)) % (2**31)
 
     def context_ids(self, context: Sequence[HistoryTurn]) -> list[int]:
-        return [i for role, content in context for i in self.chat.turn(role, content, label=False)[0]]
+        return [
+            i for role, content in context for i in self.chat.turn(role, content, label=False)[0]
+        ]
 
-    def _windows(self, cond: Conditioning, question: EvalQuestion, options: Sequence[str]) -> list[Window]:
-        return [qa_window(self.chat, question.prompt, question.answer_prefix, option,
-                          context=cond.context) for option in options]
+    def _windows(
+        self, cond: Conditioning, question: EvalQuestion, options: Sequence[str]
+    ) -> list[Window]:
+        return [
+            qa_window(
+                self.chat, question.prompt, question.answer_prefix, option, context=cond.context
+            )
+            for option in options
+        ]
 
     def _prompt_ids(self, cond: Conditioning, question: EvalQuestion) -> list[int]:
         """Prompt through the answer prefix: what precedes an option (or a generated answer)."""
-        window = qa_window(self.chat, question.prompt, question.answer_prefix, "x", context=cond.context)
+        window = qa_window(
+            self.chat, question.prompt, question.answer_prefix, "x", context=cond.context
+        )
         return list(window.input_ids[: prompt_length([window])])
 
     def _shared_cache(self, state: UserState, cond: Conditioning) -> ContextCache | None:
@@ -218,7 +240,11 @@ class BackboneMethod:
         ids = self.context_ids(cond.context)
         if len(ids) < self.settings.cache_min_tokens:
             return None
-        if self._cache is None or self._cache[0] != id(state) or self._cache[1].prefix_ids != tuple(ids):
+        if (
+            self._cache is None
+            or self._cache[0] != id(state)
+            or self._cache[1].prefix_ids != tuple(ids)
+        ):
             self._cache = None  # free the old cache before building the new one
             self._cache = (id(state), ContextCache(self.model, cond.soft, ids))
         return self._cache[1]

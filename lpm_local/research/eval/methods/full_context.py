@@ -21,17 +21,24 @@ class FullContext(BackboneMethod):
     def fit(self, history: Sequence[HistoryTurn]) -> UserState:
         budget = max(0, self.backbone.context_window - self.settings.answer_reserve)
         kept = most_recent(self.chat, history, budget)
-        return UserState(tuple(history), extra={"context": kept, "dropped_turns": len(history) - len(kept)})
+        return UserState(
+            tuple(history), extra={"context": kept, "dropped_turns": len(history) - len(kept)}
+        )
 
     def condition(self, state: UserState, question: EvalQuestion) -> Conditioning:
         return Conditioning(context=state.extra["context"], cacheable=True)
 
     def describe(self) -> dict:
-        return {**super().describe(), "window": self.backbone.context_window,
-                "answer_reserve": self.settings.answer_reserve}
+        return {
+            **super().describe(),
+            "window": self.backbone.context_window,
+            "answer_reserve": self.settings.answer_reserve,
+        }
 
 
-def most_recent(chat, history: Sequence[HistoryTurn], budget_tokens: int) -> tuple[HistoryTurn, ...]:
+def most_recent(
+    chat, history: Sequence[HistoryTurn], budget_tokens: int
+) -> tuple[HistoryTurn, ...]:
     """The longest suffix of whole turns whose ChatML tokens fit in ``budget_tokens``."""
     spent, start = 0, len(history)
     for i in range(len(history) - 1, -1, -1):

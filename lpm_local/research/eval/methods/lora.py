@@ -15,10 +15,15 @@ from contextlib import contextmanager
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
-from lpm_local.research.eval.methods.base import BackboneMethod, Conditioning, MethodSettings, UserState
 from lpm_local.memory.fitting import _batches as fitting_batches  # the soft-prompt fits' batches
 from lpm_local.memory.lm import mean_loss
+from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
+from lpm_local.research.eval.methods.base import (
+    BackboneMethod,
+    Conditioning,
+    MethodSettings,
+    UserState,
+)
 
 
 class PerUserLora(BackboneMethod):
@@ -28,8 +33,14 @@ class PerUserLora(BackboneMethod):
     def __init__(self, backbone, settings: MethodSettings | None = None):
         super().__init__(backbone, settings)
         s = self.settings
-        self.config = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=0.0, bias="none",
-                                 target_modules=list(s.lora_targets), task_type="CAUSAL_LM")
+        self.config = LoraConfig(
+            r=s.lora_rank,
+            lora_alpha=s.lora_alpha,
+            lora_dropout=0.0,
+            bias="none",
+            target_modules=list(s.lora_targets),
+            task_type="CAUSAL_LM",
+        )
         self._attached: UserState | None = None
 
     def fit(self, history: Sequence[HistoryTurn]) -> UserState:
@@ -40,7 +51,10 @@ class PerUserLora(BackboneMethod):
             trainable = sum(p.numel() for p in params)
             if windows and self.settings.steps > 0:
                 self._train(params, windows, seed)
-            weights = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
+            weights = {
+                k: v.detach().cpu().clone()
+                for k, v in get_peft_model_state_dict(peft_model).items()
+            }
         return UserState(tuple(history), trainable=trainable, extra={"lora": weights, "seed": seed})
 
     @contextmanager
@@ -59,8 +73,14 @@ class PerUserLora(BackboneMethod):
 
     def describe(self) -> dict:
         s = self.settings
-        return {**super().describe(), "rank": s.lora_rank, "alpha": s.lora_alpha,
-                "targets": list(s.lora_targets), "lr": s.lr(self.name), "steps": s.steps}
+        return {
+            **super().describe(),
+            "rank": s.lora_rank,
+            "alpha": s.lora_alpha,
+            "targets": list(s.lora_targets),
+            "lr": s.lr(self.name),
+            "steps": s.steps,
+        }
 
     def _train(self, params: list[torch.nn.Parameter], windows, seed: int) -> None:
         optimizer = torch.optim.Adam(params, lr=self.settings.lr(self.name))

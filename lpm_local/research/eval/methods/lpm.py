@@ -12,10 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
-from lpm_local.research.eval.methods.base import BackboneMethod, Conditioning, MethodSettings, UserState
 from lpm_local.memory.fitting import fit_slots
 from lpm_local.memory.frozen import load_frozen_memory
+from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
+from lpm_local.research.eval.methods.base import (
+    BackboneMethod,
+    Conditioning,
+    MethodSettings,
+    UserState,
+)
 
 
 class LatentPersonalMemory(BackboneMethod):
@@ -31,9 +36,16 @@ class LatentPersonalMemory(BackboneMethod):
         slots = self.frozen.fresh_slots(list(history), seed=seed)
         windows = self.training_windows(history)
         if windows and self.settings.steps > 0:
-            slots = fit_slots(self.model, self.frozen.projector, slots, windows,
-                              steps=self.settings.steps, lr=self.settings.lr(self.name),
-                              batch_size=self.settings.batch_size, seed=seed).slots
+            slots = fit_slots(
+                self.model,
+                self.frozen.projector,
+                slots,
+                windows,
+                steps=self.settings.steps,
+                lr=self.settings.lr(self.name),
+                batch_size=self.settings.batch_size,
+                seed=seed,
+            ).slots
         return UserState(tuple(history), trainable=int(slots.numel()), tensor=slots)
 
     def condition(self, state: UserState, question: EvalQuestion) -> Conditioning:
@@ -42,7 +54,13 @@ class LatentPersonalMemory(BackboneMethod):
 
     def describe(self) -> dict:
         c = self.frozen.config
-        return {**super().describe(), "projector": "shipped" if self.frozen.shipped else "identity (untrained)",
-                "slot_init": "salient tokens", "projector_sha256": self.frozen.projector_sha256,
-                "slots": [c.n_slots, c.slot_dim], "soft_tokens": c.n_soft_tokens,
-                "lr": self.settings.lr(self.name), "steps": self.settings.steps}
+        return {
+            **super().describe(),
+            "projector": "shipped" if self.frozen.shipped else "identity (untrained)",
+            "slot_init": "salient tokens",
+            "projector_sha256": self.frozen.projector_sha256,
+            "slots": [c.n_slots, c.slot_dim],
+            "soft_tokens": c.n_soft_tokens,
+            "lr": self.settings.lr(self.name),
+            "steps": self.settings.steps,
+        }

