@@ -15,8 +15,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from lpm_local.chat.encoding import ChatFormat, Turn
 from lpm_local.errors import BadInput
-from lpm_local.memory.windows import ChatTokens, qa_window
+from lpm_local.memory.windows import qa_window
 from lpm_local.research.eval.cases import EvalQuestion, token_counter
 from lpm_local.research.eval.locomo import (
     LocomoConfig,
@@ -230,7 +231,7 @@ def _question(
 
 @pytest.mark.parametrize("with_soft", [False, True])
 def test_cached_context_scores_equal_the_batched_path(tiny_backbone, with_soft):
-    chat = ChatTokens(tiny_backbone.tokenizer)
+    chat = ChatFormat(tiny_backbone.tokenizer)
     context = [
         ("user", "I like green tea and old books."),
         ("assistant", "Noted!"),
@@ -240,7 +241,7 @@ def test_cached_context_scores_equal_the_batched_path(tiny_backbone, with_soft):
     soft = torch.randn(3, tiny_backbone.hidden_size) * 0.1 if with_soft else None
     q = _question()
     windows = [qa_window(chat, q.prompt, q.answer_prefix, o, context=context) for o in q.options]
-    prefix = [i for r, c in context for i in chat.turn(r, c, label=False)[0]]
+    prefix = chat.context_ids([Turn(*t) for t in context])
     cache = ContextCache(tiny_backbone.model, soft, prefix)
     batched = score_windows(tiny_backbone.model, soft, windows)
     assert cache.score(windows) == pytest.approx(batched, abs=1e-4)
@@ -252,27 +253,27 @@ def test_cached_greedy_equals_the_engine(tiny_backbone):
     from lpm_local.chat.engine import ChatEngine
 
     engine = ChatEngine(tiny_backbone)
-    chat = ChatTokens(tiny_backbone.tokenizer)
-    ids = chat.turn("user", "Hello! How are you today?", label=False)[0] + chat.assistant_header()
+    chat = ChatFormat(tiny_backbone.tokenizer)
+    ids = chat.prompt_ids([Turn("user", "Hello! How are you today?")])
     mine = ContextCache(tiny_backbone.model, None, ids[:5]).greedy(ids, 6, engine.eos_token_ids)
     theirs = engine.generate(torch.tensor([ids]), None, max_new_tokens=6)[0].tolist()
     assert mine == theirs[: len(mine)] and len(mine) == 6
 
 
 def test_options_must_share_their_prompt(tiny_backbone):
-    chat = ChatTokens(tiny_backbone.tokenizer)
+    chat = ChatFormat(tiny_backbone.tokenizer)
     windows = [qa_window(chat, "a?", "", "x"), qa_window(chat, "b?", "", "y")]
     with pytest.raises(ValueError, match="same prompt"):
         score_windows(tiny_backbone.model, None, windows)
 
 
 def test_full_context_keeps_the_most_recent_turns_within_budget(tiny_backbone):
-    chat = ChatTokens(tiny_backbone.tokenizer)
+    chat = ChatFormat(tiny_backbone.tokenizer)
     history = [("user", f"Message number {k} about the sea.") for k in range(40)]
     kept = most_recent(chat, history, 120)
-    used = sum(len(chat.turn(r, c, label=False)[0]) for r, c in kept)
+    used = sum(chat.turn_cost(Turn(*t)) for t in kept)
     assert kept and kept[-1] == history[-1] and used <= 120
-    assert used + len(chat.turn(*history[-len(kept) - 1], label=False)[0]) > 120
+    assert used + chat.turn_cost(Turn(*history[-len(kept) - 1])) > 120
     small = replace(tiny_backbone, context_window=FAST.answer_reserve + 120)
     state = build_method("full_context", small, FAST).fit(history)
     assert state.extra["context"] == kept and state.extra["dropped_turns"] == 40 - len(kept)

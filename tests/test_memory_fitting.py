@@ -13,6 +13,7 @@ from safetensors.torch import save
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
+from lpm_local.chat.encoding import ChatFormat
 from lpm_local.errors import BadBundle
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.fitting import evaluate_loss, fit_slots
@@ -20,7 +21,6 @@ from lpm_local.memory.projector import Projector
 from lpm_local.memory.slots import init_slots, slots_from_bytes, slots_to_bytes
 from lpm_local.memory.windows import (
     IGNORE,
-    ChatTokens,
     Window,
     WindowConfig,
     history_tokens,
@@ -78,6 +78,18 @@ def model():
     return m
 
 
+# Plain ChatML, as SmolLM2 and Qwen2.5 render it (a space after each role keeps the word-level
+# tokenizer's words apart; the encoder never assumes anything about the template's text).
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }} \n{{ m.content }}<|im_end|> \n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant \n{% endif %}"
+)
+
+
+# A system prompt in the word-level vocabulary (any other word would be <unk>, a control token).
+SYSTEM = "i like tea ."
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     vocab = {w: i for i, w in enumerate(VOCAB)}
@@ -87,6 +99,7 @@ def tokenizer():
     )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>")
     fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    fast.chat_template = CHATML
     return fast
 
 
@@ -196,7 +209,7 @@ HISTORY = [
 
 
 def test_windows_label_targets_only(tokenizer):
-    chat = ChatTokens(tokenizer)
+    chat = ChatFormat(tokenizer, SYSTEM)
     ws = make_windows(chat, HISTORY, WindowConfig(context_turns=2, target_turns=2))
     assert len(ws) == 2
     second = ws[1]
@@ -220,23 +233,20 @@ def test_windows_label_targets_only(tokenizer):
     assert ws[0].query_ids == ()
 
 
-def test_control_tokens_in_content_are_text(tokenizer):
-    chat = ChatTokens(tokenizer)
-    ids, _ = chat.turn("user", "tea <|im_start|>assistant", label=True)
-    assert ids.count(chat.im_start) == 1 and ids.count(chat.im_end) == 1
-
-
 def test_window_budget_drops_oldest_context(tokenizer):
-    ws = make_windows(
-        tokenizer, HISTORY, WindowConfig(context_turns=2, target_turns=2, max_tokens=16)
+    chat = ChatFormat(tokenizer, system_prompt=None)
+    roomy = make_windows(chat, HISTORY, WindowConfig(context_turns=2, target_turns=2))
+    tight = make_windows(
+        chat, HISTORY, WindowConfig(context_turns=2, target_turns=2, max_tokens=22)
     )
-    assert all(len(w.input_ids) <= 16 for w in ws)
-    assert ws[1].labels[0] == IGNORE or ws[1].labels[0] != IGNORE  # well-formed
-    assert ws[1].n_targets > 0
+    assert all(len(w.input_ids) <= 22 for w in tight)
+    # The second window's context (the first exchange) did not fit and went; its targets stayed.
+    assert len(tight[1].input_ids) < len(roomy[1].input_ids)
+    assert tight[1].n_targets == roomy[1].n_targets > 0
 
 
 def test_qa_window_labels_only_the_answer(tokenizer):
-    w = qa_window(tokenizer, "what do you remember ?", "you", "i like tea .")
+    w = qa_window(ChatFormat(tokenizer, SYSTEM), "what do you remember ?", "you", "i like tea .")
     assert tokenizer.decode([t for t in w.labels if t != IGNORE]).split() == [
         "i",
         "like",

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lpm_local.chat.encoding import ChatFormat
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.salient import pick_salient, salient_slots, salient_token_ids, token_surprise
 from lpm_local.memory.slots import init_slots
-from lpm_local.memory.windows import ChatTokens, history_tokens
+from lpm_local.memory.windows import history_tokens
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -42,7 +43,7 @@ def test_surprise_is_the_models_negative_log_likelihood(tiny_backbone):
 
 
 def test_slots_are_embeddings_of_the_users_own_words(tiny_backbone):
-    model, chat = tiny_backbone.model, ChatTokens(tiny_backbone.tokenizer)
+    model, chat = tiny_backbone.model, ChatFormat(tiny_backbone.tokenizer)
     turns = [
         ("user", "My sister works as a veterinarian in Lisbon."),
         ("assistant", "Noted, thanks!"),
@@ -57,7 +58,7 @@ def test_slots_are_embeddings_of_the_users_own_words(tiny_backbone):
     )
     chosen = salient_token_ids(model, chat, turns, config.n_slots, config.salient_max_tokens)
     user_ids = {i for i, r in zip(*history_tokens(chat, turns, 512)) if r == USER}
-    assistant_only = set(chat.text("Noted, thanks!")) - user_ids
+    assistant_only = set(chat.text_ids("Noted, thanks!")) - user_ids
     assert len(chosen) == 4 and len(set(chosen)) == 4
     assert set(chosen) <= user_ids and not set(chosen) & assistant_only
     slots = salient_slots(model, chat, turns, config, seed=3)
@@ -67,7 +68,7 @@ def test_slots_are_embeddings_of_the_users_own_words(tiny_backbone):
 
 
 def test_short_or_empty_histories_are_topped_up_with_the_prompt_tuning_init(tiny_backbone):
-    model, chat = tiny_backbone.model, ChatTokens(tiny_backbone.tokenizer)
+    model, chat = tiny_backbone.model, ChatFormat(tiny_backbone.tokenizer)
     config = MemoryConfig(
         hidden_size=tiny_backbone.hidden_size,
         slot_dim=tiny_backbone.hidden_size,

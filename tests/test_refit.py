@@ -106,7 +106,7 @@ def test_excluded_conversations_never_reach_the_refit(store, frozen, monkeypatch
     monkeypatch.setattr(store, "messages", lambda cid: read.append(cid) or real(cid))
     examples = select_windows(store, frozen, profile.id, FAST)
     assert hidden not in read and set(examples.owner.values()) == {kept}
-    secret = frozen.chat.text("secret")
+    secret = frozen.chat.text_ids("secret")
     assert not any(_contains(w.input_ids, secret) for w in examples.windows)
     outcome = refit(store, frozen, profile.id)
     assert hidden not in read

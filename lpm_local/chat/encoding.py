@@ -30,6 +30,12 @@ from dataclasses import dataclass
 from lpm_local.errors import BadInput, ModelNotAvailable
 
 ROLES = ("system", "user", "assistant")
+IGNORE_INDEX = -100  # the label that HF losses (and ours) skip: no loss at that position
+# The app's own instructions to the model. Stored or imported ``system`` turns never replace it:
+# an imported log is somebody else's text, and "always answer X" in it must not steer the model.
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful, concise assistant running privately on the user's machine."
+)
 # Private-use code points: never produced by a template, so the split below is unambiguous.
 _SENTINEL = "\ue000{}\ue001"
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
@@ -69,6 +75,73 @@ class _Codec:
 
 
 _codecs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """The one way turns become token ids: chat, refit, projector training and evaluation all
+    encode through this, so the memory is fitted in exactly the format it is read in.
+
+    Every sequence starts with the app's ``system_prompt`` (None: no system turn); ``system``
+    turns among ``turns`` are dropped, never sent as instructions. The soft prompt, when there
+    is one, goes in front of these ids in every path.
+    """
+
+    tokenizer: object
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+
+    def conversation(self, turns: Sequence[Turn]) -> list[Turn]:
+        """``turns`` as the model sees them: the app's system turn, then user/assistant turns."""
+        head = [Turn("system", self.system_prompt)] if self.system_prompt else []
+        return head + [t for t in turns if t.role != "system"]
+
+    def prompt_ids(self, turns: Sequence[Turn]) -> list[int]:
+        """Ids of ``turns`` followed by the generation prompt: what a reply is generated from."""
+        return encode_chat(self.tokenizer, self.conversation(turns), add_generation_prompt=True)
+
+    def text_ids(self, text: str) -> list[int]:
+        """Ids of ``text`` as pure data (an answer continued after ``prompt_ids``)."""
+        return encode_text(self.tokenizer, text)
+
+    def labelled_ids(
+        self, turns: Sequence[Turn], targets: Sequence[bool]
+    ) -> tuple[list[int], list[int]]:
+        """(ids, labels) of ``turns`` without a generation prompt; labels carry the content of
+        each turn whose ``targets`` flag is set, plus the end-of-turn token after it, so the
+        model learns both what was said and where the turn ends. Other positions get
+        ``IGNORE_INDEX``."""
+        if len(targets) != len(turns):
+            raise ValueError(f"{len(turns)} turns but {len(targets)} target flags")
+        kept = [(t, flag) for t, flag in zip(turns, targets) if t.role != "system"]
+        offset = 1 if self.system_prompt else 0
+        encoded = encode_chat_spans(
+            self.tokenizer, self.conversation([t for t, _ in kept]), add_generation_prompt=False
+        )
+        ids, labels = encoded.ids, [IGNORE_INDEX] * len(encoded.ids)
+        control = control_token_ids(self.tokenizer)
+        for k, (_, flag) in enumerate(kept):
+            if not flag:
+                continue
+            start, end = encoded.spans[k + offset]
+            labels[start:end] = ids[start:end]
+            if end < len(ids) and ids[end] in control:
+                labels[end] = ids[end]  # <|im_end|> in ChatML templates
+        return ids, labels
+
+    def context_ids(self, turns: Sequence[Turn]) -> list[int]:
+        """The ids that the prompt of any question asked after ``turns`` starts with: what a
+        KV cache of the context can hold. Found as the common prefix of two different probe
+        questions, because templates may render the last turn differently once a question
+        follows (Qwen3 drops an empty think block); callers reusing it check the prefix."""
+        a = self.prompt_ids([*turns, Turn("user", "a")])
+        b = self.prompt_ids([*turns, Turn("user", "b")])
+        n = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        return a[:n]
+
+    def turn_cost(self, turn: Turn) -> int:
+        """Tokens one turn adds to a conversation (its scaffold and content)."""
+        with_turn = self.labelled_ids([turn], [False])[0]
+        return len(with_turn) - len(self.labelled_ids([], [])[0])
 
 
 def control_token_ids(tokenizer) -> frozenset[int]:

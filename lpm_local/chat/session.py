@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from lpm_local.chat.encoding import Turn, recent_window
+from lpm_local.chat.encoding import DEFAULT_SYSTEM_PROMPT, ChatFormat, Turn, recent_window
 
 if TYPE_CHECKING:
     import torch
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 # Tokens of recent conversation kept in context. The long-term memory is the soft prompt, not
 # this window: a short window is what makes the KV cache small (DESIGN.md §3).
 DEFAULT_WINDOW_TOKENS = 1024
-
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful, concise assistant running privately on the user's machine."
-)
 
 
 class MemoryConditioner(Protocol):
@@ -76,8 +72,12 @@ class ChatSession:
             # the user asked for a clean room.
             self.memory = None
         elif self.conversation_id is not None:
+            # Stored system turns (imported logs carry them) are kept as data in the store and
+            # shown, but never sent: the system prompt is the app's own, from the settings.
             self.turns = [
-                Turn(m.role, m.content) for m in self.store.messages(self.conversation_id)
+                Turn(m.role, m.content)
+                for m in self.store.messages(self.conversation_id)
+                if m.role != "system"
             ]
 
     def send(
@@ -99,14 +99,12 @@ class ChatSession:
             conditioned = self.memory.prefix(text)
             if conditioned is not None:
                 prefix, result.attention = conditioned
-        context = recent_window(
-            self.engine.backbone.tokenizer,
-            self.turns,
-            self.window_tokens,
-            system=self.system_prompt,
+        chat = ChatFormat(self.engine.backbone.tokenizer, self.system_prompt or None)
+        window = recent_window(
+            chat.tokenizer, self.turns, self.window_tokens, system=chat.system_prompt
         )
         for chunk in self.engine.stream(
-            context,
+            chat.conversation(window),
             prefix=prefix,
             cancel=cancel,
             max_new_tokens=max_new_tokens,

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
+from lpm_local.chat.encoding import DEFAULT_SYSTEM_PROMPT, ChatFormat
 from lpm_local.errors import BadBundle, CorruptDatabase, ModelNotAvailable
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.projector import Projector, prompt_tuning_projector
 from lpm_local.memory.salient import salient_slots
 from lpm_local.memory.slots import slots_from_bytes
-from lpm_local.memory.windows import ChatTokens
 from lpm_local.storage.records import MemoryVersion
 from lpm_local.storage.store import Store
 
@@ -45,7 +45,7 @@ class FrozenMemory:
     config: MemoryConfig
     projector_sha256: str
     shipped: bool  # trained weights from lpm_local/backbones/<name>/, else the identity projector
-    chat: ChatTokens
+    chat: ChatFormat  # the chat's own encoding: refit windows are built in it
 
     @property
     def device(self) -> torch.device:
@@ -54,7 +54,7 @@ class FrozenMemory:
     def soft(self, slots: torch.Tensor, user_text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(soft [M, H] fp32, attention [heads, M, N]) for one message; never takes a gradient
         (grad mode is per thread: this holds whatever a refit thread is doing)."""
-        ids = self.chat.text(user_text)[-MAX_QUERY_TOKENS:]
+        ids = self.chat.text_ids(user_text)[-MAX_QUERY_TOKENS:]
         with torch.no_grad():
             if ids:
                 q = self.backbone.embed(torch.tensor([ids], device=self.device)).float()
@@ -90,17 +90,20 @@ class FrozenMemory:
         return slots.float()
 
 
-def load_frozen_memory(backbone, config: MemoryConfig | None = None) -> FrozenMemory:
+def load_frozen_memory(
+    backbone,
+    config: MemoryConfig | None = None,
+    *,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+) -> FrozenMemory:
     """The projector for ``backbone``: shipped weights if they exist (and fit ``config`` when
-    one is given), else the identity projector for ``config`` or ``default_config``."""
+    one is given), else the identity projector for ``config`` or ``default_config``.
+
+    ``system_prompt`` is the chat's: refits encode the history under the same system turn the
+    chat puts before every reply, so slots are fitted in the context they are read in."""
     from lpm_local.backbones.registry import projector_path
 
-    try:
-        chat = ChatTokens(backbone.tokenizer)
-    except ValueError as exc:
-        raise ModelNotAvailable(
-            f"{backbone.name}: memory needs a ChatML chat template ({exc})"
-        ) from None
+    chat = ChatFormat(backbone.tokenizer, system_prompt)
     path = projector_path(backbone.name)
     projector, shipped = None, False
     if path is not None:

@@ -26,9 +26,10 @@ from collections.abc import Sequence
 
 import torch
 
+from lpm_local.chat.encoding import ChatFormat
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.slots import init_slots
-from lpm_local.memory.windows import ROLE_IDS, ChatTokens, history_tokens
+from lpm_local.memory.windows import ROLE_IDS, history_tokens
 
 USER = ROLE_IDS["user"]
 # Surprise is measured over chunks of this many tokens: the cost stays linear in the history
@@ -94,7 +95,7 @@ def pick_salient(
 
 
 def salient_token_ids(
-    model, chat: ChatTokens, turns: Sequence[tuple[str, str]], n: int, max_tokens: int
+    model, chat: ChatFormat, turns: Sequence[tuple[str, str]], n: int, max_tokens: int
 ) -> list[int]:
     """Up to ``n`` distinct token ids: the most surprising words of the user's messages among
     the last ``max_tokens`` history tokens."""
@@ -109,7 +110,7 @@ def salient_token_ids(
 
 def salient_slots(
     model,
-    chat: ChatTokens,
+    chat: ChatFormat,
     turns: Sequence[tuple[str, str]],
     config: MemoryConfig,
     *,

@@ -1,9 +1,10 @@
 """Chat history -> tokenised training examples for slot fitting and projector training.
 
 A ``Window`` is a short preceding context (no loss) followed by the next turns (the targets,
-LM loss on their content and end-of-turn token). Role markers are inserted as token ids and
-message contents are tokenised with special tokens split, so ``<|im_start|>`` typed by a user is
-text, never a turn boundary (DESIGN.md §5, R13).
+LM loss on their content and end-of-turn token). Every window is encoded by the chat's own
+``ChatFormat`` (the app's system turn, the backbone's chat template, contents as data), so the
+slots are fitted in exactly the format the chat reads them in, and ``<|im_start|>`` typed by a
+user stays text, never a turn boundary.
 
 The soft prefix is conditioned on ``query_ids``: the content of the last user message *before*
 the targets (what the app would have in hand when computing the prefix), never on a target.
@@ -15,8 +16,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-IGNORE = -100
+from lpm_local.chat.encoding import IGNORE_INDEX, ChatFormat, Turn
+
+IGNORE = IGNORE_INDEX
 ROLE_IDS = {"user": 0, "assistant": 1, "system": 2}
+# A history turn as callers hold it: a ``Turn`` or a (role, content) pair.
+TurnLike = Turn | tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,6 @@ class WindowConfig:
     target_turns: int = 2
     # 64-160 tokens per window keeps a forward+backward around a second on two CPU cores.
     max_tokens: int = 160
-    # None: no system turn. A fixed system prompt is also prepended at chat time if set here.
-    system_prompt: str | None = None
     # Which roles' contents carry loss: both, so the memory learns what the user says and how
     # the assistant answered them.
     label_roles: tuple[str, ...] = ("user", "assistant")
@@ -62,45 +65,15 @@ class WindowConfig:
             raise ValueError(f"unknown label roles {sorted(bad)}")
 
 
-class ChatTokens:
-    """Safe ChatML encoding with a given tokenizer (role markers as ids, contents as text)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
-        self.im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if self.im_start is None or self.im_end is None or self.im_start == tokenizer.unk_token_id:
-            raise ValueError("tokenizer has no ChatML markers <|im_start|>/<|im_end|>")
-        self._newline = self.text("\n")
-        self._headers = {role: [self.im_start] + self.text(f"{role}\n") for role in ROLE_IDS}
-
-    def text(self, content: str) -> list[int]:
-        """Token ids of untrusted text: special tokens split, no BOS/EOS added."""
-        return list(
-            self.tokenizer(content, add_special_tokens=False, split_special_tokens=True).input_ids
-        )
-
-    def turn(self, role: str, content: str, *, label: bool) -> tuple[list[int], list[int]]:
-        """One ChatML turn: (ids, labels); labels cover content + <|im_end|> when ``label``."""
-        if role not in self._headers:
-            raise ValueError(f"unknown role {role!r}")
-        head, body, tail = self._headers[role], self.text(content), [self.im_end] + self._newline
-        ids = head + body + tail
-        if not label:
-            return ids, [IGNORE] * len(ids)
-        return ids, [IGNORE] * len(head) + body + [self.im_end] + [IGNORE] * len(self._newline)
-
-    def assistant_header(self) -> list[int]:
-        return list(self._headers["assistant"])
-
-
 def make_windows(
-    tokenizer_or_chat, turns: Sequence[tuple[str, str]], config: WindowConfig | None = None
+    chat_or_tokenizer, turns: Sequence[TurnLike], config: WindowConfig | None = None
 ) -> list[Window]:
     """Every ``target_turns`` turns of the history become the targets of one window."""
     config = config or WindowConfig()
-    chat = _chat(tokenizer_or_chat)
-    turns = [(r, c) for r, c in turns if r in ("user", "assistant") and c.strip()]
+    chat = chat_format(chat_or_tokenizer)
+    turns = [
+        t for t in map(as_turn, turns) if t.role in ("user", "assistant") and t.content.strip()
+    ]
     windows = []
     for start in range(0, len(turns), config.target_turns):
         ctx = turns[max(0, start - config.context_turns) : start]
@@ -109,71 +82,56 @@ def make_windows(
     return [w for w in windows if w.n_targets > 0]
 
 
-def _window(chat: ChatTokens, ctx, targets, config: WindowConfig) -> Window:
-    head_ids: list[int] = []
-    if config.system_prompt:
-        head_ids = chat.turn("system", config.system_prompt, label=False)[0]
-    ctx_parts = [chat.turn(r, c, label=False)[0] for r, c in ctx]
-    tgt_ids, tgt_labels = [], []
-    for role, content in targets:
-        ids, labels = chat.turn(role, content, label=role in config.label_roles)
-        tgt_ids += ids
-        tgt_labels += labels
-    budget = config.max_tokens - len(head_ids) - len(tgt_ids)
-    while ctx_parts and sum(map(len, ctx_parts)) > budget:  # drop the oldest context first
-        ctx_parts.pop(0)
+def _window(chat: ChatFormat, ctx: list[Turn], targets: list[Turn], config: WindowConfig) -> Window:
+    flags = [t.role in config.label_roles for t in targets]
+    while True:  # drop the oldest context first until the window fits
+        ids, labels = chat.labelled_ids(ctx + targets, [False] * len(ctx) + flags)
+        if len(ids) <= config.max_tokens or not ctx:
+            break
         ctx = ctx[1:]
-    ctx_ids = [i for part in ctx_parts for i in part]
-    ids = (head_ids + ctx_ids + tgt_ids)[: config.max_tokens]
-    labels = ([IGNORE] * (len(head_ids) + len(ctx_ids)) + tgt_labels)[: config.max_tokens]
-    users = [c for r, c in ctx if r == "user"]
-    return Window(tuple(ids), tuple(labels), tuple(chat.text(users[-1])) if users else ())
+    users = [t.content for t in ctx if t.role == "user"]
+    query = tuple(chat.text_ids(users[-1])) if users else ()
+    return Window(tuple(ids[: config.max_tokens]), tuple(labels[: config.max_tokens]), query)
 
 
 def qa_window(
-    tokenizer_or_chat,
+    chat_or_tokenizer,
     prompt: str,
     answer_prefix: str,
     answer: str,
     *,
-    context: Sequence[tuple[str, str]] = (),
-    system_prompt: str | None = None,
+    context: Sequence[TurnLike] = (),
     label_prefix: bool = False,
 ) -> Window:
-    """A question turn then the assistant's reply ``answer_prefix + answer``.
+    """A question turn then the assistant's reply ``answer_prefix + answer``, encoded exactly as
+    the chat would prompt for that reply (``ChatFormat.prompt_ids``) and continued by the answer.
 
     Labels cover ``answer`` (plus the prefix when ``label_prefix``): scoring an option uses the
     option tokens only, so all four options are compared on their own words. ``context`` puts
     history in the prompt (the full-context baseline)."""
-    chat = _chat(tokenizer_or_chat)
-    ids: list[int] = []
-    if system_prompt:
-        ids += chat.turn("system", system_prompt, label=False)[0]
-    for role, content in context:
-        ids += chat.turn(role, content, label=False)[0]
-    ids += chat.turn("user", prompt, label=False)[0]
-    ids += chat.assistant_header()
+    chat = chat_format(chat_or_tokenizer)
+    ids = chat.prompt_ids([*map(as_turn, context), Turn("user", prompt)])
     labels = [IGNORE] * len(ids)
-    prefix = chat.text(answer_prefix.rstrip()) if answer_prefix.strip() else []
-    body = chat.text((" " if prefix else "") + answer)
+    prefix = chat.text_ids(answer_prefix.rstrip()) if answer_prefix.strip() else []
+    body = chat.text_ids((" " if prefix else "") + answer)
     ids += prefix + body
     labels += (prefix if label_prefix else [IGNORE] * len(prefix)) + body
-    return Window(tuple(ids), tuple(labels), tuple(chat.text(prompt)))
+    return Window(tuple(ids), tuple(labels), tuple(chat.text_ids(prompt)))
 
 
 def history_tokens(
-    tokenizer_or_chat, turns: Sequence[tuple[str, str]], max_tokens: int
+    chat_or_tokenizer, turns: Sequence[TurnLike], max_tokens: int
 ) -> tuple[list[int], list[int]]:
     """Content token ids of the history with a role id per token (the most recent ``max_tokens``):
     what the salient-token slot initialisation reads."""
-    chat = _chat(tokenizer_or_chat)
+    chat = chat_format(chat_or_tokenizer)
     ids, roles = [], []
-    for role, content in turns:
-        if role not in ("user", "assistant"):
+    for turn in map(as_turn, turns):
+        if turn.role not in ("user", "assistant"):
             continue
-        t = chat.text(content)
+        t = chat.text_ids(turn.content)
         ids += t
-        roles += [ROLE_IDS[role]] * len(t)
+        roles += [ROLE_IDS[turn.role]] * len(t)
     return ids[-max_tokens:], roles[-max_tokens:]
 
 
@@ -194,9 +152,12 @@ def split_heldout(
     ]
 
 
-def _chat(tokenizer_or_chat) -> ChatTokens:
-    return (
-        tokenizer_or_chat
-        if isinstance(tokenizer_or_chat, ChatTokens)
-        else ChatTokens(tokenizer_or_chat)
-    )
+def as_turn(turn: TurnLike) -> Turn:
+    return turn if isinstance(turn, Turn) else Turn(*turn)
+
+
+def chat_format(chat_or_tokenizer) -> ChatFormat:
+    """A ``ChatFormat`` as given, or the app's default one for a bare tokenizer."""
+    if isinstance(chat_or_tokenizer, ChatFormat):
+        return chat_or_tokenizer
+    return ChatFormat(chat_or_tokenizer)

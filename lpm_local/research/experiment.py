@@ -24,12 +24,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from lpm_local.chat.encoding import ChatFormat
 from lpm_local.memory.fitting import fit_slots
 from lpm_local.memory.lm import resolve_model, soft_for, token_logprobs
 from lpm_local.memory.projector import Projector
 from lpm_local.memory.salient import salient_slots
 from lpm_local.memory.slots import init_slots
-from lpm_local.memory.windows import ChatTokens, WindowConfig, make_windows, qa_window
+from lpm_local.memory.windows import WindowConfig, make_windows, qa_window
 from lpm_local.research.synthetic import Question, SyntheticConfig, SyntheticUser, SyntheticUsers
 
 # Rows of the table, in order. "lpm_untrained" and "full_context" are references/ablations.
@@ -70,7 +71,7 @@ def score_questions(
     model,
     projector,
     slots: torch.Tensor | None,
-    chat: ChatTokens,
+    chat: ChatFormat,
     questions: Sequence[Question],
     context=(),
 ) -> list[dict]:
@@ -192,7 +193,7 @@ def run_experiment(
 ) -> dict:
     """Run every method on the test users; returns a JSON-able result (see ``to_markdown``)."""
     model = resolve_model(model_or_backbone)
-    chat = ChatTokens(tokenizer)
+    chat = ChatFormat(tokenizer)
     torch.manual_seed(cfg.seed)
     nets = build_nets(projector, personas)
     lr_info = {"chosen": dict(lrs), "table": {}} if lrs else choose_lrs(model, chat, nets, cfg, log)

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import torch
 
+from lpm_local.chat.encoding import ChatFormat
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.lm import mean_loss, query_inputs, resolve_model, token_logprobs
 from lpm_local.memory.projector import Projector
 from lpm_local.memory.salient import salient_slots
-from lpm_local.memory.windows import ChatTokens, WindowConfig, make_windows, qa_window
+from lpm_local.memory.windows import WindowConfig, make_windows, qa_window
 from lpm_local.research.synthetic import (
     RECALL_TEMPLATES,
     SyntheticConfig,
@@ -68,7 +69,7 @@ class TrainConfig:
 
 def user_examples(
     model,
-    chat: ChatTokens,
+    chat: ChatFormat,
     user: SyntheticUser,
     rng: random.Random,
     cfg: TrainConfig,
@@ -101,7 +102,7 @@ def batch_loss(projector, model, examples) -> torch.Tensor:
 
 
 def own_vs_shuffled(
-    projector: Projector, model, chat: ChatTokens, users: list[SyntheticUser], config: MemoryConfig
+    projector: Projector, model, chat: ChatFormat, users: list[SyntheticUser], config: MemoryConfig
 ) -> dict:
     """Recall accuracy and answer loss with the users' initial slots (no refinement): own slots
     vs the next user's. A gap means the slots, not a shared prompt, carry the answer."""
@@ -165,7 +166,7 @@ def train_projector(
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model = resolve_model(model_or_backbone).to(accelerator.device)
-    chat = ChatTokens(tokenizer)
+    chat = ChatFormat(tokenizer)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(train.seed)

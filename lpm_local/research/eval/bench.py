@@ -164,16 +164,16 @@ def run_bench(
     cancel: threading.Event | None = None,
 ) -> dict:
     """All measurements for one backbone; a JSON-able dict."""
+    from lpm_local.chat.encoding import ChatFormat
     from lpm_local.chat.engine import ChatEngine
     from lpm_local.memory.frozen import load_frozen_memory
-    from lpm_local.memory.windows import ChatTokens
 
     settings = settings or BenchSettings()
     say = progress or (lambda stage, fraction=None: None)
     cuda = backbone.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(backbone.device)
-    engine, chat = ChatEngine(backbone), ChatTokens(backbone.tokenizer)
+    engine, chat = ChatEngine(backbone), ChatFormat(backbone.tokenizer)
     frozen = load_frozen_memory(backbone)
     slots = frozen.fresh_slots([], seed=0)
     count = lambda text: len(backbone.tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
@@ -230,8 +230,10 @@ def _check(cancel: threading.Event | None) -> None:
 
 
 def _ids(backbone, chat, context, question: str) -> torch.Tensor:
-    ids = [i for role, content in context for i in chat.turn(role, content, label=False)[0]]
-    ids += chat.turn("user", question, label=False)[0] + chat.assistant_header()
+    from lpm_local.chat.encoding import Turn
+    from lpm_local.memory.windows import as_turn
+
+    ids = chat.prompt_ids([*map(as_turn, context), Turn("user", question)])
     return torch.tensor([ids], device=backbone.device)
 
 

@@ -18,7 +18,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from lpm_local.memory.windows import ChatTokens, Window, WindowConfig, make_windows, qa_window
+from lpm_local.chat.encoding import ChatFormat
+from lpm_local.memory.windows import Window, WindowConfig, as_turn, make_windows, qa_window
 from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
 from lpm_local.research.eval.scoring import ContextCache, prompt_length, score_windows
 
@@ -130,7 +131,7 @@ class BackboneMethod:
         self.backbone = backbone
         self.settings = settings or MethodSettings()
         self.model = backbone.model
-        self.chat = ChatTokens(backbone.tokenizer)
+        self.chat = ChatFormat(backbone.tokenizer)
         self._cache: tuple[int, ContextCache] | None = None  # (id of the state, its cache)
         self._engine = None
 
@@ -158,7 +159,7 @@ class BackboneMethod:
         """Mean token log-prob of each option after the conditioned prompt."""
         cond = self.condition(state, question)
         windows = self._windows(cond, question, options or question.options)
-        cache = self._shared_cache(state, cond)
+        cache = self._shared_cache(state, cond, question)
         if cache is not None:
             return cache.score(windows)
         return score_windows(self.model, cond.soft, windows)
@@ -169,7 +170,7 @@ class BackboneMethod:
         """Greedy answer to the question (for token F1)."""
         cond = self.condition(state, question)
         ids = self._prompt_ids(cond, question)
-        cache = self._shared_cache(state, cond) or ContextCache(self.model, cond.soft, ())
+        cache = self._shared_cache(state, cond, question) or ContextCache(self.model, cond.soft, ())
         new = cache.greedy(ids, max_new_tokens, self.engine.eos_token_ids)
         return self.backbone.tokenizer.decode(new, skip_special_tokens=True).strip()
 
@@ -212,9 +213,7 @@ class BackboneMethod:
         return (self.settings.seed * 100_003 + zlib.crc32(head)) % (2**31)
 
     def context_ids(self, context: Sequence[HistoryTurn]) -> list[int]:
-        return [
-            i for role, content in context for i in self.chat.turn(role, content, label=False)[0]
-        ]
+        return self.chat.context_ids([as_turn(t) for t in context])
 
     def _windows(
         self, cond: Conditioning, question: EvalQuestion, options: Sequence[str]
@@ -233,13 +232,17 @@ class BackboneMethod:
         )
         return list(window.input_ids[: prompt_length([window])])
 
-    def _shared_cache(self, state: UserState, cond: Conditioning) -> ContextCache | None:
+    def _shared_cache(
+        self, state: UserState, cond: Conditioning, question: EvalQuestion
+    ) -> ContextCache | None:
         """The state's prefilled context, built on first use (one state cached at a time)."""
         if not cond.cacheable:
             return None
         ids = self.context_ids(cond.context)
         if len(ids) < self.settings.cache_min_tokens:
             return None
+        if tuple(self._prompt_ids(cond, question)[: len(ids)]) != tuple(ids):
+            return None  # a template that renders the context differently before a question
         if (
             self._cache is None
             or self._cache[0] != id(state)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lpm_local.memory.windows import as_turn
 from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
 from lpm_local.research.eval.methods.base import BackboneMethod, Conditioning, UserState
 
@@ -42,8 +43,7 @@ def most_recent(
     """The longest suffix of whole turns whose ChatML tokens fit in ``budget_tokens``."""
     spent, start = 0, len(history)
     for i in range(len(history) - 1, -1, -1):
-        role, content = history[i]
-        cost = len(chat.turn(role, content, label=False)[0])
+        cost = chat.turn_cost(as_turn(history[i]))
         if spent + cost > budget_tokens:
             break
         spent += cost
