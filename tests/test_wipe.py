@@ -19,7 +19,7 @@ from builders import add_memory, finite_marker_bytes, write_chatgpt_export
 from click.testing import CliRunner
 
 from lpm_local import locations
-from lpm_local.cli import bundle as bundle_cli
+from lpm_local.cli import wipe as wipe_cli
 from lpm_local.cli.base import LpmGroup
 from lpm_local.data.bundle.archive import export_bundle
 from lpm_local.data.importing import import_files
@@ -297,7 +297,7 @@ def _cli() -> click.Group:
     def memory() -> None:
         """memory"""
 
-    for command in bundle_cli.MEMORY_COMMANDS:
+    for command in wipe_cli.MEMORY_COMMANDS:
         memory.add_command(command)
     return memory
 
