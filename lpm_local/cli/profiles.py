@@ -54,18 +54,17 @@ def profile_switch(name: str) -> None:
 @yes_option
 def profile_delete(name: str, yes: bool) -> None:
     """Delete profile NAME with all its chats, memory and imports, beyond recovery."""
-    from lpm_local.data.wipe import WipeScope, verify_wiped, wipe
+    from lpm_local.data.wipe import WipeScope, wipe_and_verify
 
     with Store.open() as store:
         scope = WipeScope.of(store, "profile", name)
         if not yes:
             click.confirm(f"Delete {scope.describe()}? This cannot be undone", abort=True)
         with progress_bar("deleting") as progress:
-            report = wipe(store, scope, progress=progress)
-        verify_wiped(store, report)
+            report = wipe_and_verify(store, scope, progress=progress)
     for line in report.lines():
         click.echo(line)
-    if report.leftovers:
+    if not report.verified:
         raise LpmError("the wipe could not be verified: see the files listed above")
 
 

@@ -32,8 +32,7 @@ def wipe(memory_only: bool, profile: str | None, everything: bool, yes: bool) ->
     Deleted data is zeroed and the database rebuilt (VACUUM), bundles of it lying in the data
     dir are removed, and every file there is scanned to verify that nothing of it remains.
     """
-    from lpm_local.data.wipe import WipeScope, verify_wiped
-    from lpm_local.data.wipe import wipe as run_wipe
+    from lpm_local.data.wipe import WipeScope, wipe_and_verify
 
     if everything and (memory_only or profile):
         raise click.UsageError("--all cannot be combined with --memory-only or --profile")
@@ -45,11 +44,10 @@ def wipe(memory_only: bool, profile: str | None, everything: bool, yes: bool) ->
         if not yes:
             click.confirm(f"Wipe {scope.describe()}? This cannot be undone", abort=True)
         with progress_bar("wiping") as progress:
-            report = run_wipe(store, scope, progress=progress)
-        verify_wiped(store, report)
+            report = wipe_and_verify(store, scope, progress=progress)
     for line in report.lines():
         click.echo(line)
-    if report.leftovers:
+    if not report.verified:
         raise LpmError("the wipe could not be verified: see the files listed above")
 
 

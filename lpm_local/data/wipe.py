@@ -124,6 +124,11 @@ class WipeReport:
     # Files in which a sample was still found; None until ``verify_wiped`` ran.
     leftovers: list[str] | None = None
 
+    @property
+    def verified(self) -> bool:
+        """True once ``verify_wiped`` scanned every file and found none of the deleted values."""
+        return self.leftovers == []
+
     def lines(self) -> list[str]:
         counts = ", ".join(f"{n:,} {what}" for what, n in self.deleted.items() if n) or "nothing"
         out = [f"wiped {self.scope.describe()}: {counts}"]
@@ -187,6 +192,28 @@ def verify_wiped(store: Store, report: WipeReport, *, data_dir: Path | None = No
     root = data_dir or store.path.parent
     report.leftovers = scan_for_samples(store, root, report.samples)
     return report.leftovers
+
+
+def wipe_and_verify(
+    store: Store,
+    scope: WipeScope,
+    *,
+    data_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> WipeReport:
+    """The wipe every front end runs (`lpm memory wipe`, `lpm profile delete`, the TUI):
+    ``wipe``, then ``verify_wiped``. The report's ``verified`` says whether the scan found
+    nothing; when it did not, ``leftovers`` names the files and ``lines()`` says so."""
+    report = wipe(store, scope, data_dir=data_dir, progress=progress)
+    _say(progress, "verifying", None)
+    verify_wiped(store, report, data_dir=data_dir)
+    return report
+
+
+def planned(store: Store, scope: WipeScope) -> dict[str, int]:
+    """What ``wipe(scope)`` would delete now, per kind of row, counted the way the wipe counts
+    its report (read only): a confirmation built from it names exactly what goes."""
+    return _count(store, scope)
 
 
 def _has_table(store: Store, name: str) -> bool:
