@@ -736,3 +736,13 @@ def test_zip_refusals(tmp_path):
     crowded.write_bytes(bytes(data))
     with pytest.raises(BadInput, match=r"crowded\.zip: central directory too large"):
         detect_format(crowded, ImportLimits(max_zip_members=1000))
+
+
+def test_the_importers_role_type_lists_the_chat_roles():
+    """Parsers type roles as a Literal; the values are the one ``ROLES`` of the chat encoder."""
+    from typing import get_args
+
+    from lpm_local.chat.encoding import ROLES
+    from lpm_local.data.importers.base import Role
+
+    assert get_args(Role) == ROLES

@@ -34,6 +34,7 @@ from lpm_local.data.sources import (  # re-exported: the import API in one place
     file_sha256,
     merge_notes,
 )
+from lpm_local.data.sources import ImportCancelled as ImportCancelled  # "as": re-exported
 from lpm_local.errors import LpmError
 from lpm_local.memory.requests import clear_refit_request, pending_refit, request_refit
 from lpm_local.storage.records import ImportRecord, NewMessage, Profile

@@ -16,8 +16,9 @@ from typing import Literal
 
 from .fields import clean_text
 
+# The type of a role: ``lpm_local.chat.encoding.ROLES`` as a Literal, which a type checker can
+# narrow (tests/test_importers.py checks that the two list the same roles).
 Role = Literal["system", "user", "assistant"]
-ROLES: tuple[Role, ...] = ("system", "user", "assistant")
 
 _MIB = 1024 * 1024
 
