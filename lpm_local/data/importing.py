@@ -1,6 +1,6 @@
 """Writing parsed chat logs into the store: one transaction per file, provenance, dedup, undo.
 
-Guarantees (DESIGN.md §5-§6, RELIABILITY R2, R11, R12, R15):
+Guarantees:
 
 - A file is imported inside one ``store.transaction()``: the parsers stream lazily and may raise
   ``BadInput`` half way through a file, Ctrl-C or a ``cancel`` may arrive, the process may be

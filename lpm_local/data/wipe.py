@@ -1,7 +1,8 @@
 """Wiping: forget a profile's memory (keep its chats), a whole profile, or everything.
 
-What a wipe must achieve (DESIGN.md §6, RELIABILITY R3, R5, R6): no byte of the wiped data left
-in any file under the data dir, even if the process is killed half way. The steps:
+What a wipe must achieve: no byte of the wiped data left in any file under the data dir (the
+database, its journal, exports lying there), even if the process is killed half way; forgetting
+only the memory keeps the chats. The steps:
 
 1. commit an intent row in ``pending_wipes`` (migration ``m002_pending_wipes``);
 2. in one transaction: sample a few of the values about to go (for the byte scan of step 5),
@@ -172,7 +173,7 @@ def wipe(
 
 
 def resume_pending_wipes(store: Store, *, data_dir: Path | None = None) -> list[WipeReport]:
-    """Finish wipes a killed process left (R3). Call right after ``Store.open()``, before the
+    """Finish wipes a killed process left. Call right after ``Store.open()``, before the
     store is shared with other threads.
 
     With nothing pending this is one read, outside any transaction: it never waits for the
@@ -186,7 +187,7 @@ def resume_pending_wipes(store: Store, *, data_dir: Path | None = None) -> list[
 
 
 def verify_wiped(store: Store, report: WipeReport, *, data_dir: Path | None = None) -> list[str]:
-    """Scan every file under the data dir for the report's sampled values (R5); fills and
+    """Scan every file under the data dir for the report's sampled values; fills and
     returns ``report.leftovers``. A value still present in rows outside the scope (the same
     file imported into two profiles) is not a leftover."""
     root = data_dir or store.path.parent

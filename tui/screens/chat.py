@@ -215,7 +215,8 @@ class ChatScreen(MemoryActions, Screen[None]):
         self.app.push_screen(ConfirmDialog("Delete this chat?", lines), delete)
 
     def on_markdown_link_clicked(self, event: Markdown.LinkClicked) -> None:
-        """Links in replies are never followed (R14): say where it points, open nothing."""
+        """Links in replies are never followed (model output is untrusted): say where it points,
+        open nothing."""
         event.stop()
         self.notify(f"Links are not opened from lpm. It points to: {event.href}", markup=False)
 
