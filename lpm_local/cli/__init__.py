@@ -29,6 +29,7 @@ def _register() -> None:
         bundles,
         chatting,
         evaluation,
+        forget,
         importing,
         info,
         memory,
@@ -37,7 +38,7 @@ def _register() -> None:
         wipe,
     )
 
-    for module in (chatting, importing, profiles, memory, research, evaluation, info):
+    for module in (chatting, importing, profiles, memory, forget, research, evaluation, info):
         for command in module.COMMANDS:
             main.add_command(command)
     # Export, restore and wipe have modules of their own but read as `lpm memory export|import|
