@@ -17,7 +17,7 @@ class CorruptDatabase(LpmError):
 
 
 class AlreadyRunning(LpmError):
-    """Another interactive instance holds this data dir (R17)."""
+    """Another interactive instance holds this data dir (two would show diverging views)."""
 
 
 class ModelNotAvailable(LpmError):
@@ -40,7 +40,7 @@ class BadInput(LpmError):
 
 
 class BadBundle(BadInput):
-    """A memory bundle (.lpm) or tensor blob that is refused (R10)."""
+    """A memory bundle (.lpm) or tensor blob that is refused: damaged, hostile, or not ours."""
 
 
 class NotFound(LpmError):

@@ -44,7 +44,7 @@ def db_path() -> Path:
 
 
 def lock_path() -> Path:
-    """The lock file held by the one interactive instance (R17)."""
+    """The lock file held by the one interactive instance (``storage.instance``)."""
     return data_dir() / "lpm.lock"
 
 

@@ -1,11 +1,13 @@
 """A scripted model (and a scripted memory runtime) for fast UI tests.
 
-Only the expensive, external part is faked: the engine streams a scripted reply instead of
-running a network, and ``ScriptedMemory`` stands in for the memory runtime that is not written
-yet (it follows the contract in ARCHITECTURE.md: ``prefix``, ``after_turn``, ``state``,
-``add_listener``, ``refit_now``, ``cancel_refit``, ``rollback``, ``forget``, ``slot_info``).
-Everything else is real: the SQLite ``Store``, ``ChatSession`` (storing, titles, temporary
-sessions) and the tokenizer's chat template when one is given.
+Only the expensive part is faked: the engine streams a scripted reply instead of running a
+network, and ``ScriptedMemory`` stands in for ``lpm_local.memory.runtime.MemoryRuntime`` so a UI
+test needs no refit on a real model (tests/test_tui.py has one end-to-end test with the real
+runtime). ``ScriptedMemory`` implements what the TUI asks of the runtime, the
+``tui.memory_adapter.MemoryControls`` protocol, with the library's own types (``RuntimeState``,
+``RefitEvent``, ``RefitOutcome``, ``SlotDescription``), plus the chat's ``prefix`` and
+``after_turn``. Everything else is real: the SQLite ``Store``, ``ChatSession`` (storing,
+titles, temporary sessions) and the tokenizer's chat template when one is given.
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
 import torch
+
+from lpm_local.memory.inspection import SlotDescription
+from lpm_local.memory.refit import RefitOutcome
+from lpm_local.memory.runtime import RefitEvent, RuntimeState
+from lpm_local.storage.records import Profile
+from lpm_local.storage.store import Store
 
 Reply = Callable[[str], str]
 
@@ -74,22 +82,13 @@ class ScriptedEngine:
                 time.sleep(self.delay)
 
 
-@dataclass
-class RefitEvent:
-    stage: str
-    fraction: float | None
-    done: bool
-    result: Any = None
-    error: str | None = None
-
-
 class ScriptedMemory:
     """A memory runtime with N slots and M soft tokens; refits write real store versions."""
 
     def __init__(
         self,
-        store: Any,
-        profile: Any,
+        store: Store,
+        profile: Profile,
         *,
         slots: int = 8,
         queries: int = 4,
@@ -98,14 +97,19 @@ class ScriptedMemory:
     ) -> None:
         self.store, self.profile = store, profile
         self.n, self.m, self.heads, self.hidden = slots, queries, heads, hidden
-        self.state = SimpleNamespace(
-            running=False, stage="", fraction=None, last_refit_at=None, current_version_id=None
-        )
+        self._state = RuntimeState()
         self.listeners: list[Callable[[RefitEvent], None]] = []
         self.turns_seen = 0
         self.release = threading.Event()  # tests hold a refit mid-way until they set this
         self.release.set()
         self.forgotten: list[int] = []
+
+    @property
+    def state(self) -> RuntimeState:
+        return self._state
+
+    def _set(self, **changes: Any) -> None:
+        self._state = replace(self._state, **changes)
 
     def prefix(self, user_text: str) -> tuple[torch.Tensor, torch.Tensor]:
         generator = torch.Generator().manual_seed(len(user_text))
@@ -126,26 +130,31 @@ class ScriptedMemory:
         for callback in self.listeners:
             callback(event)
 
-    def refit_now(self) -> None:
-        self.state.running, self.state.stage, self.state.fraction = True, "fitting", 0.0
+    def refit_now(self, reason: str = "on demand") -> None:
+        self._set(running=True, stage="fitting", fraction=0.0)
         threading.Thread(target=self._refit, daemon=True).start()
 
     def _refit(self) -> None:
         self._emit(RefitEvent("fitting", 0.5, False))
-        self.state.fraction = 0.5
+        self._set(fraction=0.5)
         self.release.wait(10)
         version = self._write_version(heldout=1.0 / (2 + len(self._versions())))
-        self.state.running, self.state.stage, self.state.fraction = False, "", None
-        self.state.current_version_id = version
-        self.state.last_refit_at = self.store.get_memory_version(
-            version, with_tensors=False
-        ).created_at
-        outcome = SimpleNamespace(
+        stored = self.store.get_memory_version(version, with_tensors=False)
+        outcome = RefitOutcome(
+            refit_id=None,
             status="committed",
+            base_version_id=None,
             new_version_id=version,
-            heldout_before=None,
-            heldout_after=self.store.get_memory_version(version, with_tensors=False).heldout_loss,
-            detail="",
+            heldout_after=stored.heldout_loss,
+        )
+        self._set(
+            running=False,
+            stage="",
+            fraction=None,
+            current_version_id=version,
+            last_refit_at=stored.created_at,
+            last_status="committed",
+            last_summary=outcome.summary(),
         )
         self._emit(RefitEvent("committed", 1.0, True, outcome))
 
@@ -175,7 +184,7 @@ class ScriptedMemory:
 
     def rollback(self, version_id: int) -> None:
         self.store.set_current_version(self.profile.id, version_id)
-        self.state.current_version_id = version_id
+        self._set(current_version_id=version_id)
 
     def forget(self, conversation_id: int) -> None:
         """Like the runtime: the chat stays, excluded from memory."""
@@ -187,20 +196,19 @@ class ScriptedMemory:
         return self.store.get_profile_by_id(self.profile.id).memory_enabled
 
     def reload(self) -> None:
-        self.state.current_version_id = self.store.get_profile_by_id(
-            self.profile.id
-        ).current_version_id
+        profile = self.store.get_profile_by_id(self.profile.id)
+        self._set(current_version_id=profile.current_version_id)
 
-    def slot_info(self, attention: Any = None) -> list[dict]:
+    def slot_info(self, attention: torch.Tensor | None = None) -> list[SlotDescription]:
         """Hostile labels and sources on purpose: the inspector must show them literally."""
         return [
-            {
-                "index": i,
-                "label": f"[b]slot {i}[/b] [@click=app.quit]x[/]",
-                "usage": 1 / (i + 1),
-                "usage_history": [0.1, 1 / (i + 1)],
-                "sources": ["#1 [link=file:///etc/passwd]trip[/link]"],
-            }
+            SlotDescription(
+                index=i,
+                label=f"[b]slot {i}[/b] [@click=app.quit]x[/]",
+                usage=1 / (i + 1),
+                usage_history=[0.1, 1 / (i + 1)],
+                sources=["#1 [link=file:///etc/passwd]trip[/link]"],
+            )
             for i in range(self.n)
         ]
 
@@ -210,13 +218,13 @@ class ScriptedMemory:
 
 @dataclass
 class ScriptedAssistant:
-    """``lpm_local.chat.assistant.Assistant``'s shape, built on a real store and a scripted engine."""
+    """``lpm_local.chat.assistant.Assistant``'s shape: a real store, a scripted engine."""
 
-    store: Any
+    store: Store
     backbone: Any
     engine: ScriptedEngine
-    profile: Any
-    memory: Any = None
+    profile: Profile
+    memory: ScriptedMemory | None = None
     closed: bool = False
 
     def new_session(self, *, temporary: bool = False, conversation_id: int | None = None):
@@ -244,8 +252,8 @@ class ScriptedFactory:
     """An ``assistant_factory`` for ``LpmApp``: opens the real store, scripts the rest.
 
     ``memory=True`` attaches a ``ScriptedMemory``; ``gate`` (an Event) holds the load, reporting
-    ``stage``, so tests can look at the loading screen; ``fail`` raises instead of loading. ``made`` keeps every
-    assistant built, and ``models`` every model name asked for.
+    ``stage``, so tests can look at the loading screen; ``fail`` raises instead of loading.
+    ``made`` keeps every assistant built, and ``models`` every model name asked for.
     """
 
     memory: bool = False
@@ -262,8 +270,6 @@ class ScriptedFactory:
     def __call__(
         self, model: str | None, quantize: str | None, progress: Callable[[str, float | None], None]
     ) -> ScriptedAssistant:
-        from lpm_local.storage.store import Store
-
         self.models.append(model)
         progress(*self.stage)
         if self.gate is not None:

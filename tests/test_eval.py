@@ -338,7 +338,8 @@ def test_trainable_numbers_per_user(tiny_backbone):
 
 def test_identity_lpm_is_prompt_tuning_from_the_salient_start(tiny_backbone, monkeypatch):
     """Without shipped weights LPM's projector is the identity: LPM is then prompt tuning that
-    starts from the history's salient tokens instead of random vocabulary (same fit, same scores)."""
+    starts from the history's salient tokens instead of random vocabulary (same fit, same
+    scores)."""
     import lpm_local.research.eval.methods.prompt_tuning as pt_module
 
     pt, lpm = (

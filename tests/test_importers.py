@@ -74,7 +74,8 @@ SOURDOUGH = (
     ],
 )
 CHATGPT_NOTES = [
-    "About me (ChatGPT custom instructions): Preferred name: Sam\nRole: secondary-school teacher in Porto",
+    "About me (ChatGPT custom instructions): Preferred name: Sam\n"
+    "Role: secondary-school teacher in Porto",
     "How I want replies (ChatGPT custom instructions): Be concise. Use metric units.",
 ]
 
@@ -364,12 +365,14 @@ def test_transcripts_markdown_and_plain():
                 [
                     (
                         "user",
-                        "My pytest suite fails one run in ten with `database is locked`.\nAny idea why?",
+                        "My pytest suite fails one run in ten with `database is locked`.\n"
+                        "Any idea why?",
                     ),
                     (
                         "assistant",
                         "Two connections are writing at once. Open the write transaction with "
-                        '`BEGIN IMMEDIATE`:\n\n```python\nconn.execute("BEGIN IMMEDIATE")\n## User\n'
+                        "`BEGIN IMMEDIATE`:\n\n```python\n"
+                        'conn.execute("BEGIN IMMEDIATE")\n## User\n'
                         "this heading is inside a code block, not a new turn\n```\n\n## Summary\n\n"
                         "Use one writer at a time.",
                     ),
@@ -500,7 +503,8 @@ def _chatgpt_with(mutate) -> bytes:
         ),
         (
             lambda d: d[1]["mapping"]["aaa2f1e0-u1"]["message"].pop("author"),
-            r"item 2 \(conversation 'Sourdough starter'\), mapping\['aaa2f1e0-u1'\]\.message: missing field 'author'",
+            r"item 2 \(conversation 'Sourdough starter'\), "
+            r"mapping\['aaa2f1e0-u1'\]\.message: missing field 'author'",
         ),
         (
             lambda d: d[0].update(current_node="nope"),
@@ -589,7 +593,7 @@ def test_large_export_streams_with_bounded_memory(tmp_path):
         with parse_file(path, progress=lambda done, total: seen.append(done)) as pf:
             first_at = None
             messages = 0
-            for n, conversation in enumerate(pf.conversations):
+            for conversation in pf.conversations:
                 first_at = seen[-1] if first_at is None else first_at
                 messages += len(conversation.messages)
         _, peak = tracemalloc.get_traced_memory()
@@ -736,3 +740,13 @@ def test_zip_refusals(tmp_path):
     crowded.write_bytes(bytes(data))
     with pytest.raises(BadInput, match=r"crowded\.zip: central directory too large"):
         detect_format(crowded, ImportLimits(max_zip_members=1000))
+
+
+def test_the_importers_role_type_lists_the_chat_roles():
+    """Parsers type roles as a Literal; the values are the one ``ROLES`` of the chat encoder."""
+    from typing import get_args
+
+    from lpm_local.chat.encoding import ROLES
+    from lpm_local.data.importers.base import Role
+
+    assert get_args(Role) == ROLES

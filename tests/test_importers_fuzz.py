@@ -291,9 +291,10 @@ def encoding_cases() -> list[Case]:
         text = fixture_bytes(relative).decode("utf-8")
         name = Path(relative).name
         for codec, bom in [
-            ("utf-16-le", codecs.BOM_UTF16_LE), ("utf-16-be", codecs.BOM_UTF16_BE), ("utf-16-le", b""),
-            ("utf-16-be", b""), ("utf-32-le", codecs.BOM_UTF32_LE), ("utf-8", codecs.BOM_UTF8),
-            ("utf-8", codecs.BOM_UTF8 * 2), ("latin-1", b""), ("cp1252", b""),
+            ("utf-16-le", codecs.BOM_UTF16_LE), ("utf-16-be", codecs.BOM_UTF16_BE),
+            ("utf-16-le", b""), ("utf-16-be", b""), ("utf-32-le", codecs.BOM_UTF32_LE),
+            ("utf-8", codecs.BOM_UTF8), ("utf-8", codecs.BOM_UTF8 * 2), ("latin-1", b""),
+            ("cp1252", b""),
         ]:  # fmt: skip
             data = bom + text.encode(codec, errors="replace")
             cases.append(Case("bom-utf16", f"{relative}:{codec}:{len(bom)}", writer(name, data)))
@@ -309,7 +310,8 @@ def sqlite_cases() -> list[Case]:
             "UPDATE message SET author = 'robot' WHERE id = 1;",
             "UPDATE chat SET name = x'00' WHERE id = 1;",
             "DROP TABLE message; CREATE VIEW message AS WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL "
-            "SELECT i + 1 FROM r) SELECT i AS id, 1 AS chat_id, 'user' AS author, 'x' AS text FROM r;",
+            "SELECT i + 1 FROM r) SELECT i AS id, 1 AS chat_id, 'user' AS author, 'x' AS text "
+            "FROM r;",
             "DROP TABLE chat;",
             "UPDATE message SET text = char(0) || 'hi' || char(27) || '[2J' WHERE id = 1;",
             "UPDATE message SET chat_id = 999;",
@@ -365,8 +367,10 @@ def _corrupt_db(script: str, seed: int) -> Callable[[], bytes]:
 
 def zip_cases() -> list[Case]:
     conv = fixture_bytes("chatgpt/conversations.json")
-    slip_names = ["../conversations.json", "/etc/conversations.json", "C:\\x\\conversations.json",
-                  "a/../../conversations.json", "..\\..\\evil.txt", "c:conversations.json", "x/./../../y"]  # fmt: skip
+    slip_names = [
+        "../conversations.json", "/etc/conversations.json", "C:\\x\\conversations.json",
+        "a/../../conversations.json", "..\\..\\evil.txt", "c:conversations.json", "x/./../../y",
+    ]  # fmt: skip
     cases = [
         Case(
             "zip-slip",
@@ -568,8 +572,9 @@ def test_corpus_is_big_and_covers_every_category():
     categories = {c.category for c in CORPUS}
     assert len(CORPUS) >= 1000
     assert categories >= {
-        "deep-nesting", "invalid-utf8", "bom-utf16", "lone-surrogates", "nul", "duplicate-keys", "nan",
-        "wrong-types", "missing-fields", "empty-conversations", "zip-bomb", "zip-slip", "size",
+        "deep-nesting", "invalid-utf8", "bom-utf16", "lone-surrogates", "nul", "duplicate-keys",
+        "nan", "wrong-types", "missing-fields", "empty-conversations", "zip-bomb", "zip-slip",
+        "size",
     }  # fmt: skip
 
 
@@ -643,9 +648,10 @@ print(json.dumps({"outcome": outcome, "extra_mib": (after - before) / 1024}))
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
-    ["zip-bomb:ratio", "size:sparse-1.5GiB-json-head", "size:object-blowup-in-one-item", "size:sparse-1.5GiB-jsonl-head",
-     "size:sparse-1.5GiB-transcript", "empty-conversations:1e6-chatgpt-raised-limit",
-     "empty-conversations:1e6-jsonl", "transcript:endless-line"],
+    ["zip-bomb:ratio", "size:sparse-1.5GiB-json-head", "size:object-blowup-in-one-item",
+     "size:sparse-1.5GiB-jsonl-head", "size:sparse-1.5GiB-transcript",
+     "empty-conversations:1e6-chatgpt-raised-limit", "empty-conversations:1e6-jsonl",
+     "transcript:endless-line"],
 )  # fmt: skip
 def test_heavy_cases_stay_under_512_mib(name: str, tmp_path: Path):
     case = next(c for c in CORPUS if repr(c) == name)

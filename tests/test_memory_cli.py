@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from lpm_local.cli.base import LpmGroup
+from lpm_local.cli.forget import COMMANDS as FORGET_COMMANDS
 from lpm_local.cli.memory import COMMANDS, memory
 from lpm_local.memory import requests
 from lpm_local.memory.inspection import record_reply_attention
@@ -20,7 +21,7 @@ def cli() -> None:
     """The commands under test, mounted as `lpm` mounts them."""
 
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, *FORGET_COMMANDS):
     cli.add_command(_command)
 
 

@@ -1,4 +1,5 @@
-"""Slots storage (R9/R10), history windows (R13) and the refit core ``fit_slots`` (R4)."""
+"""Slots storage (a bit-exact round trip, damaged blobs refused), history windows (message text
+never becomes a turn boundary) and the refit core ``fit_slots`` (its input slots never change)."""
 
 from __future__ import annotations
 

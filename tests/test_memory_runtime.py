@@ -1,4 +1,5 @@
-"""``MemoryRuntime`` in a chat: prefix, R22 through ChatSession, scheduling, control, threads."""
+"""``MemoryRuntime`` in a chat: prefix, memory off = the bare model through ChatSession (R22),
+scheduling, control, threads."""
 
 from __future__ import annotations
 

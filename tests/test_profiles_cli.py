@@ -12,8 +12,8 @@ import pytest
 from builders import add_memory
 from click.testing import CliRunner
 
-from lpm_local.cli import bundle as bundle_cli
-from lpm_local.cli import data
+from lpm_local.cli import bundles, importing, profiles
+from lpm_local.cli import wipe as wipe_cli
 from lpm_local.cli.base import LpmGroup
 from lpm_local.storage.store import Store
 
@@ -25,7 +25,7 @@ def lpm() -> None:
     """A stand-in for `lpm` with this module's commands attached."""
 
 
-for _command in data.COMMANDS:
+for _command in (*importing.COMMANDS, *profiles.COMMANDS):
     lpm.add_command(_command)
 
 
@@ -34,7 +34,7 @@ def memory() -> None:
     """The `lpm memory` group."""
 
 
-for _command in bundle_cli.MEMORY_COMMANDS:
+for _command in (*bundles.MEMORY_COMMANDS, *wipe_cli.MEMORY_COMMANDS):
     memory.add_command(_command)
 
 

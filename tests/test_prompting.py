@@ -1,5 +1,6 @@
-"""Chat encoding: equal to ``apply_chat_template`` for ordinary text, and R13 for hostile text;
-the recent window under a token budget. Uses the tiny Qwen3's real BPE tokenizer and template."""
+"""Chat encoding: equal to ``apply_chat_template`` for ordinary text, and, for hostile text, no
+control token inside a message (R13); the recent window under a token budget. Uses the tiny
+Qwen3's real BPE tokenizer and template."""
 
 from __future__ import annotations
 

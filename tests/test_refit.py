@@ -1,4 +1,5 @@
-"""One refit job on the tiny Qwen3: windows, warm start, commit rule, R4, cancel, the lock."""
+"""One refit job on the tiny Qwen3: windows, warm start, commit rule, a failure leaving the
+memory bitwise unchanged (R4), cancel, the lock."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def refit(store, frozen, profile_id, settings=FAST, **kw):
 
 
 def snapshot(store: Store, profile_id: int):
-    """Everything R4 says must not change: pointer, version rows and their bytes."""
+    """Everything a failed refit must leave as it was: pointer, version rows and their bytes."""
     current = store.get_profile_by_id(profile_id).current_version_id
     rows = store.list_memory_versions(profile_id)
     return current, [(v.id, store.get_memory_version(v.id).tensors) for v in rows]

@@ -107,7 +107,8 @@ def _spawn(code: str, *args: str) -> subprocess.Popen:
 
 
 def _check(known: set[str], initial: int) -> tuple[int | None, int]:
-    """The R1 invariants; returns (current version id, running refit rows left)."""
+    """What a kill during a commit must leave: an intact file, the old or the new version with
+    its sha256, no stray versions; returns (current version id, running refit rows left)."""
     with Store.open() as store:  # quick_check on open
         assert store._scalar("PRAGMA integrity_check") == "ok"
         profile = store.get_profile("default")

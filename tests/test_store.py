@@ -32,7 +32,7 @@ def _count(store: Store, table: str) -> int:
     return store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
-# -- R7, R8 ------------------------------------------------------------------------------------
+# -- pragmas read back as set, private file modes (R7, R8) --------------------------------------
 
 
 def test_pragmas_read_back_on_every_connection(tmp_path):
@@ -75,7 +75,7 @@ def test_existing_database_mode_is_tightened():
         assert _mode(locations.db_path()) == 0o600
 
 
-# -- R19 ---------------------------------------------------------------------------------------
+# -- a corrupt file is detected at start and never overwritten (R19) ----------------------------
 
 
 def _real_db(path: Path) -> Path:

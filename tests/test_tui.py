@@ -515,7 +515,7 @@ async def test_failed_model_switch_goes_back_to_the_chat():
         await send(pilot, "still works")
 
 
-# -- untrusted text (R14) ------------------------------------------------------------------------
+# -- untrusted text is shown literally and never acts (R14) -------------------------------------
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)

@@ -19,11 +19,18 @@ from builders import add_memory, finite_marker_bytes, write_chatgpt_export
 from click.testing import CliRunner
 
 from lpm_local import locations
-from lpm_local.cli import bundle as bundle_cli
+from lpm_local.cli import wipe as wipe_cli
 from lpm_local.cli.base import LpmGroup
 from lpm_local.data.bundle.archive import export_bundle
 from lpm_local.data.importing import import_files
-from lpm_local.data.wipe import WipeScope, resume_pending_wipes, verify_wiped, wipe
+from lpm_local.data.wipe import (
+    WipeScope,
+    planned,
+    resume_pending_wipes,
+    verify_wiped,
+    wipe,
+    wipe_and_verify,
+)
 from lpm_local.errors import NotFound
 from lpm_local.storage.records import utc_now
 from lpm_local.storage.store import Store
@@ -88,6 +95,24 @@ def test_wiped_markers_leave_every_file(lpm_home, tmp_path, kind):
     assert _scan(lpm_home, markers) == {name: [] for name in markers}
     still = _scan(lpm_home, kept)
     assert all(still.values()) == (kind == "profile"), still
+
+
+@pytest.mark.parametrize("kind", ["memory", "profile", "all"])
+def test_the_one_wipe_path_deletes_what_it_planned_and_verifies_it(lpm_home, tmp_path, kind):
+    """What the CLI and the TUI both run: the confirmation's counts are the report's."""
+    with Store.open() as store:
+        store.create_profile("other")
+        markers = seed_markers(store, "default", tmp_path, seed=11)
+        seed_markers(store, "other", tmp_path, seed=12)
+        scope = WipeScope.of(store, kind, "default")
+        plan = planned(store, scope)
+        assert plan == planned(store, scope) and sum(plan.values()) > 0  # read only
+        report = wipe_and_verify(store, scope)
+        assert report.deleted == plan and report.rows_left == 0
+        assert report.verified and report.leftovers == []
+        assert any(line.startswith("verified: none of") for line in report.lines())
+    if kind != "memory":
+        assert _scan(lpm_home, markers) == {name: [] for name in markers}
 
 
 def test_forget_memory_keeps_chats(lpm_home, tmp_path):
@@ -297,7 +322,7 @@ def _cli() -> click.Group:
     def memory() -> None:
         """memory"""
 
-    for command in bundle_cli.MEMORY_COMMANDS:
+    for command in wipe_cli.MEMORY_COMMANDS:
         memory.add_command(command)
     return memory
 

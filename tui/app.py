@@ -212,7 +212,7 @@ class LpmApp(App[None]):
 
     async def _use_profile(self, name: str) -> None:
         """Make ``name`` active, keeping the loaded model; its memory runtime is per profile."""
-        if getattr(self.assistant.memory, "state", None) is not None:
+        if self.assistant.memory is not None:
             self.notify(f"Opening the memory of profile {name}…", markup=False)
             self._swap_runtime(self.assistant, name)
             return

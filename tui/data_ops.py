@@ -1,10 +1,11 @@
 """Import, export and wipe, as the TUI calls them.
 
-The library modules (``lpm_local.data.importing``, ``lpm_local.data.bundle.archive``, ``lpm_local.data.wipe``) are the
-only place these things happen; this module calls them and passes their reports' own lines
-(``ImportSummary.lines()``, ``WipeReport.lines()``) to the dialogs. A module that is missing
-(a trimmed install) makes its action say "not available yet" instead of failing. What a wipe
-deletes is counted here from the store beforehand, so the confirmation names it exactly.
+The library (``lpm_local.data.importing``, ``lpm_local.data.bundle.archive``,
+``lpm_local.data.wipe``) is the only place these things happen; this module calls it and hands
+its reports' own lines (``ImportSummary.lines()``, ``WipeReport.lines()``) to the dialogs. A
+wipe is the CLI's wipe: ``wipe_and_verify`` deletes, vacuums and then scans every file under the
+data dir for what it deleted; its confirmation is built from ``planned``, the counts the wipe
+itself reports, so it names exactly what goes.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tui.memory_adapter import MemoryAdapter, optional_module
+from lpm_local.data.importing import import_files
+from lpm_local.data.wipe import WipeScope, planned, wipe_and_verify
+from lpm_local.errors import LpmError
+from tui.memory_adapter import AssistantParts, MemoryAdapter
 
 WIPE_SCOPES = {
     "memory": "Forget the memory (keep chats)",
     "profile": "Everything of this profile",
     "all": "Everything, all profiles",
 }
-
-
-class FeatureMissing(RuntimeError):
-    """The library module for an action is not there yet."""
 
 
 @dataclass(frozen=True)
@@ -34,53 +34,42 @@ class ImportPreview:
     adds_anything: bool
 
 
-def _module(name: str, what: str) -> Any:
-    module = optional_module(name)
-    if module is None:
-        raise FeatureMissing(f"{what} is not available yet ({name} is not installed)")
-    return module
-
-
 class DataOps:
     """Import/export/wipe for the assistant's store and active profile."""
 
-    def __init__(self, assistant: Any) -> None:
+    def __init__(self, assistant: AssistantParts) -> None:
         self.assistant = assistant
-
-    @property
-    def store(self) -> Any:
-        return self.assistant.store
-
-    @property
-    def profile(self) -> Any:
-        return self.assistant.profile
 
     # -- import ---------------------------------------------------------------------------------
 
     def preview_import(self, paths: list[Path]) -> ImportPreview:
         """A dry run: every file parsed and checked, nothing written."""
-        importing = _module("lpm_local.data.importing", "import")
-        summary = importing.import_files(self.store, paths, profile=self.profile.name, dry_run=True)
+        a = self.assistant
+        summary = import_files(a.store, paths, profile=a.profile.name, dry_run=True)
         added = sum(f.messages for f in summary.files if f.status != "duplicate")
         return ImportPreview(lines=summary.lines(), adds_anything=added > 0)
 
     def commit_import(self, paths: list[Path]) -> list[str]:
         """Import for real (one transaction per file); asks the memory to refit afterwards."""
-        importing = _module("lpm_local.data.importing", "import")
-        summary = importing.import_files(self.store, paths, profile=self.profile.name)
-        runtime = getattr(self.assistant, "memory", None)
-        if summary.messages and hasattr(runtime, "refit_now") and runtime.enabled:
+        a = self.assistant
+        summary = import_files(a.store, paths, profile=a.profile.name)
+        runtime = a.memory
+        if summary.messages and runtime is not None and runtime.enabled:
             runtime.refit_now("import")
         return summary.lines()
 
     # -- export ---------------------------------------------------------------------------------
 
     def export(self, path: Path, *, with_history: bool = False) -> list[str]:
-        bundle = _module("lpm_local.data.bundle.archive", "export")
-        result = bundle.export_bundle(
-            self.store,
+        # Imported here: the bundle code reads tensors and so imports torch, which the TUI
+        # must not wait for before its first paint.
+        from lpm_local.data.bundle.archive import export_bundle
+
+        a = self.assistant
+        result = export_bundle(
+            a.store,
             path,
-            profile=self.profile.name,
+            profile=a.profile.name,
             with_history=with_history,
             slot_info=self._slot_info(),
         )
@@ -106,40 +95,41 @@ class DataOps:
 
     # -- wipe -----------------------------------------------------------------------------------
 
-    def wipe_plan(self, scope: str) -> list[str]:
-        """Exactly what ``wipe(scope)`` deletes, counted now from the store."""
-        if scope not in WIPE_SCOPES:
-            raise ValueError(f"unknown wipe scope {scope!r}; expected one of {sorted(WIPE_SCOPES)}")
-        profiles = [self.profile] if scope != "all" else list(self.store.list_profiles())
-        lines = []
-        for profile in profiles:
-            versions = len(self.store.list_memory_versions(profile.id))
-            conversations = self.store.list_conversations(profile.id)
-            messages = sum(c.message_count for c in conversations)
-            if scope == "memory":
-                lines.append(
-                    f"Profile {profile.name}: {versions} memory versions and their "
-                    "refit history. Chats are kept."
-                )
-            else:
-                lines.append(
-                    f"Profile {profile.name}: {len(conversations)} conversations, "
-                    f"{messages} messages, {versions} memory versions, imports and "
-                    "audit log, and the profile itself."
-                )
-        if scope == "all":
-            lines.append("Every setting, and .lpm bundles kept under the data dir.")
+    def scope(self, kind: str) -> WipeScope:
+        """``kind`` (a ``WIPE_SCOPES`` key) over the active profile."""
+        if kind not in WIPE_SCOPES:
+            raise ValueError(f"unknown wipe scope {kind!r}; expected one of {sorted(WIPE_SCOPES)}")
+        return WipeScope.of(self.assistant.store, kind, self.assistant.profile.name)
+
+    def wipe_plan(self, kind: str) -> list[str]:
+        """Exactly what ``wipe(kind)`` deletes, as the wipe counts it, counted now."""
+        scope = self.scope(kind)
+        counts = planned(self.assistant.store, scope)
+        listed = ", ".join(f"{n:,} {what}" for what, n in counts.items() if what != "profiles")
+        if kind == "memory":
+            lines = [f"Profile {scope.profile_name}: {listed}. Chats are kept."]
+        elif kind == "profile":
+            lines = [f"Profile {scope.profile_name}: {listed}, and the profile itself."]
+        else:
+            lines = [
+                f"All {counts['profiles']:,} profiles: {listed}.",
+                ".lpm bundles kept under the data dir.",
+            ]
         lines.append(
-            "Deleted bytes are zeroed and the database is vacuumed; this cannot be undone."
+            "Deleted bytes are zeroed and the database is vacuumed, then every file under the "
+            "data dir is scanned for what was deleted. This cannot be undone."
         )
         return lines
 
-    def wipe(self, scope: str) -> list[str]:
-        if scope not in WIPE_SCOPES:
-            raise ValueError(f"unknown wipe scope {scope!r}")
-        wipe = _module("lpm_local.data.wipe", "wipe")
-        report = wipe.wipe(self.store, wipe.WipeScope.of(self.store, scope, self.profile.name))
-        runtime = getattr(self.assistant, "memory", None)
-        if scope == "memory" and hasattr(runtime, "reload"):
+    def wipe(self, kind: str) -> list[str]:
+        """Wipe and verify (the CLI's path); ``LpmError`` if the scan found deleted values."""
+        report = wipe_and_verify(self.assistant.store, self.scope(kind))
+        runtime = self.assistant.memory
+        if kind == "memory" and runtime is not None:
             runtime.reload()  # the slots in use were just deleted
+        if not report.verified:
+            raise LpmError(
+                "the wipe could not be verified: deleted values are still in "
+                + ", ".join(report.leftovers or [])
+            )
         return report.lines()

@@ -8,9 +8,12 @@ updates the screen. One message type per change keeps the flow easy to follow in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from lpm_local.memory.refit import RefitOutcome
 
 
 @dataclass
@@ -72,7 +75,7 @@ class RefitUpdate(Message):
     stage: str
     fraction: float | None
     done: bool
-    result: Any = None
+    result: RefitOutcome | None = None
     error: str | None = None
 
 

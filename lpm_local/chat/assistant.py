@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lpm_local.backbones.loader import Backbone, load_backbone
 from lpm_local.chat.engine import ChatEngine
-from lpm_local.chat.session import ChatSession, MemoryConditioner
+from lpm_local.chat.session import ChatSession
 from lpm_local.storage.records import Profile
 from lpm_local.storage.store import Store
+
+if TYPE_CHECKING:  # imported when the memory is opened: it pulls in the refit machinery
+    from lpm_local.memory.runtime import MemoryRuntime
 
 
 @dataclass
@@ -22,7 +26,7 @@ class Assistant:
     backbone: Backbone
     engine: ChatEngine
     profile: Profile
-    memory: MemoryConditioner | None = None
+    memory: MemoryRuntime | None = None
 
     def new_session(
         self, *, temporary: bool = False, conversation_id: int | None = None
@@ -44,7 +48,7 @@ class Assistant:
         from lpm_local.memory.runtime import MemoryRuntime
 
         profile = self.store.set_active_profile(name)
-        if self.memory is not None and hasattr(self.memory, "close"):
+        if self.memory is not None:
             self.memory.close()
         self.memory = None  # if opening the new runtime fails, chat on without memory
         self.profile = profile
@@ -52,7 +56,7 @@ class Assistant:
         return profile
 
     def close(self) -> None:
-        if self.memory is not None and hasattr(self.memory, "close"):
+        if self.memory is not None:
             self.memory.close()
         self.store.close()
 

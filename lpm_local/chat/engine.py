@@ -3,7 +3,8 @@
 The memory writes a soft prompt ``[M, hidden]`` (fp32); the engine casts it once to the
 embedding dtype and puts it before the token embeddings, with attention-mask ones and labels
 -100 over it. Without a prefix every path here is the bare model: logits ``allclose``
-``model(input_ids).logits`` and greedy generation equals ``model.generate(input_ids)`` (R22).
+``model(input_ids).logits`` and greedy generation equals ``model.generate(input_ids)``, so
+memory off is exactly the bare model.
 
 Streaming runs ``model.generate`` in a worker thread and yields text from a
 ``TextIteratorStreamer``; a ``StoppingCriteria`` polls the cancel event after every token, so a
@@ -71,7 +72,8 @@ class ChatEngine:
         return found
 
     def encode(self, turns: Sequence[Turn], *, add_generation_prompt: bool = True) -> torch.Tensor:
-        """Chat-templated ids [1, T] on the backbone's device (contents as data, R13)."""
+        """Chat-templated ids [1, T] on the backbone's device (contents as data: a message never
+        yields a control token)."""
         ids = encode_chat(
             self.backbone.tokenizer, turns, add_generation_prompt=add_generation_prompt
         )

@@ -25,14 +25,25 @@ def main() -> None:
 
 def _register() -> None:
     # Command modules import torch lazily, inside the commands, so `lpm --help` stays fast.
-    from lpm_local.cli import bundle, chatting, data, evaluation, info, memory, research
+    from lpm_local.cli import (
+        bundles,
+        chatting,
+        evaluation,
+        forget,
+        importing,
+        info,
+        memory,
+        profiles,
+        research,
+        wipe,
+    )
 
-    for module in (chatting, data, memory, research, evaluation, info):
+    for module in (chatting, importing, profiles, memory, forget, research, evaluation, info):
         for command in module.COMMANDS:
             main.add_command(command)
-    # Export, restore and wipe of the memory live with the bundle code but read as
-    # `lpm memory export|import|wipe`.
-    for command in (*bundle.MEMORY_COMMANDS, *research.MEMORY_COMMANDS):
+    # Export, restore and wipe have modules of their own but read as `lpm memory export|import|
+    # wipe`: they act on the memory.
+    for command in (*bundles.MEMORY_COMMANDS, *wipe.MEMORY_COMMANDS, *research.MEMORY_COMMANDS):
         memory.memory.add_command(command)
 
 

@@ -1,9 +1,10 @@
-"""Shared pieces of the CLI: the error edge and progress rendering."""
+"""Shared pieces of the CLI: the error edge, common options and progress rendering."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import click
 
@@ -64,3 +65,43 @@ def stderr_progress(prefix: str = "") -> ProgressCallback:
 def finish_progress_line() -> None:
     if sys.stderr.isatty():
         click.echo("\r\033[K", err=True, nl=False)
+
+
+profile_option = click.option(
+    "--profile",
+    "profile",
+    metavar="NAME",
+    default=None,
+    help="The profile to act on (default: the active one).",
+)
+yes_option = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[str, "float | None"], None]]:
+    """A rich progress bar on stderr, fed by the library's ``(stage, fraction)`` callbacks.
+
+    Stages carry file names, which are untrusted text: they are shown with markup off.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+    )
+    # Not a terminal (a pipe, a log, a test): no bar at all, the summary says it all.
+    hidden = not console.is_terminal
+    with Progress(*columns, console=console, transient=True, disable=hidden) as bar:
+        task = bar.add_task(description, total=1.0)
+
+        def report(stage: str, fraction: float | None = None) -> None:
+            if fraction is None:
+                bar.update(task, description=stage)
+            else:
+                bar.update(task, description=stage, completed=min(max(fraction, 0.0), 1.0))
+
+        yield report

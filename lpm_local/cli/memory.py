@@ -1,8 +1,8 @@
-"""`lpm memory ...` and `lpm forget`: see, refit and control the memory from the terminal.
+"""`lpm memory ...`: see, refit and control the memory from the terminal.
 
-Commands that only read or move pointers (status, history, rollback, on, off) never load a
-model; refit, show and forget load the backbone the memory was fitted for (or ``--model``).
-Torch is imported inside the commands so `lpm --help` stays fast.
+Commands that only read or move pointers (status, history, rollback, on, off) never load a model;
+refit and show (and `lpm forget`, in ``forget.py``) load the backbone the memory was fitted for (or
+``--model``). Torch is imported inside the commands so `lpm --help` stays fast.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def memory() -> None:
     """
 
 
-def _open(profile_name: str | None):
+def open_profile(profile_name: str | None):
+    """(an open ``Store``, the named or the active profile); the store is closed on failure."""
     from lpm_local.storage.store import Store
 
     store = Store.open()
@@ -75,7 +76,7 @@ def status(profile_name: str | None) -> None:
     from lpm_local.memory.runtime import DEFAULT_REFIT_EVERY
     from lpm_local.memory.scheduler import refit_running_elsewhere
 
-    store, profile = _open(profile_name)
+    store, profile = open_profile(profile_name)
     with store:
         versions = store.list_memory_versions(profile.id)
         current = next((v for v in versions if v.id == profile.current_version_id), None)
@@ -152,14 +153,16 @@ def refit(
     profile_name: str | None, model: str | None, quantize: str | None, steps: int | None
 ) -> None:
     """Refit the memory now, in the foreground, and say whether a new version was written."""
-    store, profile = _open(profile_name)
+    store, profile = open_profile(profile_name)
     with store:
-        frozen = _load_frozen(store, profile, model, quantize)
-        outcome = _foreground_refit(store, frozen, profile.id, "on demand (cli)", steps)
+        frozen = load_frozen(store, profile, model, quantize)
+        outcome = foreground_refit(store, frozen, profile.id, "on demand (cli)", steps)
     click.echo(outcome.summary())
 
 
-def _load_frozen(store, profile, model: str | None, quantize: str | None):
+def load_frozen(store, profile, model: str | None, quantize: str | None):
+    """The frozen memory for ``model``, by default the backbone the current version was fitted
+    for (a memory is only readable by its own backbone)."""
     from lpm_local.backbones.loader import load_backbone
     from lpm_local.memory.frozen import load_frozen_memory
 
@@ -170,7 +173,7 @@ def _load_frozen(store, profile, model: str | None, quantize: str | None):
     return load_frozen_memory(backbone)
 
 
-def _foreground_refit(store, frozen, profile_id: int, reason: str, steps: int | None = None):
+def foreground_refit(store, frozen, profile_id: int, reason: str, steps: int | None = None):
     """A refit in a worker thread, so Ctrl-C cancels it cleanly (memory unchanged)."""
     from dataclasses import replace
 
@@ -218,7 +221,7 @@ def _foreground_refit(store, frozen, profile_id: int, reason: str, steps: int | 
 @profile_option
 def history(profile_name: str | None) -> None:
     """List the memory versions with their losses; * marks the current one."""
-    store, profile = _open(profile_name)
+    store, profile = open_profile(profile_name)
     with store:
         versions = store.list_memory_versions(profile.id)
     if not versions:
@@ -253,7 +256,7 @@ def rollback(version: str, profile_name: str | None) -> None:
     """Make an earlier memory VERSION current (ids from `lpm memory history`)."""
     from lpm_local.memory.versions import rollback as do_rollback
 
-    store, profile = _open(profile_name)
+    store, profile = open_profile(profile_name)
     with store:
         previous, new = do_rollback(store, profile.id, _version_id(version))
     click.echo(
@@ -278,7 +281,7 @@ def off(profile_name: str | None) -> None:
 
 
 def _switch(profile_name: str | None, enabled: bool) -> None:
-    store, profile = _open(profile_name)
+    store, profile = open_profile(profile_name)
     with store, store.transaction():
         store.set_memory_enabled(profile.id, enabled)
         store.audit(profile.id, "memory.on" if enabled else "memory.off")
@@ -304,12 +307,12 @@ def show(
     from lpm_local.memory.frozen import current_slots
     from lpm_local.memory.inspection import describe, heatmap, reply_attention
 
-    store, profile = _open(profile_name)
+    store, profile = open_profile(profile_name)
     with store:
         attention = None
         if reply_id is not None:
             attention, used_version = reply_attention(store, reply_id, profile_id=profile.id)
-        frozen = _load_frozen(store, profile, model, quantize)
+        frozen = load_frozen(store, profile, model, quantize)
         loaded = current_slots(store, frozen, profile.id)
         if loaded.problem:
             click.echo(f"the current version cannot be used: {loaded.problem}")
@@ -326,79 +329,4 @@ def show(
         click.echo(heatmap(attention))
 
 
-@click.command()
-@click.argument("conversation", type=int)
-@click.option(
-    "--later",
-    is_flag=True,
-    help="Do not refit now; leave a request for the app (or `lpm memory refit`).",
-)
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@profile_option
-@model_option
-@quantize_option
-def forget(
-    conversation: int,
-    later: bool,
-    yes: bool,
-    profile_name: str | None,
-    model: str | None,
-    quantize: str | None,
-) -> None:
-    """Make the memory forget CONVERSATION (an id): exclude it, return to the memory from
-    before it was learned, and refit from the rest. The chat itself is kept."""
-    from lpm_local.memory import requests
-    from lpm_local.memory.scheduler import RefitBusy
-    from lpm_local.memory.versions import forget_conversation
-
-    store, profile = _open(profile_name)
-    with store:
-        chat = store.get_conversation(conversation)
-        if not yes:
-            click.confirm(
-                f"Forget conversation #{chat.id} {chat.title or ''!r} from memory "
-                "(versions that learned from it are deleted)?",
-                abort=True,
-            )
-        report = forget_conversation(store, profile.id, conversation)
-        click.echo(
-            f"conversation #{report.conversation_id} {report.title or ''!r} is excluded "
-            "from memory (the chat is kept)"
-        )
-        click.echo(_forget_line(report))
-        if later or not profile.memory_enabled:
-            requests.request_refit(store, profile.id, "forget")
-            click.echo("a refit is requested: it runs in the open app or with `lpm memory refit`")
-            return
-        frozen = _load_frozen(store, store.get_profile_by_id(profile.id), model, quantize)
-        try:
-            outcome = _foreground_refit(store, frozen, profile.id, "forget")
-        except RefitBusy as busy:
-            requests.request_refit(store, profile.id, "forget")
-            click.echo(f"{busy}; a refit is requested instead")
-            return
-    click.echo(f"refit of the remaining history: {outcome.summary()}")
-
-
-def _forget_line(report) -> str:
-    moved = (
-        f"memory went back from version #{report.previous_version_id} to "
-        f"#{report.restored_version_id}"
-        if report.restored_version_id
-        else "the memory is empty until the next refit"
-    )
-    if report.previous_version_id == report.restored_version_id:
-        moved = (
-            "there is no memory yet"
-            if report.previous_version_id is None
-            else f"the current memory (#{report.previous_version_id}) never learned from it"
-        )
-    deleted = ", ".join(f"#{i}" for i in report.deleted_version_ids) or "none"
-    line = f"{moved}; versions deleted because they learned from it: {deleted}"
-    if report.kept_version_ids:
-        kept = ", ".join(f"#{i}" for i in report.kept_version_ids)
-        line += f" (kept {kept}: an import's undo restores them)"
-    return line
-
-
-COMMANDS = [memory, forget]
+COMMANDS = [memory]

@@ -1,6 +1,6 @@
 """Writing parsed chat logs into the store: one transaction per file, provenance, dedup, undo.
 
-Guarantees (DESIGN.md §5-§6, RELIABILITY R2, R11, R12, R15):
+Guarantees:
 
 - A file is imported inside one ``store.transaction()``: the parsers stream lazily and may raise
   ``BadInput`` half way through a file, Ctrl-C or a ``cancel`` may arrive, the process may be
@@ -34,6 +34,7 @@ from lpm_local.data.sources import (  # re-exported: the import API in one place
     file_sha256,
     merge_notes,
 )
+from lpm_local.data.sources import ImportCancelled as ImportCancelled  # "as": re-exported
 from lpm_local.errors import LpmError
 from lpm_local.memory.requests import clear_refit_request, pending_refit, request_refit
 from lpm_local.storage.records import ImportRecord, NewMessage, Profile

@@ -1,7 +1,8 @@
 """Wiping: forget a profile's memory (keep its chats), a whole profile, or everything.
 
-What a wipe must achieve (DESIGN.md §6, RELIABILITY R3, R5, R6): no byte of the wiped data left
-in any file under the data dir, even if the process is killed half way. The steps:
+What a wipe must achieve: no byte of the wiped data left in any file under the data dir (the
+database, its journal, exports lying there), even if the process is killed half way; forgetting
+only the memory keeps the chats. The steps:
 
 1. commit an intent row in ``pending_wipes`` (migration ``m002_pending_wipes``);
 2. in one transaction: sample a few of the values about to go (for the byte scan of step 5),
@@ -124,6 +125,11 @@ class WipeReport:
     # Files in which a sample was still found; None until ``verify_wiped`` ran.
     leftovers: list[str] | None = None
 
+    @property
+    def verified(self) -> bool:
+        """True once ``verify_wiped`` scanned every file and found none of the deleted values."""
+        return self.leftovers == []
+
     def lines(self) -> list[str]:
         counts = ", ".join(f"{n:,} {what}" for what, n in self.deleted.items() if n) or "nothing"
         out = [f"wiped {self.scope.describe()}: {counts}"]
@@ -167,7 +173,7 @@ def wipe(
 
 
 def resume_pending_wipes(store: Store, *, data_dir: Path | None = None) -> list[WipeReport]:
-    """Finish wipes a killed process left (R3). Call right after ``Store.open()``, before the
+    """Finish wipes a killed process left. Call right after ``Store.open()``, before the
     store is shared with other threads.
 
     With nothing pending this is one read, outside any transaction: it never waits for the
@@ -181,12 +187,34 @@ def resume_pending_wipes(store: Store, *, data_dir: Path | None = None) -> list[
 
 
 def verify_wiped(store: Store, report: WipeReport, *, data_dir: Path | None = None) -> list[str]:
-    """Scan every file under the data dir for the report's sampled values (R5); fills and
+    """Scan every file under the data dir for the report's sampled values; fills and
     returns ``report.leftovers``. A value still present in rows outside the scope (the same
     file imported into two profiles) is not a leftover."""
     root = data_dir or store.path.parent
     report.leftovers = scan_for_samples(store, root, report.samples)
     return report.leftovers
+
+
+def wipe_and_verify(
+    store: Store,
+    scope: WipeScope,
+    *,
+    data_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> WipeReport:
+    """The wipe every front end runs (`lpm memory wipe`, `lpm profile delete`, the TUI):
+    ``wipe``, then ``verify_wiped``. The report's ``verified`` says whether the scan found
+    nothing; when it did not, ``leftovers`` names the files and ``lines()`` says so."""
+    report = wipe(store, scope, data_dir=data_dir, progress=progress)
+    _say(progress, "verifying", None)
+    verify_wiped(store, report, data_dir=data_dir)
+    return report
+
+
+def planned(store: Store, scope: WipeScope) -> dict[str, int]:
+    """What ``wipe(scope)`` would delete now, per kind of row, counted the way the wipe counts
+    its report (read only): a confirmation built from it names exactly what goes."""
+    return _count(store, scope)
 
 
 def _has_table(store: Store, name: str) -> bool:

@@ -1,6 +1,6 @@
 """The evidence side of a wipe: sampling what is deleted, removing bundles, scanning the files.
 
-A wipe's report says what it deleted *and* that none of it is left (R5). Counting rows proves
+A wipe's report says what it deleted *and* that none of it is left. Counting rows proves
 the database no longer references the data; it does not prove the bytes left the file (a free
 page, a journal, an export lying in the data dir). So before deleting, a few of the values about
 to go are sampled (32-byte windows of message texts and slot blobs), and afterwards every file
@@ -8,7 +8,8 @@ under the data dir is scanned for them.
 
 The scan runs in a child process: reading the live database file from this process would be
 harmless only while none of its connections holds a lock, and closing any descriptor of that
-file drops all of this process's SQLite locks (DESIGN.md §4). A child has its own locks.
+file drops all of this process's SQLite locks (they are POSIX locks, owned by the process).
+A child has its own locks.
 """
 
 from __future__ import annotations

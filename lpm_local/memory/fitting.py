@@ -9,7 +9,8 @@ same optimiser, steps, learning rate and windows.
 - Early stopping on held-out windows: evaluated every ``eval_every`` steps; the best slots are
   returned; ``patience`` evaluations without improvement stop the fit.
 - Cancellable (``cancel`` event, checked every step) and reporting (``progress`` callback).
-- The input slots are never modified: the caller's current memory version stays intact (R4).
+- The input slots are never modified: the caller's current memory version stays intact even
+  when the fit fails half way.
 """
 
 from __future__ import annotations

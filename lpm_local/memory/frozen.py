@@ -1,10 +1,10 @@
 """The frozen half of the memory for one backbone (the projector), where a profile's slots start,
 and the one way a stored version becomes slots.
 
-The projector ships per backbone (``lpm_local/backbones/<name>/projector.safetensors``). A backbone without
-shipped weights (a local model directory, the tiny test Qwen3, a backbone not trained yet) gets
-the identity-initialised projector: soft token m is slot m, i.e. plain prompt tuning, which works
-without any training. Its random parts are drawn from a fixed seed, so its sha256 (which pins
+The projector ships per backbone (``lpm_local/backbones/<name>/projector.safetensors``). A backbone
+without shipped weights (a local model directory, the tiny test Qwen3, a backbone not trained yet)
+gets the identity-initialised projector: soft token m is slot m, i.e. plain prompt tuning, which
+works without any training. Its random parts are drawn from a fixed seed, so its sha256 (which pins
 every version to the projector it was fitted against) is the same in every process.
 """
 

@@ -4,7 +4,8 @@
 
 - The identity path (``W_id`` initialised to the identity, ``out`` initialised to zero) makes a
   fresh projector exactly prompt tuning: soft token m is slot m. Training can only add to that,
-  which is the lesson of DESIGN.md §3 (a projector that starts below prompt tuning stays there).
+  and that matters: in the measurements a projector that started below prompt tuning stayed
+  there.
 - The attention path lets every soft token read any slot, with queries conditioned on the
   current user message (pooled token embeddings), and returns the attention ``[B, heads, M, N]``
   for inspection ("which slots did this reply read").

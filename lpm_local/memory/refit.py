@@ -8,9 +8,10 @@
 2. A seeded share of windows is held out; ``fit_slots`` starts from the current version's slots
    (fresh slots when there is none), moves only the slots and early-stops on the held-out loss.
 3. A new version is written only if the held-out loss improved, by ``versions.commit_version``:
-   version + pointer + refit row + pruning in one transaction (R1). Anything that fails before it
-   leaves the memory bitwise unchanged (R4): ``fit_slots`` never touches its input and nothing is
-   written until the commit; the refit row then says ``failed``/``cancelled``/``no_improvement``.
+   version + pointer + refit row + pruning in one transaction, so a kill leaves the old memory or
+   the new one. Anything that fails before it leaves the memory bitwise unchanged: ``fit_slots``
+   never touches its input and nothing is written until the commit; the refit row then says
+   ``failed``/``cancelled``/``no_improvement``.
 
 Callers hold the profile's refit lock (``scheduler.ProfileLock``): one refit per profile, across
 processes. The job is cancellable (``cancel`` checked every step) and reports progress.

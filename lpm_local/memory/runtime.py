@@ -8,7 +8,7 @@ after it. Around that: background refits every ``refit_every`` user turns and on
 ``add_listener``, ``slot_info``).
 
 - Memory off (the profile's switch, read fresh every turn): ``prefix`` returns None, so the turn
-  is the bare backbone (R22), and nothing is learned.
+  is exactly the bare backbone, and nothing is learned.
 - No usable version yet: None, the bare backbone. The first refit starts from the history's
   salient tokens and commits only if they fit held-out history better; until then unfitted
   slots would be a guess shown to the user.
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 # A refit waits between steps while a chat turn runs, but never longer than this: a turn whose
 # after_turn never comes (a crash in generation) must not stall the memory forever.
 MAX_PAUSE_S = 120.0
-DEFAULT_REFIT_EVERY = 8  # user turns between automatic refits (DESIGN.md §3)
+DEFAULT_REFIT_EVERY = 8  # user turns between automatic refits (also after imports, on demand)
 BUSY_RETRY_S = 30.0  # another process holds the refit lock: try again after this
 
 
@@ -254,7 +254,7 @@ class MemoryRuntime:
             retry = threading.Timer(BUSY_RETRY_S, self._scheduler.request, [reason])
             retry.daemon = True  # never keeps the app from exiting
             retry.start()
-        except Exception as exc:  # reported to the UI; the memory is unchanged (R4)
+        except Exception as exc:  # reported to the UI; the refit wrote nothing, memory unchanged
             log.exception("refit failed")
             error = f"{type(exc).__name__}: {exc}"
         self._finish(outcome, error, request)

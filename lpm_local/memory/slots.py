@@ -2,8 +2,8 @@
 
 A profile's memory is one ``[n_slots, slot_dim]`` tensor. It is stored per version as a
 safetensors blob whose metadata carries the ``MemoryConfig``; reading one back checks shape,
-dtype and finiteness against that config, so a hostile or damaged blob is refused (R10) and a
-good one comes back bit for bit (R9).
+dtype and finiteness against that config, so a hostile or damaged blob is refused and a good
+one comes back bit for bit.
 """
 
 from __future__ import annotations

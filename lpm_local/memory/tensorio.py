@@ -1,8 +1,9 @@
 """Safe reading and writing of safetensors blobs: the only tensor format the app accepts.
 
-Every blob is parsed with explicit limits before safetensors sees it (R10): a header that
-claims more bytes than the file holds, a huge header, a pickle renamed ``.safetensors`` or a
-truncated body are refused with one line, and nothing in a blob is ever executed.
+Every blob is parsed with explicit limits before safetensors sees it (a blob may come from a bundle
+someone handed over): a header that claims more bytes than the file holds, a huge header, a pickle
+renamed ``.safetensors`` or a truncated body are refused with one line, and nothing in a blob is
+ever executed.
 """
 
 from __future__ import annotations

@@ -5,14 +5,15 @@ path of a refit from a light subprocess.
 
 - ``commit_version`` is the one place a refit's result becomes memory: the new version, the
   ``profiles.current_version_id`` pointer, the ``refits`` row and the pruning happen in one
-  ``BEGIN IMMEDIATE`` transaction, so a kill leaves the old memory or the new one (R1) and never a
+  ``BEGIN IMMEDIATE`` transaction, so a kill leaves the old memory or the new one and never a
   version without its committed refit.
 - A commit is refused (``StaleRefit``) when the world moved while the slots were being fitted: the
   user rolled back or forgot a conversation, switched memory off, or excluded/deleted a
   conversation the refit learned from. Fitting takes minutes; the user's word wins.
-- ``versions_to_keep`` is the retention policy (R18): the current version, its parent chain up to
-  ``parents`` ancestors, every version an import may restore (``imports.memory_version_before``,
-  needed for "undo import") and the newest version of each of the last ``daily_days`` days.
+- ``versions_to_keep`` is the retention policy, so the database does not grow with every refit:
+  the current version, its parent chain up to ``parents`` ancestors, every version an import may
+  restore (``imports.memory_version_before``, needed for "undo import") and the newest version of
+  each of the last ``daily_days`` days.
 """
 
 from __future__ import annotations

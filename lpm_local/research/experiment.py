@@ -1,6 +1,6 @@
 """The reproducible comparison: memory off, per-user prompt tuning, LPM (+ ablations).
 
-Protocol (DESIGN.md §3): held-out synthetic users (MSC personas of the ``test`` split, never
+Protocol: held-out synthetic users (MSC personas of the ``test`` split, never
 seen in projector training), ~5 facts each stated in one session (one user turn per fact plus
 an acknowledgement). Questions are four-way "What do you remember about me?" -> "You told me:
 <option>" with distractors = other users' facts, scored by mean token log-likelihood of the
@@ -277,8 +277,9 @@ def to_markdown(result: dict) -> str:
         f"Held-out test users: {result['users']}; fit: {cfg['steps']} Adam steps; lr per method "
         f"(chosen on validation users): {result['lr']['chosen']}",
         "",
-        "| method | per-user numbers | questions | accuracy | LL margin | accuracy, held-out phrasing | "
-        "accuracy with another user's slots (LL margin) | fit s/user |",
+        "| method | per-user numbers | questions | accuracy | LL margin | "
+        "accuracy, held-out phrasing | accuracy with another user's slots (LL margin) | "
+        "fit s/user |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for m, r in result["results"].items():

@@ -105,7 +105,8 @@ class SyntheticUser:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    # One session with ~5 facts is the DESIGN §3 protocol; more sessions add preference changes.
+    # One session with ~5 facts is the measured recall protocol; more sessions add preference
+    # changes.
     n_sessions: int = 1
     # MSC personas hold 4-6 sentences (valid/test); cap so histories stay ~120 tokens.
     max_facts: int = 5

@@ -7,7 +7,7 @@ the loss is the backbone's LM loss on
 
 - recall answers (a question "What do you remember about me?" -> "You told me: <fact>", for
   ``qa_per_user`` of the user's facts): a generic prompt cannot predict another person's facts,
-  so this term rewards exactly what is specific to the user (the lesson of DESIGN.md §3); and
+  so this term rewards exactly what is specific to the user; and
 - ``windows_per_user`` windows of the user's own history (the refit objective), so the
   projector stays a good target for slot refinement in the app.
 
@@ -206,7 +206,8 @@ def train_projector(
                 accelerator.unwrap_model(net), model, chat, valid, config
             )
             # Keep the best projector by validation answer loss: on a small budget training can
-            # drift back to a generic prompt (measured: the own/shuffled gap closed after 100 steps).
+            # drift back to a generic prompt (measured: the own/shuffled gap closed after 100
+            # steps).
             if accelerator.is_main_process and record["valid"]["own_loss"] < _best_loss(out):
                 _save_best(accelerator.unwrap_model(net), out, step, train, record["valid"])
         if accelerator.is_main_process:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from lpm_local.chat.encoding import ROLES
 from lpm_local.errors import BadInput, NotFound
 from lpm_local.storage.connection import StoreCore
 from lpm_local.storage.records import (
-    ROLES,
     Conversation,
     ImportRecord,
     Message,

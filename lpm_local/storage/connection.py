@@ -168,6 +168,7 @@ class StoreCore:
     # -- diagnostics ---------------------------------------------------------------------------
 
     def pragmas(self) -> dict[str, Any]:
-        """The safety pragmas as this connection reads them back (RELIABILITY R7)."""
+        """The safety pragmas as this connection reads them back: what SQLite really applied, for
+        the checks (tests, `lpm doctor`) that must not trust what was asked."""
         names = ("foreign_keys", "secure_delete", "busy_timeout", "synchronous", "journal_mode")
         return {name: self._scalar(f"PRAGMA {name}") for name in names}

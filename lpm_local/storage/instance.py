@@ -1,4 +1,4 @@
-"""One interactive instance per data dir (RELIABILITY R17).
+"""One interactive instance per data dir.
 
 Two TUIs on one database would each schedule refits and interleave a chat's turns; SQLite would
 keep the file consistent, but the user would see two diverging views of one memory. The first
@@ -24,7 +24,7 @@ class InstanceLock:
     """``with InstanceLock():`` holds the data dir for this process, or raises ``AlreadyRunning``.
 
     The lock is not re-entrant: a second ``InstanceLock`` on the same path fails even in the
-    same process, which is what a test of R17 needs.
+    same process, so a test can play the second instance without a second process.
     """
 
     def __init__(self, path: Path | None = None):

@@ -1,10 +1,10 @@
 """Memory versions (the slots as safetensors bytes) and the refits that produce them.
 
 A version is immutable once written; "the memory" of a profile is whichever version
-``profiles.current_version_id`` points at. Writing a version and moving that pointer happen in
-one transaction, so a crash leaves the old memory or the new one (R1), and rolling back is just
-moving the pointer. This module stores bytes and never parses them: decoding the safetensors
-(shape, dtype, finiteness checks) belongs to the memory package.
+``profiles.current_version_id`` points at. Writing a version and moving that pointer happen in one
+transaction, so a crash leaves the old memory or the new one, never a mix, and rolling back is just
+moving the pointer. This module stores bytes and never parses them: decoding the safetensors (shape,
+dtype, finiteness checks) belongs to the memory package.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ Rules, so that every database ever created can be brought forward:
   transaction first, and non-transactional migrations (``transactional=False``) are refused.
 - Storage decisions are explained here, in the migration that makes them.
 
-Deliberately absent: full-text search. An FTS5 index on SQLite 3.40 keeps the tokens of deleted
-rows in its segment b-trees until a merge or rebuild, so words of a wiped message would survive in
-the file; that breaks the wipe guarantee (RELIABILITY R5). Search, if added, must scan
+Deliberately absent: full-text search. An FTS5 index on SQLite 3.40 keeps the tokens of deleted rows
+in its segment b-trees until a merge or rebuild, so words of a wiped message would survive in the
+file, and a wipe must leave no byte of what it deleted in any file. Search, if added, must scan
 ``messages`` or rebuild the index as part of every delete.
 """
 
@@ -163,7 +163,7 @@ def m001_initial(db: Database) -> None:
 
 @migrations()
 def m002_pending_wipes(db: Database) -> None:
-    """Wipe intents, so that a wipe killed half way is finished at the next start (R3).
+    """Wipe intents, so that a wipe killed half way is finished at the next start.
 
     - ``lpm_local.data.wipe`` commits a row here *before* deleting anything; the delete runs in a
       second transaction that also moves the row to 'vacuum'; then ``VACUUM`` rebuilds the file

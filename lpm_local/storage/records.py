@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 
 from lpm_local.errors import BadInput
 
-ROLES = ("system", "user", "assistant")
 REFIT_STATUSES = ("running", "committed", "no_improvement", "cancelled", "failed")
 
 

@@ -1,6 +1,7 @@
 """``Store``: the one SQLite database of the app, opened safely.
 
-Opening does, in this order (DESIGN.md §4, RELIABILITY R7, R8, R19, R20):
+Opening does, in this order (private files, a damaged file never overwritten, pragmas that are
+really set, migrations that apply whole or not at all):
 
 1. the data dir is created 0700 and the database file 0600 *before* SQLite opens it: SQLite
    creates files with the umask (0644 by default) and gives its journal the database file's
@@ -39,10 +40,10 @@ BUSY_TIMEOUT_MS = 5000  # a writer waits this long for another one's transaction
 PRAGMAS: dict[str, str | int] = {
     # Cascades from a profile to everything it owns rely on it (off by default in SQLite).
     "foreign_keys": 1,
-    # Zero deleted content in the file, so a wipe leaves no bytes behind (R5).
+    # Zero deleted content in the file, so a wipe leaves no bytes behind.
     "secure_delete": 1,
     # 2 = FULL: fsync the journal before and the database after each commit, so a power cut
-    # leaves the old or the new state (R1, R2).
+    # leaves the old or the new state of a refit or an import, never half of one.
     "synchronous": 2,
     # TRUNCATE, not WAL: SQLite 3.40.1 has the WAL-reset bug (fixed in 3.51.3), and WAL keeps
     # deleted rows in the -wal file until a checkpoint. TRUNCATE also keeps the journal file
@@ -135,7 +136,7 @@ class Store(ProfileQueries, ChatQueries, MemoryQueries):
         try:
             if migrate:
                 store.migrate()
-                # A wipe killed half way finishes before anything else can read its data (R3).
+                # A wipe killed half way finishes before anything else can read its data.
                 # Imported here: wipe builds on the store.
                 from lpm_local.data.wipe import resume_pending_wipes
 

@@ -4,8 +4,9 @@ The reply streams from a thread worker (``@work(thread=True, exclusive=True)``):
 off the UI thread and only appends fragments to a list; a UI timer moves them into the Markdown
 widget (through ``MarkdownStream``) at most ``FLUSH_HZ`` times a second, and the end of the turn
 arrives as a ``ReplyFinished`` message. Per-token UI work (a blocking ``call_from_thread`` and a
-re-render per token) made decoding ~35% slower on a busy 2-core machine; batching removes it. Escape sets the turn's ``threading.Event``,
-which the engine's stopping criterion checks between tokens. Memory, import, export and wipe
+re-render per token) made decoding ~35% slower on a busy 2-core machine; batching removes it.
+Escape sets the turn's ``threading.Event``, which the engine's stopping criterion checks between
+tokens. Memory, import, export and wipe
 actions live in ``MemoryActions`` (next door) to keep this file about chatting.
 """
 
@@ -214,7 +215,8 @@ class ChatScreen(MemoryActions, Screen[None]):
         self.app.push_screen(ConfirmDialog("Delete this chat?", lines), delete)
 
     def on_markdown_link_clicked(self, event: Markdown.LinkClicked) -> None:
-        """Links in replies are never followed (R14): say where it points, open nothing."""
+        """Links in replies are never followed (model output is untrusted): say where it points,
+        open nothing."""
         event.stop()
         self.notify(f"Links are not opened from lpm. It points to: {event.href}", markup=False)
 

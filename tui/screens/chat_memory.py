@@ -10,7 +10,7 @@ while the user keeps chatting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual import on
 
@@ -18,7 +18,7 @@ from lpm_local import locations
 from lpm_local.errors import NotFound
 from tui.data_ops import WIPE_SCOPES, DataOps
 from tui.formatting import loss
-from tui.memory_adapter import RefitEventView
+from tui.memory_adapter import AssistantParts, MemoryAdapter
 from tui.messages import MemoryChanged, RefitUpdate
 from tui.screens.dialogs import ChoiceDialog, ConfirmDialog, TextPrompt
 from tui.screens.import_preview import ImportScreen
@@ -32,35 +32,35 @@ from tui.screens.memory_flows import (
 from tui.widgets.memory_panel import MemoryPanel
 from tui.widgets.message_list import AssistantMessage, MessageList
 
+if TYPE_CHECKING:
+    from lpm_local.chat.session import ChatSession
+    from lpm_local.memory.refit import RefitOutcome
+    from lpm_local.memory.runtime import RefitEvent
 
-def refit_message(outcome: Any, stage: str = "") -> str:
-    """One line on what a refit did (a ``RefitOutcome``), for the toast."""
-    status = getattr(outcome, "status", None) or stage or "finished"
-    version = getattr(outcome, "new_version_id", None)
-    before, after = (
-        getattr(outcome, "heldout_before", None),
-        getattr(outcome, "heldout_after", None),
-    )
+
+def refit_message(outcome: RefitOutcome | None, stage: str = "") -> str:
+    """One line on what a refit did, for the toast (``outcome`` None: it ended without one)."""
+    if outcome is None:
+        return f"Memory refit: {(stage or 'finished').replace('_', ' ')}."
+    before, after = outcome.heldout_before, outcome.heldout_after
     change = f", held-out loss {loss(before)} -> {loss(after)}" if after is not None else ""
-    if version is not None:
-        return f"Memory refit: new version #{version}{change}."
-    detail = getattr(outcome, "detail", "")
-    return f"Memory refit: {status.replace('_', ' ')}{change}" + (
-        f" ({detail})." if detail else "."
-    )
+    if outcome.new_version_id is not None:
+        return f"Memory refit: new version #{outcome.new_version_id}{change}."
+    detail = f" ({outcome.detail})." if outcome.detail else "."
+    return f"Memory refit: {outcome.status.replace('_', ' ')}{change}{detail}"
 
 
 class MemoryActions:
     """Mixed into ``ChatScreen``."""
 
-    assistant: Any
-    adapter: Any
-    session: Any
+    assistant: AssistantParts
+    adapter: MemoryAdapter
+    session: ChatSession
     temporary: bool
 
     # -- memory ----------------------------------------------------------------------------------
 
-    def _on_refit_event(self, event: RefitEventView) -> None:
+    def _on_refit_event(self, event: RefitEvent) -> None:
         """Called from the refit thread: hand over to the UI thread as a message."""
         self.post_message(
             RefitUpdate(event.stage, event.fraction, event.done, event.result, event.error)

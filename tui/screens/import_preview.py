@@ -18,7 +18,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from lpm_local.errors import LpmError
-from tui.data_ops import DataOps, FeatureMissing, ImportPreview
+from tui.data_ops import DataOps, ImportPreview
 from tui.formatting import literal
 
 HINT = (
@@ -81,7 +81,7 @@ class ImportScreen(ModalScreen[list[str] | None]):
     def preview(self, paths: list[Path]) -> None:
         try:
             result = self.ops.preview_import(paths)
-        except (LpmError, FeatureMissing) as error:
+        except LpmError as error:
             result = ImportPreview([str(error)], adds_anything=False)
         self.app.call_from_thread(self._previewed, paths, result)
 
@@ -108,7 +108,7 @@ class ImportScreen(ModalScreen[list[str] | None]):
     def commit(self, paths: list[Path]) -> None:
         try:
             lines = self.ops.commit_import(paths)
-        except (LpmError, FeatureMissing) as error:
+        except LpmError as error:
             self.app.call_from_thread(self._failed, str(error))
             return
         self.app.call_from_thread(self.dismiss, lines)

@@ -7,7 +7,7 @@ Labels and sources are model output and conversation titles: untrusted, so every
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -17,11 +17,17 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from lpm_local.storage.records import Conversation
 from tui.formatting import literal, one_line
-from tui.memory_adapter import NOT_AVAILABLE, MemoryAdapter, SlotInfo
+from tui.memory_adapter import NOT_AVAILABLE, MemoryAdapter
 from tui.messages import MemoryChanged
 from tui.screens.memory_flows import ask_forget, ask_rollback
 from tui.widgets.heatmap import Heatmap, slot_usage, to_grid
+
+if TYPE_CHECKING:
+    import torch
+
+    from lpm_local.memory.inspection import SlotDescription
 
 USAGE_BAR = 10  # cells of the usage bar in the slot table
 TREND = "▁▂▃▄▅▆▇█"
@@ -37,7 +43,12 @@ class InspectorScreen(Screen[None]):
     ]
 
     def __init__(
-        self, adapter: MemoryAdapter, *, reply: str, attention: Any, conversation: Any | None
+        self,
+        adapter: MemoryAdapter,
+        *,
+        reply: str,
+        attention: torch.Tensor | None,
+        conversation: Conversation | None,
     ) -> None:
         super().__init__()
         self.adapter = adapter
@@ -75,7 +86,7 @@ class InspectorScreen(Screen[None]):
         self.query_one("#inspector-status", Static).update(line)
         self._fill_slots(self.adapter.slots(self.attention))
 
-    def _fill_slots(self, slots: list[SlotInfo]) -> None:
+    def _fill_slots(self, slots: list[SlotDescription]) -> None:
         table = self.query_one(DataTable)
         table.clear(columns=True)
         table.add_columns("slot", "this reply", "usage", "recent", "label", "sources")

@@ -10,6 +10,7 @@ from typing import Any
 from textual.app import App
 
 from lpm_local.errors import LpmError
+from lpm_local.storage.records import Conversation
 from tui.formatting import ago, loss, one_line
 from tui.memory_adapter import MemoryAdapter, MemoryUnavailable
 from tui.messages import MemoryChanged
@@ -93,7 +94,7 @@ def ask_rollback(app: App, target: Any, adapter: MemoryAdapter) -> None:
     )
 
 
-def ask_forget(app: App, target: Any, adapter: MemoryAdapter, conversation: Any) -> None:
+def ask_forget(app: App, target: Any, adapter: MemoryAdapter, conversation: Conversation) -> None:
     """Confirm, then drop ``conversation`` from memory (the runtime refits from before it)."""
     if not require_runtime(app, adapter, "forget a conversation"):
         return

@@ -23,7 +23,8 @@ EMPTY = "No attention recorded for this reply (memory off, temporary chat, or no
 
 
 def to_grid(attention: Any) -> list[list[list[float]]]:
-    """``[heads, M, N]`` (tensor, array or nested lists) as nested float lists; [M, N] gets heads=1."""
+    """``[heads, M, N]`` (tensor, array or nested lists) as nested float lists; an [M, N] map
+    gets heads=1."""
     values = (
         attention.detach().float().cpu().tolist() if hasattr(attention, "detach") else attention
     )

@@ -3,8 +3,9 @@
 Export writes the bundle to a temp file in the target directory (mode 0600 from the start),
 fsyncs it, renames it over the target and fsyncs the directory: a crash leaves the old file or
 the new one, never half a bundle under the target name. Import refuses anything it would not
-have written (see ``bundle_format``; RELIABILITY R10) *before* the store is touched, then
-restores in one transaction: the memory blob is stored byte for byte as it was exported (R9),
+have written (see ``format.py``) *before* the store is touched, then restores in one
+transaction: the memory blob is stored byte for byte as it was exported (so the memory after a
+restore is the memory that was exported, bit for bit),
 the chats with their timestamps and provenance, and the bundle is recorded as an import of its
 own (sha256-deduplicated, undoable with ``lpm imports undo``, which puts back the memory that was
 current before it).

@@ -1,6 +1,6 @@
 """The ``.lpm`` bundle's layout: its manifest, its members and how they are read back safely.
 
-A bundle is a zip (DESIGN.md §6)::
+A bundle is a zip::
 
     manifest.json         format, format_version, created_at, profile, backbone, projector
                           sha256, memory (sha256, config, losses) and {member: sha256, size}
@@ -10,11 +10,12 @@ A bundle is a zip (DESIGN.md §6)::
     audit.jsonl           the profile's audit log, one JSON object per line
     conversations.jsonl   only with --with-history: one conversation (with messages) per line
 
-Everything read from a bundle is untrusted (R10): the manifest is parsed strictly (duplicate
-keys, NaN, deep nesting, wrong types refused), every member must be listed in it with its size
-and sha256, unknown members are refused, each member has a size cap, and bytes are hashed as
-they are read so that a member that does not match its manifest entry is refused. Tensors are
-only ever parsed by ``lpm_local.memory.tensorio`` (safetensors with limits; never pickle).
+Everything read from a bundle is untrusted (a bundle is a file anyone can hand over): the manifest
+is parsed strictly (duplicate keys, NaN, deep nesting, wrong types refused), every member must be
+listed in it with its size and sha256, unknown members are refused, each member has a size cap, and
+bytes are hashed as they are read so that a member that does not match its manifest entry is
+refused. Tensors are only ever parsed by ``lpm_local.memory.tensorio`` (safetensors with limits;
+never pickle).
 """
 
 from __future__ import annotations

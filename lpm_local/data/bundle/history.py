@@ -15,9 +15,10 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lpm_local.chat.encoding import ROLES
 from lpm_local.data.bundle.format import MemberReader, field_of, parse_json
 from lpm_local.errors import BadBundle, BadInput
-from lpm_local.storage.records import ROLES, Conversation, Message, NewMessage, to_utc_iso
+from lpm_local.storage.records import Conversation, Message, NewMessage, to_utc_iso
 from lpm_local.storage.store import Store
 
 # Bigger than any message a person writes or an importer accepts (2M chars), so our own

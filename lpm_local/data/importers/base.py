@@ -16,8 +16,9 @@ from typing import Literal
 
 from .fields import clean_text
 
+# The type of a role: ``lpm_local.chat.encoding.ROLES`` as a Literal, which a type checker can
+# narrow (tests/test_importers.py checks that the two list the same roles).
 Role = Literal["system", "user", "assistant"]
-ROLES: tuple[Role, ...] = ("system", "user", "assistant")
 
 _MIB = 1024 * 1024
 
@@ -80,7 +81,7 @@ class ParsedFile:
 
 @dataclass(frozen=True)
 class ImportLimits:
-    """Caps that keep a hostile or broken file from exhausting memory, disk or time (R11/R12)."""
+    """Caps that keep a hostile or broken file from exhausting memory, disk or time."""
 
     # Exports with images run to a few GiB at most; anything bigger is not a chat log.
     max_file_bytes: int = 2 * 1024 * _MIB
@@ -99,7 +100,8 @@ class ImportLimits:
     # Text of one JSON item / JSONL record / transcript / database chat, held at once.
     max_record_chars: int = 128 * _MIB
     # Estimated Python memory for one parsed record: JSON like [{},{},...] costs ~25 bytes of
-    # objects per character, so the text cap alone would not keep R11's 512 MB bound.
+    # objects per character, so the text cap alone would not keep a hostile file's extra memory
+    # under 512 MB.
     max_record_memory: int = 256 * _MIB
     # No real chat has this many turns; an app database with more is crafted.
     max_conversation_messages: int = 200_000
@@ -113,7 +115,8 @@ class ImportLimits:
                 raise ValueError(f"ImportLimits.{f.name} must be a positive number, got {value!r}")
         if self.max_compression_ratio < 1:
             raise ValueError(
-                f"ImportLimits.max_compression_ratio must be >= 1, got {self.max_compression_ratio!r}"
+                "ImportLimits.max_compression_ratio must be >= 1, "
+                f"got {self.max_compression_ratio!r}"
             )
         if self.max_json_depth < 8:
             raise ValueError(

@@ -112,7 +112,10 @@ class _Builder:
             raise self.place.error(
                 f"line {line_number:,}",
                 "message or transcript longer than the limit",
-                hint="raise ImportLimits.max_message_chars / max_record_chars if this file is trusted",
+                hint=(
+                    "raise ImportLimits.max_message_chars / max_record_chars "
+                    "if this file is trusted"
+                ),
             )
 
     def flush(self) -> None:

@@ -6,7 +6,7 @@ slot refit (``fit_slots``) time per step and per 1K history tokens; peak memory 
 and ``torch.cuda.max_memory_allocated`` on CUDA). The same code runs on CPU and CUDA.
 
 ``random_backbone("qwen3-4b")`` builds a random-weight Qwen3 of the real shape from a
-``Qwen3Config`` (DESIGN.md §2): speed and memory depend on the shape, not on the weights, so they
+``Qwen3Config``: speed and memory depend on the shape, not on the weights, so they
 can be measured where the weights are not at hand. Its tokenizer is borrowed (any ChatML one).
 """
 
@@ -32,7 +32,7 @@ QUESTION = "Can you remind me what I told you about my plans for the weekend?"
 LONG_PROMPT = "Tell me a long story about a lighthouse keeper and a storm."
 
 # Real Qwen3 shapes (hidden, layers, heads, KV heads, MLP width, tied embeddings); head_dim 128,
-# vocab 151936 for all (DESIGN.md §2 and the published configs).
+# vocab 151936 for all (the published configs).
 SHAPES = {
     "qwen3-0.6b": dict(
         hidden_size=1024,

@@ -67,7 +67,8 @@ TASKS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (
         ("Can you explain what compound interest is?", "How does compound interest work?"),
         (
-            "Compound interest is interest earned on earlier interest as well as on the original amount.",
+            "Compound interest is interest earned on earlier interest as well as on the original "
+            "amount.",
             "Each period the interest is added to the balance.",
             "The next period's interest is then calculated on the larger balance.",
             "Over long periods this makes growth accelerate.",

@@ -1,7 +1,7 @@
 """A procedural PersonaMem-style benchmark: held-out users whose tastes change over sessions.
 
-Each user is built on ``lpm_local.research.synthetic`` (MSC persona facts, a preference that changes in a
-later session, recall questions with other users' facts as distractors) and gets two catalog
+Each user is built on ``lpm_local.research.synthetic`` (MSC persona facts, a preference that changes
+in a later session, recall questions with other users' facts as distractors) and gets two catalog
 topics (``catalog.py``): topic A is stated in the first core session and changed, with a
 reason, in the third; topic B is stated in the second. Every taste also comes with something the
 user already did. Filler sessions (``filler.py``) are spread evenly before, between and after

@@ -129,7 +129,8 @@ class ContextCache:
 
     @torch.no_grad()
     def _run_embeds(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Feed [1, T, H] through the decoder with the cache; last hidden state per position [T, H]."""
+        """Feed [1, T, H] through the decoder with the cache; the last hidden state per position,
+        [T, H]."""
         out = self._decoder(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True)
         return out.last_hidden_state[0]
 

@@ -1,4 +1,4 @@
-"""`lpm import`, `lpm imports list|undo`, `lpm profile list|create|switch|delete`.
+"""`lpm import` and `lpm imports list|undo`: chat logs from other apps, and taking them back out.
 
 Thin: each command opens the store, calls the library and prints names and counts (never
 message text). Library errors (``LpmError``) become one line and exit 2 at the group's edge.
@@ -6,55 +6,14 @@ message text). Library errors (``LpmError``) become one line and exit 2 at the g
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 
+from lpm_local.cli.base import profile_option, progress_bar, yes_option
 from lpm_local.errors import LpmError
 from lpm_local.storage.store import Store
-
-profile_option = click.option(
-    "--profile",
-    "profile",
-    metavar="NAME",
-    default=None,
-    help="The profile to act on (default: the active one).",
-)
-yes_option = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-
-
-@contextlib.contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[str, "float | None"], None]]:
-    """A rich progress bar on stderr, fed by the library's ``(stage, fraction)`` callbacks.
-
-    Stages carry file names, which are untrusted text: they are shown with markup off.
-    """
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    columns = (
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-    )
-    # Not a terminal (a pipe, a log, a test): no bar at all, the summary says it all.
-    hidden = not console.is_terminal
-    with Progress(*columns, console=console, transient=True, disable=hidden) as bar:
-        task = bar.add_task(description, total=1.0)
-
-        def report(stage: str, fraction: float | None = None) -> None:
-            if fraction is None:
-                bar.update(task, description=stage)
-            else:
-                bar.update(task, description=stage, completed=min(max(fraction, 0.0), 1.0))
-
-        yield report
-
 
 # -- lpm import ----------------------------------------------------------------------------------
 
@@ -150,63 +109,4 @@ def imports_undo(import_id: int, yes: bool) -> None:
         click.echo("the memory from before the import no longer exists: memory cleared")
 
 
-# -- lpm profile ---------------------------------------------------------------------------------
-
-
-@click.group("profile")
-def profile() -> None:
-    """Profiles: separate people (or personas), each with its own chats and memory."""
-
-
-@profile.command("list")
-def profile_list() -> None:
-    """List profiles; * marks the active one."""
-    with Store.open() as store:
-        active = store.active_profile().name
-        rows = [(p, len(store.list_conversations(p.id))) for p in store.list_profiles()]
-    for p, n_conversations in rows:
-        mark = "*" if p.name == active else " "
-        memory = f"memory v{p.current_version_id}" if p.current_version_id else "no memory yet"
-        off = "" if p.memory_enabled else " (memory off)"
-        click.echo(f"{mark} {p.name:<24} {n_conversations:>6,} conversations  {memory}{off}")
-
-
-@profile.command("create")
-@click.argument("name")
-def profile_create(name: str) -> None:
-    """Create profile NAME (it does not become active: see `lpm profile switch`)."""
-    with Store.open() as store:
-        created = store.create_profile(name)
-    click.echo(f"created profile '{created.name}'; use it with `lpm profile switch {created.name}`")
-
-
-@profile.command("switch")
-@click.argument("name")
-def profile_switch(name: str) -> None:
-    """Make profile NAME the active one (chat, import and export use it)."""
-    with Store.open() as store:
-        store.set_active_profile(name)
-    click.echo(f"active profile: '{name}'")
-
-
-@profile.command("delete")
-@click.argument("name")
-@yes_option
-def profile_delete(name: str, yes: bool) -> None:
-    """Delete profile NAME with all its chats, memory and imports, beyond recovery."""
-    from lpm_local.data.wipe import WipeScope, verify_wiped, wipe
-
-    with Store.open() as store:
-        scope = WipeScope.of(store, "profile", name)
-        if not yes:
-            click.confirm(f"Delete {scope.describe()}? This cannot be undone", abort=True)
-        with progress_bar("deleting") as progress:
-            report = wipe(store, scope, progress=progress)
-        verify_wiped(store, report)
-    for line in report.lines():
-        click.echo(line)
-    if report.leftovers:
-        raise LpmError("the wipe could not be verified: see the files listed above")
-
-
-COMMANDS = [import_, imports, profile]
+COMMANDS = [import_, imports]

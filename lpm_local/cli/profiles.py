@@ -1,0 +1,71 @@
+"""`lpm profile list|create|switch|delete`: separate people, each with its own chats and memory.
+
+Thin: each command opens the store, calls the library and prints names and counts (never
+message text). Library errors (``LpmError``) become one line and exit 2 at the group's edge.
+"""
+
+from __future__ import annotations
+
+import click
+
+from lpm_local.cli.base import progress_bar, yes_option
+from lpm_local.errors import LpmError
+from lpm_local.storage.store import Store
+
+
+@click.group("profile")
+def profile() -> None:
+    """Profiles: separate people (or personas), each with its own chats and memory."""
+
+
+@profile.command("list")
+def profile_list() -> None:
+    """List profiles; * marks the active one."""
+    with Store.open() as store:
+        active = store.active_profile().name
+        rows = [(p, len(store.list_conversations(p.id))) for p in store.list_profiles()]
+    for p, n_conversations in rows:
+        mark = "*" if p.name == active else " "
+        memory = f"memory v{p.current_version_id}" if p.current_version_id else "no memory yet"
+        off = "" if p.memory_enabled else " (memory off)"
+        click.echo(f"{mark} {p.name:<24} {n_conversations:>6,} conversations  {memory}{off}")
+
+
+@profile.command("create")
+@click.argument("name")
+def profile_create(name: str) -> None:
+    """Create profile NAME (it does not become active: see `lpm profile switch`)."""
+    with Store.open() as store:
+        created = store.create_profile(name)
+    click.echo(f"created profile '{created.name}'; use it with `lpm profile switch {created.name}`")
+
+
+@profile.command("switch")
+@click.argument("name")
+def profile_switch(name: str) -> None:
+    """Make profile NAME the active one (chat, import and export use it)."""
+    with Store.open() as store:
+        store.set_active_profile(name)
+    click.echo(f"active profile: '{name}'")
+
+
+@profile.command("delete")
+@click.argument("name")
+@yes_option
+def profile_delete(name: str, yes: bool) -> None:
+    """Delete profile NAME with all its chats, memory and imports, beyond recovery."""
+    from lpm_local.data.wipe import WipeScope, wipe_and_verify
+
+    with Store.open() as store:
+        scope = WipeScope.of(store, "profile", name)
+        if not yes:
+            click.confirm(f"Delete {scope.describe()}? This cannot be undone", abort=True)
+        with progress_bar("deleting") as progress:
+            report = wipe_and_verify(store, scope, progress=progress)
+    for line in report.lines():
+        click.echo(line)
+    if not report.verified:
+        raise LpmError("the wipe could not be verified: see the files listed above")
+
+
+COMMANDS = [profile]
