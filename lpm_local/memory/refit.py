@@ -33,10 +33,22 @@ from lpm_local.memory.fitting import FitProgress, fit_slots
 from lpm_local.memory.frozen import FrozenMemory, current_slots
 from lpm_local.memory.slots import slots_to_bytes
 from lpm_local.memory.versions import StaleRefit, VersionBlob, commit_version
-from lpm_local.memory.windows import Window, WindowConfig, make_windows, split_heldout
+from lpm_local.memory.windows import (
+    Window,
+    WindowConfig,
+    make_windows,
+    qa_window,
+    split_heldout,
+)
 from lpm_local.storage.store import Store
 
 Progress = Callable[[str, "float | None"], None]
+# (question, start of the answer): how the app asks its memory to say what the user told it.
+RECALL_PROMPTS = (
+    ("What do you remember about me?", "You told me:"),
+    ("What do you know about me?", "You said:"),
+    ("Remind me what I told you about myself.", "You mentioned:"),
+)
 log = logging.getLogger(__name__)
 
 
@@ -46,14 +58,26 @@ class RefitSettings:
     # windows is where LPM beat prompt tuning. Every step is a forward+backward through the
     # whole backbone, so steps are the cost: 30 steps with two turns of context took 6 min for
     # a 2K-token history on one contended core; this budget is about 3 passes over it.
-    steps: int = 12  # Adam steps at most; early stopping may end sooner
+    # Adam steps at most; early stopping may end sooner. None: one pass over the training
+    # windows (``passes`` of them), kept within [min_steps, max_steps], so a refit reads the
+    # whole selected history however long it is, at a bounded cost.
+    steps: int | None = None
+    passes: float = 1.0
+    min_steps: int = 12
+    max_steps: int = 120
     lr: float = 3e-2  # chosen on validation users for LPM (and prompt tuning) in the card
     batch_size: int = 8  # windows per step: ~1-3 s of forward+backward for SmolLM2 on 2 cores
     eval_every: int = 5
     patience: int = 2
     heldout_fraction: float = 0.2
-    # The cost bound: windows tokenised and fitted per refit, whatever the history's length.
-    max_windows: int = 48
+    # The cost bound: windows tokenised and fitted per refit, whatever the history's length
+    # (about 24K history tokens of one-exchange windows; recall examples come on top).
+    max_windows: int = 400
+    # Each user message also becomes a recall example: asked "What do you remember about me?",
+    # the assistant answers with what the user said. History windows alone teach the memory to
+    # continue the user's text; a user sees the memory only when it shapes what the assistant
+    # *says* about them, and that is what these examples train.
+    recall_examples: bool = True
     # Share of the budget taken from the newest conversations; the rest samples older ones so
     # that what the memory knew is rehearsed, not only what is new.
     recent_share: float = 0.75
@@ -69,7 +93,13 @@ class RefitSettings:
     )
 
     def __post_init__(self) -> None:
-        ints = ("steps", "batch_size", "eval_every", "patience", "max_windows", "min_windows")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"RefitSettings.steps must be >= 1 or None, got {self.steps}")
+        if not 0 < self.passes <= 100 or not 1 <= self.min_steps <= self.max_steps:
+            raise ValueError(
+                f"bad passes {self.passes} or steps range [{self.min_steps}, {self.max_steps}]"
+            )
+        ints = ("batch_size", "eval_every", "patience", "max_windows", "min_windows")
         for name in ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"RefitSettings.{name} must be >= 1, got {getattr(self, name)}")
@@ -85,6 +115,13 @@ class RefitSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def steps_for(self, train_windows: int) -> int:
+        """Adam steps for ``train_windows`` training windows (see ``steps``)."""
+        if self.steps is not None:
+            return self.steps
+        one_pass = math.ceil(self.passes * train_windows / self.batch_size)
+        return max(self.min_steps, min(self.max_steps, one_pass))
 
 
 @dataclass(frozen=True)
@@ -282,6 +319,8 @@ def _refit(
             f"not enough history yet ({len(examples.windows)} "
             f"windows, {settings.min_windows} needed)",
         )
+    if settings.recall_examples:
+        _add_recall_examples(store, frozen, examples)
     train, held = split_heldout(examples.windows, settings.heldout_fraction, seed=settings.seed)
 
     def on_step(p: FitProgress) -> None:
@@ -295,7 +334,7 @@ def _refit(
         base,
         train,
         held,
-        steps=settings.steps,
+        steps=settings.steps_for(len(train)),
         lr=settings.lr,
         batch_size=settings.batch_size,
         eval_every=settings.eval_every,
@@ -374,6 +413,25 @@ def _refit(
             "seconds": time.perf_counter() - started,
         }
     )
+
+
+def _add_recall_examples(store: Store, frozen: FrozenMemory, examples: _Examples) -> None:
+    """One recall example per user message of the chosen conversations, newest first, at most
+    as many as there are history windows (the recall half of the fit; see ``recall_examples``).
+    The question rotates over a few phrasings so the memory answers the meaning, not one
+    string."""
+    budget = len(examples.windows)
+    conversations = list(dict.fromkeys(examples.owner.values()))
+    made = 0
+    for conv_id in conversations:
+        users = [c for r, c in _turns(store, conv_id) if r == "user"]
+        for content in reversed(users):
+            if made >= budget:
+                return
+            prompt, answer_prefix = RECALL_PROMPTS[made % len(RECALL_PROMPTS)]
+            window = qa_window(frozen.chat, prompt, answer_prefix, content)
+            _add(examples, [window], conv_id)
+            made += 1
 
 
 def _recent_turns(store: Store, examples: _Examples) -> list[tuple[str, str]]:
