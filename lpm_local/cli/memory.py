@@ -147,7 +147,8 @@ def _last_refit(record) -> str:
     "--steps",
     type=click.IntRange(1, 10_000),
     default=None,
-    help="Optimiser steps at most (default 12; early stopping may end sooner).",
+    help="Optimiser steps at most (default: one pass over the history, 12-120 steps; early "
+    "stopping may end sooner).",
 )
 def refit(
     profile_name: str | None, model: str | None, quantize: str | None, steps: int | None

@@ -10,6 +10,7 @@ every version to the projector it was fitted against) is the same in every proce
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,12 @@ class FrozenMemory:
     projector_sha256: str
     shipped: bool  # trained weights from lpm_local/backbones/<name>/, else the identity projector
     chat: ChatFormat  # the chat's own encoding: refit windows are built in it
+
+    @functools.cached_property
+    def embedding_rms(self) -> float:
+        """RMS of the backbone's input embeddings: the scale slots live at (refit's lr)."""
+        weight = self.backbone.model.get_input_embeddings().weight
+        return float(weight.detach().float().pow(2).mean().sqrt())
 
     @property
     def device(self) -> torch.device:

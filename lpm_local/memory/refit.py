@@ -54,10 +54,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RefitSettings:
-    # The measured protocol (PROJECTOR_CARD.md): 10-12 Adam steps at lr 0.03 on one-exchange
-    # windows is where LPM beat prompt tuning. Every step is a forward+backward through the
-    # whole backbone, so steps are the cost: 30 steps with two turns of context took 6 min for
-    # a 2K-token history on one contended core; this budget is about 3 passes over it.
+    # Every step is a forward+backward through the whole backbone, so steps are the cost.
     # Adam steps at most; early stopping may end sooner. None: one pass over the training
     # windows (``passes`` of them), kept within [min_steps, max_steps], so a refit reads the
     # whole selected history however long it is, at a bounded cost.
@@ -65,7 +62,13 @@ class RefitSettings:
     passes: float = 1.0
     min_steps: int = 12
     max_steps: int = 120
-    lr: float = 3e-2  # chosen on validation users for LPM (and prompt tuning) in the card
+    # Adam's step moves every slot coordinate by about ``lr``, so the rate that suits a backbone
+    # scales with its embedding size: 0.03 was chosen on validation users for SmolLM2 (card),
+    # whose input embeddings have an RMS of 0.136; Qwen2.5-0.5B's is 0.017, and 0.03 there
+    # would move a slot further in one step than the token it started from. None: that rate
+    # relative to the backbone's embedding RMS (0.03 on SmolLM2, 0.0038 on Qwen2.5-0.5B).
+    lr: float | None = None
+    lr_per_embedding_rms: float = 0.03 / 0.1356
     batch_size: int = 8  # windows per step: ~1-3 s of forward+backward for SmolLM2 on 2 cores
     eval_every: int = 5
     patience: int = 2
@@ -105,9 +108,12 @@ class RefitSettings:
                 raise ValueError(f"RefitSettings.{name} must be >= 1, got {getattr(self, name)}")
         if self.min_windows > self.max_windows:
             raise ValueError(f"min_windows {self.min_windows} > max_windows {self.max_windows}")
-        if not 0 < self.lr < 10 or not 0 <= self.recent_share <= 1 or self.attribution_windows < 0:
+        bad_lr = self.lr is not None and not 0 < self.lr < 10
+        if bad_lr or not 0 < self.lr_per_embedding_rms < 100:
+            raise ValueError(f"bad lr {self.lr} or lr/RMS {self.lr_per_embedding_rms}")
+        if not 0 <= self.recent_share <= 1 or self.attribution_windows < 0:
             raise ValueError(
-                f"bad lr {self.lr}, recent_share {self.recent_share} or "
+                f"bad recent_share {self.recent_share} or "
                 f"attribution_windows {self.attribution_windows}"
             )
         if not 0 < self.heldout_fraction < 1:
@@ -115,6 +121,10 @@ class RefitSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def lr_for(self, embedding_rms: float) -> float:
+        """The learning rate for a backbone whose input embeddings have this RMS."""
+        return self.lr if self.lr is not None else self.lr_per_embedding_rms * embedding_rms
 
     def steps_for(self, train_windows: int) -> int:
         """Adam steps for ``train_windows`` training windows (see ``steps``)."""
@@ -335,7 +345,7 @@ def _refit(
         train,
         held,
         steps=settings.steps_for(len(train)),
-        lr=settings.lr,
+        lr=settings.lr_for(frozen.embedding_rms),
         batch_size=settings.batch_size,
         eval_every=settings.eval_every,
         patience=settings.patience,

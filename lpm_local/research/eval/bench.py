@@ -327,7 +327,7 @@ def _refit(backbone, chat, frozen, slots, settings: BenchSettings, count) -> dic
         slots,
         windows,
         steps=settings.refit_steps,
-        lr=app.lr,
+        lr=app.lr_for(frozen.embedding_rms),
         batch_size=app.batch_size,
     )
     _sync(backbone)
