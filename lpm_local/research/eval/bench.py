@@ -341,6 +341,8 @@ def _refit(backbone, chat, frozen, slots, settings: BenchSettings, count) -> dic
         "seconds": seconds,
         "seconds_per_step": per_step,
         "seconds_per_1k_history_tokens": seconds / (tokens / 1000),
-        "app_refit_steps": app.steps,
-        "app_refit_seconds_estimate": per_step * app.steps,
+        # The app's refit makes one pass over the history's windows (and as many recall
+        # examples): the steps it would take for this history, and their cost.
+        "app_refit_steps": app.steps_for(2 * len(windows)),
+        "app_refit_seconds_estimate": per_step * app.steps_for(2 * len(windows)),
     }
