@@ -35,10 +35,21 @@ def _register() -> None:
         memory,
         profiles,
         research,
+        serve,
         wipe,
     )
 
-    for module in (chatting, importing, profiles, memory, forget, research, evaluation, info):
+    for module in (
+        chatting,
+        importing,
+        profiles,
+        memory,
+        forget,
+        research,
+        evaluation,
+        info,
+        serve,
+    ):
         for command in module.COMMANDS:
             main.add_command(command)
     # Export, restore and wipe have modules of their own but read as `lpm memory export|import|
