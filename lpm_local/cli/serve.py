@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from lpm_local.cli.base import finish_progress_line, stderr_progress
@@ -96,10 +98,30 @@ def _serve(sock, model, quantize, profile_name, options) -> None:
                 f"profile {profile.name} · memory {memory} · {key}. Ctrl-C stops.",
                 err=True,
             )
-            server.serve()
+            _until_stopped(server)
         finally:
             service.close()
     click.echo("lpm serve: stopped", err=True)
+
+
+def _until_stopped(server) -> None:
+    """Serve until Ctrl-C or SIGTERM, either of which is the normal way to stop a server.
+
+    uvicorn shuts down gracefully on the signal, then raises it again once its own handler is
+    gone; SIGTERM's default action would end the process before the memory's refits are joined
+    and the store closed, so here it becomes a KeyboardInterrupt like Ctrl-C, caught below.
+    """
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 COMMANDS = [serve]
