@@ -19,7 +19,9 @@ from lpm_local.server.service import ChatService
 
 
 @contextmanager
-def running_server(store, backbone, *, profile=None, runtime_factory=None, **options):
+def running_server(
+    store, backbone, *, profile=None, runtime_factory=None, system_prompt=None, **options
+):
     """Yields the ``LocalServer`` (``.url``, ``.service``); stops and joins it afterwards."""
     profile = profile or store.active_profile()
     service = ChatService(
@@ -28,6 +30,7 @@ def running_server(store, backbone, *, profile=None, runtime_factory=None, **opt
         profile,
         background_refits=False,
         runtime_factory=runtime_factory,
+        system_prompt=system_prompt,
     )
     options.setdefault("limits", Limits())
     server = LocalServer(service, bind("127.0.0.1", 0), ServerOptions(**options))

@@ -62,10 +62,13 @@ class ChatService:
         *,
         background_refits: bool = True,
         runtime_factory: Callable[[Profile], object] | None = None,
+        system_prompt: str | None = None,
     ):
         """``runtime_factory(profile)`` builds a profile's memory (tests pass a faster one);
-        by default a ``MemoryRuntime`` sharing one frozen memory network."""
+        by default a ``MemoryRuntime`` sharing one frozen memory network. ``system_prompt``:
+        for requests that bring none (None: ``ChatSession``'s default, the app's prompt)."""
         self.store, self.engine = store, engine
+        self.system_prompt = system_prompt
         self.default_profile = default_profile
         self.background_refits = background_refits
         self._factory = runtime_factory or self._memory_runtime
@@ -139,7 +142,8 @@ class ChatService:
         )
 
     def _session(self, request: ChatRequest, profile: Profile, temporary: bool) -> ChatSession:
-        system = {"system_prompt": request.system} if request.system else {}
+        prompt = request.system or self.system_prompt
+        system = {"system_prompt": prompt} if prompt else {}
         if temporary:
             session = ChatSession(engine=self.engine, temporary=True, **system)
             session.turns = list(request.prior)  # the client's conversation is the context
