@@ -66,6 +66,7 @@ class ScriptedEngine:
         cancel: threading.Event | None = None,
         max_new_tokens: int = 512,
         temperature: float = 0.0,
+        top_p: float = 0.95,
     ) -> Iterator[str]:
         self.calls.append({"turns": list(turns), "prefix": prefix})
         text = self.reply(turns[-1].content)

@@ -8,12 +8,14 @@ be scheduled). A temporary session does the same with nothing stored and no memo
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from lpm_local.chat.encoding import DEFAULT_SYSTEM_PROMPT, ChatFormat, Turn, recent_window
+from lpm_local.chat.stops import StopScanner
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +46,7 @@ class TurnResult:
 
     reply: str = ""
     cancelled: bool = False
+    stopped: bool = False  # a stop string ended the reply
     attention: torch.Tensor | None = None  # [heads, M, N] when memory shaped the reply
     user_message_id: int | None = None
     reply_message_id: int | None = None
@@ -87,8 +90,13 @@ class ChatSession:
         cancel: threading.Event | None = None,
         max_new_tokens: int = 512,
         temperature: float = 0.0,
+        top_p: float = 0.95,
+        stop: Sequence[str] = (),
     ) -> Iterator[str]:
-        """Stream the reply to ``text`` chunk by chunk; the result lands in ``self.last``."""
+        """Stream the reply to ``text`` chunk by chunk; the result lands in ``self.last``.
+
+        ``stop``: strings that end the reply; the reply shown and stored is the text before
+        the first of them (``self.last.stopped`` says one was reached)."""
         result = TurnResult()
         self.last = result
         if not self.temporary:
@@ -103,15 +111,28 @@ class ChatSession:
         window = recent_window(
             chat.tokenizer, self.turns, self.window_tokens, system=chat.system_prompt
         )
-        for chunk in self.engine.stream(
+        scanner = StopScanner(stop)
+        chunks = self.engine.stream(
             chat.conversation(window),
             prefix=prefix,
             cancel=cancel,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
-        ):
-            result.reply += chunk
-            yield chunk
+            top_p=top_p,
+        )
+        # closing(): leaving the loop at a stop string stops generation now, not at GC.
+        with contextlib.closing(chunks):
+            for chunk in chunks:
+                shown, result.stopped = scanner.feed(chunk)
+                if shown:
+                    result.reply += shown
+                    yield shown
+                if result.stopped:
+                    break
+        tail = scanner.flush()
+        if tail:
+            result.reply += tail
+            yield tail
         result.cancelled = bool(cancel is not None and cancel.is_set())
         self._finish(result)
 

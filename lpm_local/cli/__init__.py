@@ -35,10 +35,12 @@ def _register() -> None:
         memory,
         profiles,
         research,
+        serve,
         wipe,
     )
 
-    for module in (chatting, importing, profiles, memory, forget, research, evaluation, info):
+    modules = (chatting, importing, profiles, memory, forget, research, evaluation, info, serve)
+    for module in modules:
         for command in module.COMMANDS:
             main.add_command(command)
     # Export, restore and wipe have modules of their own but read as `lpm memory export|import|
