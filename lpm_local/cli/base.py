@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from collections.abc import Callable
 
@@ -26,10 +27,22 @@ class LpmGroup(click.Group):
     """A click group that turns library errors into one line and exit 2."""
 
     def invoke(self, ctx: click.Context):
+        from lpm_local import locations
+        from lpm_local.storage.connection import set_wait_notice
+        from lpm_local.storage.disk_errors import storage_error
+
+        # A command that has to wait for another process's import says so once, on stderr.
+        set_wait_notice(lambda line: click.echo(line, err=True))
         try:
             return super().invoke(ctx)
         except LpmError as error:
             raise LpmUserError(str(error)) from error
+        except (sqlite3.OperationalError, OSError) as error:
+            # A full disk (or size limit) anywhere below: one line with advice, not a traceback.
+            failed = storage_error(error, locations.data_dir())
+            if failed is None:
+                raise
+            raise LpmUserError(str(failed)) from error
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)

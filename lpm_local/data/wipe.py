@@ -22,6 +22,7 @@ scheduler decides; conversations can be excluded from memory one by one).
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING
 from lpm_local import locations
 from lpm_local.data.wipe_verify import Sample, remove_bundles, sample_values, scan_for_samples
 from lpm_local.errors import NotFound
+from lpm_local.storage.disk_errors import StorageFailed, storage_error
 from lpm_local.memory.requests import clear_refit_request
 from lpm_local.storage.records import utc_now
 
@@ -163,7 +165,20 @@ def wipe(
             "VALUES (?, ?, ?, 'pending', ?)",
             [scope.kind, scope.profile_id, scope.profile_name, utc_now()],
         )
-    return _finish(store, cursor.lastrowid, _sweep_dir(store, data_dir), progress, started, scope)
+    try:
+        return _finish(
+            store, cursor.lastrowid, _sweep_dir(store, data_dir), progress, started, scope
+        )
+    except (sqlite3.OperationalError, OSError) as error:
+        failed = storage_error(error, store.path.parent)
+        if failed is None:
+            raise
+        # The intent row is committed: the next open of the store finishes the wipe, and
+        # nothing of the scope can be read before that.
+        raise StorageFailed(
+            f"the wipe of {scope.describe()} could not finish: {failed}. It is recorded and "
+            "finishes the next time lpm opens with space free (e.g. `lpm profile list`)"
+        ) from None
 
 
 def resume_pending_wipes(store: Store, *, data_dir: Path | None = None) -> list[WipeReport]:
@@ -175,7 +190,7 @@ def resume_pending_wipes(store: Store, *, data_dir: Path | None = None) -> list[
     """
     if not _has_table(store, "pending_wipes"):
         return []
-    rows = store.conn.execute("SELECT id FROM pending_wipes ORDER BY id").fetchall()
+    rows = store._rows("SELECT id FROM pending_wipes ORDER BY id")  # waits out a writer
     sweep = _sweep_dir(store, data_dir)
     return [_finish(store, row[0], sweep, None, time.monotonic()) for row in rows]
 
@@ -191,7 +206,7 @@ def verify_wiped(store: Store, report: WipeReport, *, data_dir: Path | None = No
 
 def _has_table(store: Store, name: str) -> bool:
     sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-    return store.conn.execute(sql, [name]).fetchone() is not None
+    return bool(store._rows(sql, [name]))
 
 
 def _sweep_dir(store: Store, data_dir: Path | None) -> Path | None:

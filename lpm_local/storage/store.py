@@ -29,9 +29,12 @@ from sqlite_utils.migrations import Migrations
 from lpm_local import locations
 from lpm_local.errors import CorruptDatabase
 from lpm_local.storage.chats import ChatQueries
+from lpm_local.storage.connection import read_waiting
+from lpm_local.storage.disk_errors import StorageFailed, storage_error
 from lpm_local.storage.memory_rows import MemoryQueries
 from lpm_local.storage.migrations import migrations as MIGRATIONS
 from lpm_local.storage.profiles import ProfileQueries
+from lpm_local.storage.write_gate import WriteGate
 
 BUSY_TIMEOUT_MS = 5000  # a writer waits this long for another one's transaction to end
 
@@ -72,11 +75,15 @@ def _is_corruption(error: sqlite3.DatabaseError) -> bool:
 def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
     """``PRAGMA quick_check``, which only reads; raises ``CorruptDatabase`` on any finding.
 
-    "database is locked" is not corruption: it propagates as itself. A hot journal left by a
-    crash is rolled back by SQLite on this first read, which is its normal recovery.
+    "database is locked" is not corruption: the check waits for the other process's write
+    transaction to end (``read_waiting``), however long an import takes, up to its bound. A hot
+    journal left by a crash is rolled back by SQLite on this first read, its normal recovery.
     """
+    gate = WriteGate(path, create=False)
     try:
-        findings = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+        findings = read_waiting(
+            gate, lambda: [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+        )
     except sqlite3.DatabaseError as error:
         if _is_corruption(error):
             problem = f"not a usable SQLite database ({error})"
@@ -139,7 +146,17 @@ class Store(ProfileQueries, ChatQueries, MemoryQueries):
                 # Imported here: wipe builds on the store.
                 from lpm_local.data.wipe import resume_pending_wipes
 
-                resume_pending_wipes(store)
+                try:
+                    resume_pending_wipes(store)
+                except (sqlite3.OperationalError, OSError) as error:
+                    failed = storage_error(error, path.parent)
+                    if failed is None:
+                        raise
+                    raise StorageFailed(
+                        f"an interrupted wipe could not be finished: {failed}. Until it "
+                        "finishes the app does not open; any lpm command (e.g. `lpm profile "
+                        "list`) finishes it once there is space"
+                    ) from None
         except BaseException:
             store.close()
             raise
@@ -155,6 +172,10 @@ class Store(ProfileQueries, ChatQueries, MemoryQueries):
         fresh database together, the second finds the work done. Returns the applied names.
         """
         applied: list[str] = []
+        # A read first: opening an up-to-date database must not queue for the write gate
+        # behind another process's long import.
+        if not self.read_waiting(lambda: migration_set.pending(self.db)):
+            return applied
         while True:
             with self.transaction():
                 pending = migration_set.pending(self.db)
