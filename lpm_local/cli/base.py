@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import click
 
-from lpm_local.errors import LpmError
+from lpm_local.errors import LpmError, visible
 
 # Exit code for anything the user can fix (bad input, missing model, locked database): the same
 # code click uses for usage errors, so scripts can tell "you asked wrong" from "it crashed" (1).
@@ -19,8 +19,9 @@ class LpmUserError(click.ClickException):
     exit_code = USER_ERROR_EXIT
 
     def format_message(self) -> str:
-        # One line, whatever the library wrote: a person reads it, a script greps it.
-        return " ".join(self.message.split())
+        # One line, whatever the library wrote: a person reads it, a script greps it. Messages
+        # carry untrusted names (files, titles): escapes in them are shown, never sent.
+        return visible(" ".join(self.message.split()))
 
 
 class LpmGroup(click.Group):

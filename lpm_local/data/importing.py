@@ -29,12 +29,13 @@ from pathlib import Path
 from lpm_local.data.importers import BUNDLE_FORMAT, ParsedFile, detect_format, parse_file
 from lpm_local.data.sources import (  # re-exported: the import API in one place
     FileResult,
+    ImportCancelled,  # noqa: F401  (re-exported; ruff's autofix had dropped it)
     Progress,
     check_cancel,
     file_sha256,
     merge_notes,
 )
-from lpm_local.errors import LpmError
+from lpm_local.errors import LpmError, visible
 from lpm_local.memory.requests import clear_refit_request, pending_refit, request_refit
 from lpm_local.storage.records import ImportRecord, NewMessage, Profile
 from lpm_local.storage.store import Store
@@ -78,7 +79,7 @@ class ImportSummary:
             out.append(f"{fmt}: {verb} {c:,} conversations, {m:,} messages ({files})")
         for f in self.duplicates:
             earlier = f"import #{f.import_id}" if f.import_id else "a file listed before it"
-            out.append(f"skipped {f.path.name}: same content as {earlier}")
+            out.append(f"skipped {visible(f.path.name)}: same content as {earlier}")
         if not out:
             out.append("nothing to import")
         out.append(

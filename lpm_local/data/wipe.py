@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING
 
 from lpm_local import locations
 from lpm_local.data.wipe_verify import Sample, remove_bundles, sample_values, scan_for_samples
-from lpm_local.errors import NotFound
-from lpm_local.storage.disk_errors import StorageFailed, storage_error
+from lpm_local.errors import NotFound, visible
 from lpm_local.memory.requests import clear_refit_request
+from lpm_local.storage.disk_errors import StorageFailed, storage_error
 from lpm_local.storage.records import utc_now
 
 if TYPE_CHECKING:
@@ -133,15 +133,38 @@ class WipeReport:
             out.append(f"removed {len(self.bundle_files)} bundle file(s) under the data dir")
         out.append(f"rows of it left in the database: {self.rows_left}")
         if self.leftovers is not None:
-            where = ", ".join(self.leftovers)
-            out.append(
-                f"verified: none of {len(self.samples)} sampled deleted values remains in "
-                "any file under the data dir"
-                if not self.leftovers
-                else f"WARNING: sampled deleted values still found in: {where}"
-            )
+            out.append(self._verification())
         out.append(f"took {self.seconds:.1f} s")
         return out
+
+
+    def _verification(self) -> str:
+        """What the byte scan showed, and what it could not show (nothing sampled)."""
+        if self.leftovers:
+            return "WARNING: sampled deleted values still found in: " + ", ".join(
+                visible(name) for name in self.leftovers
+            )
+        texts = sum(s.kind == "text" for s in self.samples)
+        blobs = len(self.samples) - texts
+        if not self.samples:
+            # Only values of 16+ varied bytes can be told apart from chance in a scan.
+            return (
+                "not verified by a byte scan: nothing deleted was long enough to sample "
+                "(messages under 16 bytes or too repetitive, no memory blob); verified only that "
+                "no row of it is left"
+            )
+        what = " and ".join(
+            part
+            for part in (
+                f"{texts} message text{'s' * (texts != 1)}" if texts else "",
+                f"{blobs} memory blob{'s' * (blobs != 1)}" if blobs else "",
+            )
+            if part
+        )
+        return (
+            f"verified: none of {len(self.samples)} sampled deleted values ({what}) remains "
+            "in any file under the data dir (a sample, not every byte)"
+        )
 
 
 def wipe(

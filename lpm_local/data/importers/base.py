@@ -113,7 +113,8 @@ class ImportLimits:
                 raise ValueError(f"ImportLimits.{f.name} must be a positive number, got {value!r}")
         if self.max_compression_ratio < 1:
             raise ValueError(
-                f"ImportLimits.max_compression_ratio must be >= 1, got {self.max_compression_ratio!r}"
+                "ImportLimits.max_compression_ratio must be >= 1, "
+                f"got {self.max_compression_ratio!r}"
             )
         if self.max_json_depth < 8:
             raise ValueError(

@@ -97,6 +97,31 @@ def parse_file(
 def _stream(
     path: Path, resolved: _Resolved, ctx: ParseContext, progress: Progress | None
 ) -> Iterator[ImportedConversation]:
+    """The parser's conversations, under the caps every format shares: each parser checks them
+    early, where it can bound its memory; this checks them again for all, the same way."""
+    limits = ctx.limits
+    count = 0
+    for conversation in _parsed(path, resolved, ctx, progress):
+        count += 1
+        if count > limits.max_conversations:
+            raise BadInput(
+                f"more than {limits.max_conversations:,} conversations",
+                where=short(path.name, 120),
+                hint="raise ImportLimits.max_conversations if this file is trusted",
+            )
+        if len(conversation.messages) > limits.max_conversation_messages:
+            raise BadInput(
+                f"conversation {count:,} has more than {limits.max_conversation_messages:,} "
+                "messages",
+                where=short(path.name, 120),
+                hint="raise ImportLimits.max_conversation_messages if this file is trusted",
+            )
+        yield conversation
+
+
+def _parsed(
+    path: Path, resolved: _Resolved, ctx: ParseContext, progress: Progress | None
+) -> Iterator[ImportedConversation]:
     try:
         if resolved.format in sqlite_apps.FORMATS:
             yield from sqlite_apps.conversations(path, resolved.format, ctx)

@@ -112,7 +112,10 @@ class _Builder:
             raise self.place.error(
                 f"line {line_number:,}",
                 "message or transcript longer than the limit",
-                hint="raise ImportLimits.max_message_chars / max_record_chars if this file is trusted",
+                hint=(
+                    "raise ImportLimits.max_message_chars / max_record_chars if this file is "
+                    "trusted"
+                ),
             )
 
     def flush(self) -> None:
@@ -121,6 +124,14 @@ class _Builder:
         raw = "\n".join(self.lines).strip("\n").rstrip()
         text = text_value(raw, self.place, f"line {self.start:,}", self.limits.max_message_chars)
         if text.strip():
+            if len(self.messages) >= self.limits.max_conversation_messages:
+                # Checked as they come: 11 MB of "you:a / ai:b" lines are 2 million messages.
+                raise self.place.error(
+                    f"line {self.start:,}",
+                    f"more than {self.limits.max_conversation_messages:,} messages in one "
+                    "transcript",
+                    hint="raise ImportLimits.max_conversation_messages if this file is trusted",
+                )
             ref = f"{FORMAT}:line{self.start}"
             self.messages.append(ImportedMessage(self.role, text, None, ref))
         self.role, self.lines = None, []
