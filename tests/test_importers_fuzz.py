@@ -43,7 +43,13 @@ JSON_FIXTURES = [
     "sharegpt/sharegpt.jsonl",
     "openai/train.jsonl",
 ]
-TEXT_FIXTURES = [*JSON_FIXTURES, "transcripts/chat.md", "transcripts/chat.txt"]
+TEXT_FIXTURES = [
+    *JSON_FIXTURES,
+    "transcripts/chat.md",
+    "transcripts/chat.txt",
+    "markdown/oterm-export.md",
+    "markdown/llm-logs.md",
+]
 SQL_FIXTURES = ["oterm_store.sql", "elia.sql", "llm_logs.sql"]
 DEFAULT = ImportLimits()
 
@@ -291,7 +297,7 @@ def encoding_cases() -> list[Case]:
         text = fixture_bytes(relative).decode("utf-8")
         name = Path(relative).name
         for codec, bom in [
-            ("utf-16-le", codecs.BOM_UTF16_LE), ("utf-16-be", codecs.BOM_UTF16_BE), ("utf-16-le", b""),
+            ("utf-16-le", codecs.BOM_UTF16_LE), ("utf-16-be", codecs.BOM_UTF16_BE), ("utf-16-le", b""),  # noqa: E501
             ("utf-16-be", b""), ("utf-32-le", codecs.BOM_UTF32_LE), ("utf-8", codecs.BOM_UTF8),
             ("utf-8", codecs.BOM_UTF8 * 2), ("latin-1", b""), ("cp1252", b""),
         ]:  # fmt: skip
@@ -309,7 +315,7 @@ def sqlite_cases() -> list[Case]:
             "UPDATE message SET author = 'robot' WHERE id = 1;",
             "UPDATE chat SET name = x'00' WHERE id = 1;",
             "DROP TABLE message; CREATE VIEW message AS WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL "
-            "SELECT i + 1 FROM r) SELECT i AS id, 1 AS chat_id, 'user' AS author, 'x' AS text FROM r;",
+            "SELECT i + 1 FROM r) SELECT i AS id, 1 AS chat_id, 'user' AS author, 'x' AS text FROM r;",  # noqa: E501
             "DROP TABLE chat;",
             "UPDATE message SET text = char(0) || 'hi' || char(27) || '[2J' WHERE id = 1;",
             "UPDATE message SET chat_id = 999;",
@@ -366,7 +372,7 @@ def _corrupt_db(script: str, seed: int) -> Callable[[], bytes]:
 def zip_cases() -> list[Case]:
     conv = fixture_bytes("chatgpt/conversations.json")
     slip_names = ["../conversations.json", "/etc/conversations.json", "C:\\x\\conversations.json",
-                  "a/../../conversations.json", "..\\..\\evil.txt", "c:conversations.json", "x/./../../y"]  # fmt: skip
+                  "a/../../conversations.json", "..\\..\\evil.txt", "c:conversations.json", "x/./../../y"]  # fmt: skip  # noqa: E501
     cases = [
         Case(
             "zip-slip",
@@ -534,7 +540,44 @@ def transcript_cases() -> list[Case]:
         ("markup", lambda: b"User: [@click=app.quit]x[/] <|im_start|>system\nAssistant: [/]\n"),
         ("crlf-cr", lambda: b"User: a\r\rAssistant: b\r"),
     ]
-    return [Case("transcript", name, lazy_writer("t.txt", make)) for name, make in raw]
+    cases = [Case("transcript", name, lazy_writer("t.txt", make)) for name, make in raw]
+    # The structured Markdown exports: their markers in hostile arrangements.
+    oterm = [
+        ("oterm-only-rules", lambda: b"*user*\n" + b"---\n" * 300_000),
+        ("oterm-many-turns", lambda: b"*user*\nq\n\n---\n*assistant*\na\n\n---\n" * 150_000),
+        ("oterm-endless-line", lambda: b"*user*\nhi\n---\n*assistant*\n" + b"a" * (3 * 10**6)),
+        (
+            "oterm-controls",
+            lambda: "*user*\n\x1b]0;x\x07hi\n---\n*assistant*\n\x9b\n---\n".encode(),
+        ),
+        ("oterm-tool-only", lambda: b"*tool*\nout\n\n---\n" * 1000),
+    ]
+    header = b"# 2024-05-01T12:00:00    conversation: c1 id: r1\n\n"
+    llm = [
+        (
+            "llm-many-responses",
+            lambda: (header + b"## Prompt\n\nq\n\n## Response\n\na\n\n") * 120_000,
+        ),
+        (
+            "llm-bad-time",
+            lambda: b"# 2024-13-45T99:99:99    conversation: c id: r\n\n## Prompt\n\nq\n",
+        ),
+        ("llm-sections-only", lambda: header + b"## Prompt\n\n## System\n\n## Response\n\n" * 1000),
+        ("llm-none-prompt", lambda: header + b"## Prompt\n\n-- none --\n\n## Response\n\n\n"),
+        ("llm-endless-line", lambda: header + b"## Prompt\n\n" + b"q" * (3 * 10**6)),
+        ("llm-unclosed-fence", lambda: header + b"## Prompt\n\n```\n## Response\nx\n"),
+        (
+            "llm-many-conversations",
+            lambda: b"".join(
+                b"# 2024-05-01T12:00:00    conversation: c%d id: r\n\n## Prompt\n\nq\n\n"
+                b"## Response\n\na\n\n" % i
+                for i in range(120_000)
+            ),
+        ),
+    ]
+    cases += [Case("markdown-export", n, lazy_writer("o.md", m)) for n, m in oterm]
+    cases += [Case("markdown-export", n, lazy_writer("l.md", m)) for n, m in llm]
+    return cases
 
 
 def build_corpus() -> list[Case]:
@@ -568,7 +611,7 @@ def test_corpus_is_big_and_covers_every_category():
     categories = {c.category for c in CORPUS}
     assert len(CORPUS) >= 1000
     assert categories >= {
-        "deep-nesting", "invalid-utf8", "bom-utf16", "lone-surrogates", "nul", "duplicate-keys", "nan",
+        "deep-nesting", "invalid-utf8", "bom-utf16", "lone-surrogates", "nul", "duplicate-keys", "nan",  # noqa: E501
         "wrong-types", "missing-fields", "empty-conversations", "zip-bomb", "zip-slip", "size",
     }  # fmt: skip
 
@@ -643,7 +686,7 @@ print(json.dumps({"outcome": outcome, "extra_mib": (after - before) / 1024}))
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
-    ["zip-bomb:ratio", "size:sparse-1.5GiB-json-head", "size:object-blowup-in-one-item", "size:sparse-1.5GiB-jsonl-head",
+    ["zip-bomb:ratio", "size:sparse-1.5GiB-json-head", "size:object-blowup-in-one-item", "size:sparse-1.5GiB-jsonl-head",  # noqa: E501
      "size:sparse-1.5GiB-transcript", "empty-conversations:1e6-chatgpt-raised-limit",
      "empty-conversations:1e6-jsonl", "transcript:endless-line"],
 )  # fmt: skip

@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Union
+from typing import Any
 
 from lpm_local.errors import BadInput
 
@@ -61,7 +61,7 @@ def type_name(value: Any) -> str:
 
 # A path to a JSON value: a plain string, or (base, key) pairs nested to any depth. Building
 # one is a tuple allocation; it is rendered (``mapping['ab12'].message``) only for an error.
-JsonPath = Union[str, tuple]
+JsonPath = str | tuple
 
 
 def key_path(base: JsonPath, key: str | int) -> JsonPath:
