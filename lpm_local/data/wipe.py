@@ -137,7 +137,6 @@ class WipeReport:
         out.append(f"took {self.seconds:.1f} s")
         return out
 
-
     def _verification(self) -> str:
         """What the byte scan showed, and what it could not show (nothing sampled)."""
         if self.leftovers:

@@ -93,9 +93,7 @@ class WriteGate:
             os.close(fd)  # a shared lock, released at once: only the wait mattered
         return acquired
 
-    def _acquire(
-        self, fd: int, timeout_s: float | None = None, mode: int = fcntl.LOCK_EX
-    ) -> bool:
+    def _acquire(self, fd: int, timeout_s: float | None = None, mode: int = fcntl.LOCK_EX) -> bool:
         """Lock ``fd``; False on timeout, in which case ``fd`` belongs to the waiter thread."""
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)

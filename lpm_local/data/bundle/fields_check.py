@@ -64,5 +64,3 @@ def check_backbone(name: str | None, where: str) -> None:
         where=where,
         hint="known: " + ", ".join(registry.names()),
     )
-
-
