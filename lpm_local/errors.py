@@ -22,9 +22,7 @@ def visible(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(
-        c.encode("unicode_escape").decode("ascii")
-        if unicodedata.category(c) in _INVISIBLE
-        else c
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _INVISIBLE else c
         for c in text
     )
 
@@ -35,6 +33,11 @@ class LpmError(Exception):
 
 class CorruptDatabase(LpmError):
     """The database file failed ``PRAGMA quick_check``; it is left untouched."""
+
+
+class BadPath(LpmError):
+    """A path of the app that cannot be used as it is (``LPM_HOME=/dev/null``, a directory
+    where the database should be, ...); nothing at it was changed."""
 
 
 class AlreadyRunning(LpmError):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lpm_local.errors import LpmError
 
-_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 13, 14
+_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL = 8, 10, 13
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -33,6 +33,11 @@ def storage_error(error: BaseException, where: Path | str) -> StorageFailed | No
         code = getattr(error, "sqlite_errorcode", 0) & 0xFF
         if code == _SQLITE_FULL:
             return StorageFailed(f"{where}: the disk is full; {advice}")
+        if code == _SQLITE_READONLY:
+            return StorageFailed(
+                f"{where}: the database is read-only ({error}); nothing was written. Check the "
+                "permissions of the database and its directory (they should be yours)"
+            )
         if code == _SQLITE_IOERR:
             return StorageFailed(
                 f"{where}: the database could not be written ({error}): the disk may be full, "

@@ -27,7 +27,7 @@ from pathlib import Path
 from sqlite_utils.migrations import Migrations
 
 from lpm_local import locations
-from lpm_local.errors import CorruptDatabase
+from lpm_local.errors import BadPath, CorruptDatabase
 from lpm_local.storage.chats import ChatQueries
 from lpm_local.storage.connection import read_waiting
 from lpm_local.storage.disk_errors import StorageFailed, storage_error
@@ -55,6 +55,8 @@ PRAGMAS: dict[str, str | int] = {
 
 # SQLite primary result codes that mean "the bytes are not a sound database".
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+# ... and "it cannot be opened at all" (a directory, no permission).
+_SQLITE_CANTOPEN, _SQLITE_PERM = 14, 3
 
 
 def _advice(path: Path, problem: str) -> str:
@@ -62,6 +64,26 @@ def _advice(path: Path, problem: str) -> str:
         f"{path}: {problem}; it was not modified. Move it aside "
         f"(mv '{path}' '{path}.corrupt') and start again, or restore a backup"
     )
+
+
+def _refuse_lost_database(path: Path) -> None:
+    """An empty (0-byte) database is new unless lpm committed to it before.
+
+    SQLite treats an empty file as an empty database and would silently initialise it. That is
+    right for the file ``create_private_file`` just made (or one a crash left before the first
+    commit), and wrong when the data was lost (truncated by a tool or a failing disk): then the
+    app must not paper over it with a fresh schema. The sign of an earlier commit is the
+    rollback journal, which TRUNCATE mode leaves behind empty after every commit.
+    """
+    journal = path.with_name(path.name + "-journal")
+    try:
+        lost = path.stat().st_size == 0 and journal.is_file() and journal.stat().st_size == 0
+    except OSError:
+        return
+    if lost:
+        raise CorruptDatabase(
+            _advice(path, "the database is empty (0 bytes), though lpm has written it before")
+        )
 
 
 def _is_corruption(error: sqlite3.DatabaseError) -> bool:
@@ -137,8 +159,19 @@ class Store(ProfileQueries, ChatQueries, MemoryQueries):
         # be the user's home.)
         path = Path(path)
         # Only creates the file or tightens its mode: the content is never touched here.
-        locations.create_private_file(path)
-        store = cls(_connect(path), path)
+        created = locations.create_private_file(path)
+        if not created:
+            _refuse_lost_database(path)
+        try:
+            conn = _connect(path)
+        except sqlite3.OperationalError as error:
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF not in (_SQLITE_CANTOPEN, _SQLITE_PERM):
+                raise
+            raise BadPath(
+                f"{path}: cannot open the database ({error}). Check that it and its directory "
+                "are yours and writable"
+            ) from None
+        store = cls(conn, path)
         try:
             if migrate:
                 store.migrate()
