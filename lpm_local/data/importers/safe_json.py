@@ -217,6 +217,14 @@ class _Stream:
                 json_depth(self.buf[start:end]) > self.limits.max_json_depth
             ):
                 raise self._too_deep(record)
+            if end - start > self.limits.max_record_chars:
+                # Items that fit in the buffer never went through ``_grow``: the same cap,
+                # checked exactly, whatever the chunk size.
+                raise self.error(
+                    record,
+                    f"larger than the limit of {self.limits.max_record_chars:,} characters",
+                    _LIMIT_HINT.format("max_record_chars"),
+                )
             self.pos = end
             return value
 
