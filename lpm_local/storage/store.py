@@ -7,7 +7,10 @@ Opening does, in this order (DESIGN.md §4, RELIABILITY R7, R8, R19, R20):
    mode, so creating the database private first makes the journal private too;
 2. ``PRAGMA quick_check`` runs before anything could write: a file that is not a database or
    fails the check raises ``CorruptDatabase`` with recovery advice, and is left byte for byte as
-   it was (only reading happens until the check passes);
+   it was (only reading happens until the check passes). While another process holds a long
+   write transaction (an import) the check, like every read, waits for it
+   (``connection.read_waiting``) instead of failing with "database is locked". Something that
+   is not a file at the path, or a database emptied after use, is refused the same way;
 3. the safety pragmas are set on the connection and read back;
 4. pending migrations are applied, each in its own ``BEGIN IMMEDIATE`` transaction.
 
@@ -76,11 +79,24 @@ def _refuse_lost_database(path: Path) -> None:
     rollback journal, which TRUNCATE mode leaves behind empty after every commit.
     """
     journal = path.with_name(path.name + "-journal")
-    try:
-        lost = path.stat().st_size == 0 and journal.is_file() and journal.stat().st_size == 0
-    except OSError:
+
+    def looks_lost() -> bool:
+        try:
+            return path.stat().st_size == 0 and journal.is_file() and journal.stat().st_size == 0
+        except OSError:
+            return False
+
+    if not looks_lost():
         return
-    if lost:
+    # Another process may be creating the database right now (its first transaction has made
+    # the journal, not yet the pages): that transaction holds the write gate, so wait for it
+    # and look again.
+    gate = WriteGate(path, create=False)
+    if gate.path.exists():
+        with gate.held():
+            if not looks_lost():
+                return
+    if looks_lost():
         raise CorruptDatabase(
             _advice(path, "the database is empty (0 bytes), though lpm has written it before")
         )

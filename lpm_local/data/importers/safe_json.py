@@ -211,9 +211,10 @@ class _Stream:
                 raise self.error(record, f"invalid JSON at {self.at(exc.pos)}: {exc.msg}") from None
             except ValueError:  # int() refuses numbers of more than 4300 digits
                 raise self.error(record, "a number with too many digits") from None
-            # A number or literal may go on in the next chunk, even when the chunk ends a few
-            # characters after what was parsed: "1.5e" decodes as 1.5, leaving "e" behind.
-            if end >= len(self.buf) - 3 and self._grow(record):
+            # A number or literal may go on in the next chunk; a number even when the chunk
+            # ends a few characters after what was parsed ("1.5e" decodes as 1.5, leaving "e").
+            cut_number = type(value) in (int, float) and end >= len(self.buf) - 3
+            if (end == len(self.buf) or cut_number) and self._grow(record):
                 continue
             if end - start > 2 * self.limits.max_json_depth and (
                 json_depth(self.buf[start:end]) > self.limits.max_json_depth
