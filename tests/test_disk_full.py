@@ -51,8 +51,12 @@ def _one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
 def _export(path: Path, n: int, words: int = 50) -> Path:
     lines = [
         json.dumps(
-            {"messages": [{"role": "user", "content": f"q{i} " + "w " * words},
-                          {"role": "assistant", "content": f"a{i} " + "w " * words}]}
+            {
+                "messages": [
+                    {"role": "user", "content": f"q{i} " + "w " * words},
+                    {"role": "assistant", "content": f"a{i} " + "w " * words},
+                ]
+            }
         )
         for i in range(n)
     ]

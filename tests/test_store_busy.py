@@ -91,8 +91,7 @@ def test_profile_list_and_memory_status_wait_for_a_writer():
     # It waited for the writer (past the busy timeout) and said so on one line.
     assert waited >= BUSY_TIMEOUT_MS / 1000
     assert listed.stderr.strip().splitlines() == [
-        "waiting for another lpm process that is writing the database (an import?); "
-        "up to 10 min"
+        "waiting for another lpm process that is writing the database (an import?); up to 10 min"
     ]
     assert status.returncode == 0, status.stderr
     assert "Traceback" not in status.stderr and "profile" in status.stdout

@@ -144,7 +144,8 @@ def imports_undo(import_id: int, yes: bool) -> None:
         f"{result.messages:,} messages"
     )
     if result.notes_removed:
-        click.echo(f"removed what it had added to the profile note ({result.notes_removed} part(s))")
+        parts = f"{result.notes_removed} part(s)"
+        click.echo(f"removed what it had added to the profile note ({parts})")
     if result.memory_version is not None:
         click.echo(f"memory restored to version #{result.memory_version} (from before the import)")
     elif result.memory_restored:
