@@ -7,6 +7,25 @@ Anything that is not an ``LpmError`` is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import unicodedata
+
+# Control (Cc), format (Cf: bidi overrides, zero-width), surrogate (Cs) and line/paragraph
+# separator characters: a terminal acts on some of them (ESC starts a sequence that can recolour,
+# retitle or clear it) and the others hide or reorder what is shown.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def visible(text: str) -> str:
+    """``text`` with every control or invisible character shown as an escape (``\\x1b``,
+    ``\\u202e``), so an untrusted name (a file name, a title) prints as what it is and can
+    never drive the terminal. Printable text, non-ASCII included, is left as it is."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _INVISIBLE else c
+        for c in text
+    )
+
 
 class LpmError(Exception):
     """Base class: a failure the user can act on, reported as one line."""
@@ -14,6 +33,11 @@ class LpmError(Exception):
 
 class CorruptDatabase(LpmError):
     """The database file failed ``PRAGMA quick_check``; it is left untouched."""
+
+
+class BadPath(LpmError):
+    """A path of the app that cannot be used as it is (``LPM_HOME=/dev/null``, a directory
+    where the database should be, ...); nothing at it was changed."""
 
 
 class AlreadyRunning(LpmError):

@@ -8,9 +8,12 @@ base builds a path under the user's directories.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import platformdirs
+
+from lpm_local.errors import BadPath
 
 APP_NAME = "lpm-local"
 ENV_HOME = "LPM_HOME"
@@ -54,23 +57,54 @@ def model_cache_dir(name: str) -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and force it to 0700, whatever the umask."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, PRIVATE_DIR_MODE)
-    return path
+    """Create ``path`` (and parents) and force it to 0700, whatever the umask.
 
-
-def create_private_file(path: Path) -> Path:
-    """Create ``path`` empty with mode 0600 if it does not exist, before anyone else writes it.
-
-    SQLite and ``open()`` create files with the umask (0644 by default); creating the file
-    first with ``O_CREAT | O_EXCL`` and mode 0600 closes that window. An existing file only has
-    its mode tightened, never its content touched.
+    ``BadPath`` (one line) when it cannot be a directory: ``LPM_HOME=/dev/null``, a file in
+    the way, a parent that cannot be written. A symlink to a directory is used as it is: its
+    target's mode is the user's choice (an encrypted volume, say).
     """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadPath(
+            f"{path}: cannot create the data directory ({exc.strerror}). Point {ENV_HOME} at a "
+            "directory you can write, or fix the parent's permissions"
+        ) from None
+    if not path.is_symlink():
+        os.chmod(path, PRIVATE_DIR_MODE)
+    return path
+
+
+def create_private_file(path: Path) -> bool:
+    """Create ``path`` empty with mode 0600 if it does not exist, before anyone else writes it;
+    True when this call created it.
+
+    SQLite and ``open()`` create files with the umask (0644 by default); creating the file
+    first with ``O_CREAT | O_EXCL`` and mode 0600 closes that window. An existing file is never
+    truncated; its mode is tightened only when it is a regular file of this user (one the app
+    made in an earlier run): a symlink's target belongs to whoever made the link, and is left
+    alone. Anything but a file at ``path`` (a directory, a device) is ``BadPath``.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
         os.close(fd)
+        return True
     except FileExistsError:
         pass
-    os.chmod(path, PRIVATE_FILE_MODE)
-    return path
+    except OSError as exc:
+        raise BadPath(f"{path}: cannot create the file ({exc.strerror})") from None
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        if not path.is_file():
+            raise BadPath(f"{path}: a symlink to something that is not a file; remove it")
+        return False
+    if stat.S_ISDIR(info.st_mode):
+        raise BadPath(
+            f"{path}: a directory is where this file should be; it was not changed. Move it "
+            f"aside (mv '{path}' '{path}.moved') and try again"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise BadPath(f"{path}: not a regular file; it was not changed. Move it aside")
+    if info.st_uid == os.getuid():
+        os.chmod(path, PRIVATE_FILE_MODE)
+    return False

@@ -119,7 +119,7 @@ def add_memory(
         gen = torch.Generator().manual_seed(seed)
         slots = torch.randn(n_slots, dim, generator=gen).to(dtype or torch.float32)
     blob = slots_to_bytes(slots, config)
-    kwargs.setdefault("backbone", "tiny-test")
+    kwargs.setdefault("backbone", "smollm2-135m")
     kwargs.setdefault("projector_sha256", "ab" * 32)
     kwargs.setdefault("config_json", config.to_json())
     return store.add_memory_version(profile_id, tensors=blob, **kwargs)

@@ -94,7 +94,7 @@ def test_export_layout_hashes_and_mode(store, out):
             data = zf.read(name)
             assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     assert manifest["format"] == "lpm-bundle" and manifest["format_version"] == 1
-    assert manifest["backbone"] == "tiny-test" and manifest["projector_sha256"] == "ab" * 32
+    assert manifest["backbone"] == "smollm2-135m" and manifest["projector_sha256"] == "ab" * 32
     assert manifest["memory"]["sha256"] == version.sha256 and manifest["created_at"]
     assert (result.conversations, result.messages) == (2, len(TRICKY) + 1)
     assert [p.name for p in out.iterdir()] == ["me.lpm"]  # no temp file left

@@ -96,7 +96,7 @@ def make_bundle(
             "2026-01-01T00:00:00+00:00",
             profile_name,
             None,
-            "tiny-test",
+            "smollm2-135m",
             None,
             memory_info,
             history is not None,

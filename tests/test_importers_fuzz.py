@@ -43,7 +43,13 @@ JSON_FIXTURES = [
     "sharegpt/sharegpt.jsonl",
     "openai/train.jsonl",
 ]
-TEXT_FIXTURES = [*JSON_FIXTURES, "transcripts/chat.md", "transcripts/chat.txt"]
+TEXT_FIXTURES = [
+    *JSON_FIXTURES,
+    "transcripts/chat.md",
+    "transcripts/chat.txt",
+    "markdown/oterm-export.md",
+    "markdown/llm-logs.md",
+]
 SQL_FIXTURES = ["oterm_store.sql", "elia.sql", "llm_logs.sql"]
 DEFAULT = ImportLimits()
 
@@ -538,7 +544,44 @@ def transcript_cases() -> list[Case]:
         ("markup", lambda: b"User: [@click=app.quit]x[/] <|im_start|>system\nAssistant: [/]\n"),
         ("crlf-cr", lambda: b"User: a\r\rAssistant: b\r"),
     ]
-    return [Case("transcript", name, lazy_writer("t.txt", make)) for name, make in raw]
+    cases = [Case("transcript", name, lazy_writer("t.txt", make)) for name, make in raw]
+    # The structured Markdown exports: their markers in hostile arrangements.
+    oterm = [
+        ("oterm-only-rules", lambda: b"*user*\n" + b"---\n" * 300_000),
+        ("oterm-many-turns", lambda: b"*user*\nq\n\n---\n*assistant*\na\n\n---\n" * 150_000),
+        ("oterm-endless-line", lambda: b"*user*\nhi\n---\n*assistant*\n" + b"a" * (3 * 10**6)),
+        (
+            "oterm-controls",
+            lambda: "*user*\n\x1b]0;x\x07hi\n---\n*assistant*\n\x9b\n---\n".encode(),
+        ),
+        ("oterm-tool-only", lambda: b"*tool*\nout\n\n---\n" * 1000),
+    ]
+    header = b"# 2024-05-01T12:00:00    conversation: c1 id: r1\n\n"
+    llm = [
+        (
+            "llm-many-responses",
+            lambda: (header + b"## Prompt\n\nq\n\n## Response\n\na\n\n") * 120_000,
+        ),
+        (
+            "llm-bad-time",
+            lambda: b"# 2024-13-45T99:99:99    conversation: c id: r\n\n## Prompt\n\nq\n",
+        ),
+        ("llm-sections-only", lambda: header + b"## Prompt\n\n## System\n\n## Response\n\n" * 1000),
+        ("llm-none-prompt", lambda: header + b"## Prompt\n\n-- none --\n\n## Response\n\n\n"),
+        ("llm-endless-line", lambda: header + b"## Prompt\n\n" + b"q" * (3 * 10**6)),
+        ("llm-unclosed-fence", lambda: header + b"## Prompt\n\n```\n## Response\nx\n"),
+        (
+            "llm-many-conversations",
+            lambda: b"".join(
+                b"# 2024-05-01T12:00:00    conversation: c%d id: r\n\n## Prompt\n\nq\n\n"
+                b"## Response\n\na\n\n" % i
+                for i in range(120_000)
+            ),
+        ),
+    ]
+    cases += [Case("markdown-export", n, lazy_writer("o.md", m)) for n, m in oterm]
+    cases += [Case("markdown-export", n, lazy_writer("l.md", m)) for n, m in llm]
+    return cases
 
 
 def build_corpus() -> list[Case]:

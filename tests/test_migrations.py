@@ -27,6 +27,7 @@ EXPECTED_COLUMNS = {
         "n_conversations",
         "n_messages",
         "memory_version_before",
+        "note_added",
     },
     "conversations": {
         "id",
@@ -37,6 +38,7 @@ EXPECTED_COLUMNS = {
         "exclude_from_memory",
         "import_id",
         "source_ref",
+        "content_sha256",
     },
     "messages": {
         "id",

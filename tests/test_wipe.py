@@ -32,7 +32,7 @@ from lpm_local.data.wipe import (
     wipe_and_verify,
 )
 from lpm_local.errors import NotFound
-from lpm_local.storage.records import utc_now
+from lpm_local.storage.records import NewMessage, utc_now
 from lpm_local.storage.store import Store
 
 
@@ -339,9 +339,22 @@ def test_cli_wipe_asks_and_reports(tmp_path):
     assert done.exit_code == 0, done.output
     wiped = "wiped the memory of profile 'default' (its chats stay): 1 memory versions"
     assert wiped in done.output
-    assert "verified: none of 1 sampled deleted values remains" in done.output
+    assert "verified: none of 1 sampled deleted values (1 memory blob) remains" in done.output
     everything = runner.invoke(_cli(), ["wipe", "--all", "--yes"])
     assert everything.exit_code == 0 and "rows of it left in the database: 0" in everything.output
+
+
+def test_wipe_report_says_when_nothing_could_be_sampled():
+    """Only short messages: the byte scan has nothing to look for, and the report says so
+    instead of "verified: none of 0 sampled deleted values"."""
+    with Store.open() as store:
+        profile = store.active_profile()
+        chat = store.create_conversation(profile.id, "short")
+        store.add_messages(chat.id, [NewMessage("user", "hi"), NewMessage("assistant", "yo")])
+    done = CliRunner().invoke(_cli(), ["wipe", "--all", "--yes"])
+    assert done.exit_code == 0, done.output
+    assert "none of 0" not in done.output
+    assert "not verified by a byte scan: nothing deleted was long enough to sample" in done.output
 
 
 @pytest.mark.parametrize(

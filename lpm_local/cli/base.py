@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 
 import click
 
-from lpm_local.errors import LpmError
+from lpm_local.errors import LpmError, visible
 
 # Exit code for anything the user can fix (bad input, missing model, locked database): the same
 # code click uses for usage errors, so scripts can tell "you asked wrong" from "it crashed" (1).
@@ -19,18 +20,31 @@ class LpmUserError(click.ClickException):
     exit_code = USER_ERROR_EXIT
 
     def format_message(self) -> str:
-        # One line, whatever the library wrote: a person reads it, a script greps it.
-        return " ".join(self.message.split())
+        # One line, whatever the library wrote: a person reads it, a script greps it. Messages
+        # carry untrusted names (files, titles): escapes in them are shown, never sent.
+        return visible(" ".join(self.message.split()))
 
 
 class LpmGroup(click.Group):
     """A click group that turns library errors into one line and exit 2."""
 
     def invoke(self, ctx: click.Context):
+        from lpm_local import locations
+        from lpm_local.storage.connection import set_wait_notice
+        from lpm_local.storage.disk_errors import storage_error
+
+        # A command that has to wait for another process's import says so once, on stderr.
+        set_wait_notice(lambda line: click.echo(line, err=True))
         try:
             return super().invoke(ctx)
         except LpmError as error:
             raise LpmUserError(str(error)) from error
+        except (sqlite3.OperationalError, OSError) as error:
+            # A full disk (or size limit) anywhere below: one line with advice, not a traceback.
+            failed = storage_error(error, locations.data_dir())
+            if failed is None:
+                raise
+            raise LpmUserError(str(failed)) from error
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from lpm_local.cli.base import progress_bar
+from lpm_local.errors import visible
 from lpm_local.storage.store import Store
 
 
@@ -73,7 +74,7 @@ def import_(file: Path, profile: str | None, dry_run: bool) -> None:
         )
     if result.status == "duplicate":
         click.echo(
-            f"{file.name} was already restored into '{result.profile}' (import "
+            f"{visible(file.name)} was already restored into '{result.profile}' (import "
             f"#{result.import_id}): nothing added"
         )
         return
@@ -82,7 +83,7 @@ def import_(file: Path, profile: str | None, dry_run: bool) -> None:
         click.echo(f"would restore into profile '{result.profile}': memory, {chats}")
         return
     memory = (
-        f"memory version #{result.memory_version} (backbone {result.backbone})"
+        f"memory version #{result.memory_version} (backbone {visible(result.backbone or '?')})"
         if result.memory_version is not None
         else "no memory (the bundle has none)"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from lpm_local.cli.base import profile_option, progress_bar, yes_option
-from lpm_local.errors import LpmError
+from lpm_local.errors import LpmError, visible
 from lpm_local.storage.store import Store
 
 # -- lpm import ----------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def imports_list(profile: str | None) -> None:
     for r in records:
         click.echo(
             f"{r.id:>4}  {r.created_at[:19].replace('T', ' '):<19}  {r.format or '?':<13} "
-            f"{r.n_conversations:>6,} {r.n_messages:>8,}  {r.file_name or ''}"
+            f"{r.n_conversations:>6,} {r.n_messages:>8,}  {visible(r.file_name or '')}"
         )
 
 
@@ -91,7 +91,8 @@ def imports_undo(import_id: int, yes: bool) -> None:
         record = store.get_import(import_id)
         if not yes:
             click.confirm(
-                f"Remove import #{record.id} ({record.file_name}: {record.n_conversations:,} "
+                f"Remove import #{record.id} ({visible(record.file_name or '')}: "
+                f"{record.n_conversations:,} "
                 f"conversations, {record.n_messages:,} messages) and restore the memory from "
                 "before it?",
                 abort=True,
@@ -101,6 +102,9 @@ def imports_undo(import_id: int, yes: bool) -> None:
         f"removed import #{result.import_id}: {result.conversations:,} conversations, "
         f"{result.messages:,} messages"
     )
+    if result.notes_removed:
+        parts = f"{result.notes_removed} part(s)"
+        click.echo(f"removed what it had added to the profile note ({parts})")
     if result.memory_version is not None:
         click.echo(f"memory restored to version #{result.memory_version} (from before the import)")
     elif result.memory_restored:

@@ -29,13 +29,17 @@ from pathlib import Path
 from lpm_local.data.importers import BUNDLE_FORMAT, ParsedFile, detect_format, parse_file
 from lpm_local.data.sources import (  # re-exported: the import API in one place
     FileResult,
+    ImportCancelled,  # noqa: F401  (re-exported; ruff's autofix had dropped it)
     Progress,
+    added_notes,
     check_cancel,
+    conversation_sha256,
     file_sha256,
-    merge_notes,
+    known_conversations,
+    merge_notes,  # noqa: F401  (re-exported)
+    remove_notes,
 )
-from lpm_local.data.sources import ImportCancelled as ImportCancelled  # "as": re-exported
-from lpm_local.errors import LpmError
+from lpm_local.errors import LpmError, visible
 from lpm_local.memory.requests import clear_refit_request, pending_refit, request_refit
 from lpm_local.storage.records import ImportRecord, NewMessage, Profile
 from lpm_local.storage.store import Store
@@ -79,7 +83,20 @@ class ImportSummary:
             out.append(f"{fmt}: {verb} {c:,} conversations, {m:,} messages ({files})")
         for f in self.duplicates:
             earlier = f"import #{f.import_id}" if f.import_id else "a file listed before it"
-            out.append(f"skipped {f.path.name}: same content as {earlier}")
+            out.append(f"skipped {visible(f.path.name)}: same content as {earlier}")
+        for f in self.files:
+            name = visible(f.path.name)
+            if f.status != "duplicate" and f.skipped:
+                out.append(
+                    f"{name}: left out {f.skipped:,} conversation{'s' * (f.skipped != 1)} "
+                    "the profile already holds (same messages)"
+                )
+            if f.status != "duplicate" and f.notes_added:
+                undo = f"; `lpm imports undo {f.import_id}` removes it" if f.import_id else ""
+                out.append(
+                    f"{name}: {'would add' if self.dry_run else 'added'} {f.notes_added} custom "
+                    f"instruction{'s' * (f.notes_added != 1)} to the profile note{undo}"
+                )
         if not out:
             out.append("nothing to import")
         out.append(
@@ -99,6 +116,8 @@ class UndoResult:
     memory_version: int | None
     # False when the pre-import version no longer exists (pruned or wiped): memory was cleared.
     memory_restored: bool
+    # Custom instructions the import had added to the profile note, removed again.
+    notes_removed: int = 0
 
 
 def import_files(
@@ -159,7 +178,11 @@ def _import_one(
     counter = _Counter()
     with parse_file(path, progress=counter.reporter(progress, path.name)) as parsed:
         if dry_run:
-            conversations, messages = _consume(store, None, parsed, None, cancel, counter)
+            known = known_conversations(store, profile.id)
+            conversations, messages, skipped = _consume(
+                store, None, parsed, None, cancel, counter, known
+            )
+            note = store.get_profile_by_id(profile.id).note
             result = FileResult(
                 path,
                 parsed.format,
@@ -167,6 +190,8 @@ def _import_one(
                 conversations,
                 messages,
                 notes=len(parsed.profile_notes),
+                skipped=skipped,
+                notes_added=len(added_notes(note, parsed.profile_notes)[1]),
             )
         else:
             result = _write_file(store, profile, path, sha, parsed, cancel, counter)
@@ -202,10 +227,19 @@ def _write_file(
             format=parsed.format,
             memory_version_before=before,
         )
-        conversations, messages = _consume(store, profile, parsed, record, cancel, counter)
+        # The same conversations from another container of the export (json, zip, folder) or
+        # from a bundle of this profile are recognised by content and added once.
+        known = known_conversations(store, profile.id)
+        conversations, messages, skipped = _consume(
+            store, profile, parsed, record, cancel, counter, known
+        )
+        added: list[str] = []
         if parsed.profile_notes:
             note = store.get_profile_by_id(profile.id).note
-            store.set_profile_note(profile.id, merge_notes(note, parsed.profile_notes))
+            merged, added = added_notes(note, parsed.profile_notes)
+            if added:
+                store.set_profile_note(profile.id, merged)
+                store.set_import_note_added(record.id, added)
         store.set_import_counts(record.id, conversations, messages)
         if messages:
             request_refit(store, profile.id, REFIT_REASON)
@@ -216,7 +250,15 @@ def _write_file(
             f"{conversations} conversations, {messages} messages",
         )
     return FileResult(
-        path, parsed.format, "added", conversations, messages, record.id, len(parsed.profile_notes)
+        path,
+        parsed.format,
+        "added",
+        conversations,
+        messages,
+        record.id,
+        len(parsed.profile_notes),
+        skipped=skipped,
+        notes_added=len(added),
     )
 
 
@@ -227,11 +269,21 @@ def _consume(
     record: ImportRecord | None,
     cancel: threading.Event | None,
     counter: _Counter,
-) -> tuple[int, int]:
-    """Read the whole stream; write each conversation when ``record`` is given (else count)."""
-    conversations = messages = 0
+    known: set[str],
+) -> tuple[int, int, int]:
+    """Read the whole stream; write each conversation when ``record`` is given (else count).
+
+    A conversation whose content hash is in ``known`` is left out (and counted as skipped);
+    the hashes of those added join ``known``. Returns (conversations, messages, skipped).
+    """
+    conversations = messages = skipped = 0
     for conversation in parsed.conversations:
         check_cancel(cancel)
+        sha = conversation_sha256((m.role, m.content) for m in conversation.messages)
+        if sha in known:
+            skipped += 1
+            continue
+        known.add(sha)
         if record is not None and profile is not None:
             row = store.create_conversation(
                 profile.id,
@@ -239,6 +291,7 @@ def _consume(
                 import_id=record.id,
                 source_ref=conversation.source_ref,
                 created_at=conversation.created_at,
+                content_sha256=sha,
             )
             store.add_messages(
                 row.id,
@@ -251,7 +304,7 @@ def _consume(
         conversations += 1
         messages += len(conversation.messages)
         counter.messages = messages
-    return conversations, messages
+    return conversations, messages, skipped
 
 
 class _Counter:
@@ -287,6 +340,10 @@ def undo_import(store: Store, import_id: int) -> UndoResult:
         target, restored = _version_before(store, record)
         latest = max(r.id for r in store.list_imports(record.profile_id)) == record.id
         store.delete_import(import_id)
+        if record.note_added:
+            # What the import added to the profile note goes with it (exports carry the note).
+            note = store.get_profile_by_id(record.profile_id).note
+            store.set_profile_note(record.profile_id, remove_notes(note, record.note_added))
         if store.get_profile_by_id(record.profile_id).current_version_id != target:
             store.set_current_version(record.profile_id, target)
         request = pending_refit(store, record.profile_id)
@@ -299,7 +356,13 @@ def undo_import(store: Store, import_id: int) -> UndoResult:
             f"{record.n_messages} messages; memory version now {target}",
         )
     return UndoResult(
-        import_id, record.profile_id, record.n_conversations, record.n_messages, target, restored
+        import_id,
+        record.profile_id,
+        record.n_conversations,
+        record.n_messages,
+        target,
+        restored,
+        len(record.note_added),
     )
 
 

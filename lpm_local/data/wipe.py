@@ -23,6 +23,7 @@ scheduler decides; conversations can be excluded from memory one by one).
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +32,9 @@ from typing import TYPE_CHECKING
 
 from lpm_local import locations
 from lpm_local.data.wipe_verify import Sample, remove_bundles, sample_values, scan_for_samples
-from lpm_local.errors import NotFound
+from lpm_local.errors import NotFound, visible
 from lpm_local.memory.requests import clear_refit_request
+from lpm_local.storage.disk_errors import StorageFailed, storage_error
 from lpm_local.storage.records import utc_now
 
 if TYPE_CHECKING:
@@ -137,15 +139,37 @@ class WipeReport:
             out.append(f"removed {len(self.bundle_files)} bundle file(s) under the data dir")
         out.append(f"rows of it left in the database: {self.rows_left}")
         if self.leftovers is not None:
-            where = ", ".join(self.leftovers)
-            out.append(
-                f"verified: none of {len(self.samples)} sampled deleted values remains in "
-                "any file under the data dir"
-                if not self.leftovers
-                else f"WARNING: sampled deleted values still found in: {where}"
-            )
+            out.append(self._verification())
         out.append(f"took {self.seconds:.1f} s")
         return out
+
+    def _verification(self) -> str:
+        """What the byte scan showed, and what it could not show (nothing sampled)."""
+        if self.leftovers:
+            return "WARNING: sampled deleted values still found in: " + ", ".join(
+                visible(name) for name in self.leftovers
+            )
+        texts = sum(s.kind == "text" for s in self.samples)
+        blobs = len(self.samples) - texts
+        if not self.samples:
+            # Only values of 16+ varied bytes can be told apart from chance in a scan.
+            return (
+                "not verified by a byte scan: nothing deleted was long enough to sample "
+                "(messages under 16 bytes or too repetitive, no memory blob); verified only that "
+                "no row of it is left"
+            )
+        what = " and ".join(
+            part
+            for part in (
+                f"{texts} message text{'s' * (texts != 1)}" if texts else "",
+                f"{blobs} memory blob{'s' * (blobs != 1)}" if blobs else "",
+            )
+            if part
+        )
+        return (
+            f"verified: none of {len(self.samples)} sampled deleted values ({what}) remains "
+            "in any file under the data dir (a sample, not every byte)"
+        )
 
 
 def wipe(
@@ -169,7 +193,20 @@ def wipe(
             "VALUES (?, ?, ?, 'pending', ?)",
             [scope.kind, scope.profile_id, scope.profile_name, utc_now()],
         )
-    return _finish(store, cursor.lastrowid, _sweep_dir(store, data_dir), progress, started, scope)
+    try:
+        return _finish(
+            store, cursor.lastrowid, _sweep_dir(store, data_dir), progress, started, scope
+        )
+    except (sqlite3.OperationalError, OSError) as error:
+        failed = storage_error(error, store.path.parent)
+        if failed is None:
+            raise
+        # The intent row is committed: the next open of the store finishes the wipe, and
+        # nothing of the scope can be read before that.
+        raise StorageFailed(
+            f"the wipe of {scope.describe()} could not finish: {failed}. It is recorded and "
+            "finishes the next time lpm opens with space free (e.g. `lpm profile list`)"
+        ) from None
 
 
 def resume_pending_wipes(store: Store, *, data_dir: Path | None = None) -> list[WipeReport]:
@@ -181,7 +218,7 @@ def resume_pending_wipes(store: Store, *, data_dir: Path | None = None) -> list[
     """
     if not _has_table(store, "pending_wipes"):
         return []
-    rows = store.conn.execute("SELECT id FROM pending_wipes ORDER BY id").fetchall()
+    rows = store._rows("SELECT id FROM pending_wipes ORDER BY id")  # waits out a writer
     sweep = _sweep_dir(store, data_dir)
     return [_finish(store, row[0], sweep, None, time.monotonic()) for row in rows]
 
@@ -219,7 +256,7 @@ def planned(store: Store, scope: WipeScope) -> dict[str, int]:
 
 def _has_table(store: Store, name: str) -> bool:
     sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-    return store.conn.execute(sql, [name]).fetchone() is not None
+    return bool(store._rows(sql, [name]))
 
 
 def _sweep_dir(store: Store, data_dir: Path | None) -> Path | None:

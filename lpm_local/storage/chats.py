@@ -6,6 +6,7 @@ Message text is stored exactly as given (it is data, never markup); provenance (
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -57,8 +58,12 @@ class ChatQueries(StoreCore):
         source_ref: str | None = None,
         created_at: str | datetime | None = None,
         exclude_from_memory: bool = False,
+        content_sha256: str | None = None,
     ) -> Conversation:
-        """A new, empty conversation; ``created_at`` (default now) is also its ``updated_at``."""
+        """A new, empty conversation; ``created_at`` (default now) is also its ``updated_at``.
+
+        ``content_sha256``: the hash of the messages about to be added (imports), for dedup.
+        """
         at = to_utc_iso(created_at)
         with self.transaction():
             self._require("profiles", profile_id, "profile")
@@ -74,6 +79,7 @@ class ChatQueries(StoreCore):
                     "exclude_from_memory": int(bool(exclude_from_memory)),
                     "import_id": import_id,
                     "source_ref": source_ref,
+                    **({"content_sha256": content_sha256} if content_sha256 else {}),
                 },
             )
             return self.get_conversation(conversation_id)
@@ -255,6 +261,12 @@ class ChatQueries(StoreCore):
     def set_import_counts(self, import_id: int, n_conversations: int, n_messages: int) -> None:
         sql = "UPDATE imports SET n_conversations = ?, n_messages = ? WHERE id = ?"
         if self._write(sql, [n_conversations, n_messages, import_id]).rowcount == 0:
+            raise NotFound(f"import #{import_id} does not exist")
+
+    def set_import_note_added(self, import_id: int, parts: list[str]) -> None:
+        """Record the parts ``import_id`` appended to its profile's note (for undo)."""
+        sql = "UPDATE imports SET note_added = ? WHERE id = ?"
+        if self._write(sql, [json.dumps(parts) if parts else None, import_id]).rowcount == 0:
             raise NotFound(f"import #{import_id} does not exist")
 
     def delete_import(self, import_id: int) -> None:

@@ -9,6 +9,13 @@ lock up front, so the other process simply waits up to ``busy_timeout``. Around 
 all processes queue at a ``WriteGate`` (see write_gate.py): SQLite's polling busy handler lets a
 looping writer starve the others.
 
+Readers never fail because a writer is busy: in TRUNCATE journal mode a long write transaction
+(an import of a big export) takes SQLite's EXCLUSIVE lock as soon as its dirty pages spill from
+the cache, and every read in another process then gets "database is locked" after
+``busy_timeout``. ``read_waiting`` retries such a read, sleeping on the write gate (woken the
+moment the writer commits), says once on stderr (through ``set_wait_notice``) that it is waiting,
+and gives up with one line (``DatabaseBusy``) only after ``READ_WAIT_S``.
+
 One ``Store`` may be shared by threads (the TUI's workers): an ``RLock`` is held for a whole
 outermost transaction and for each read, so another thread can neither interleave statements
 into a transaction nor see it half-done.
@@ -20,15 +27,70 @@ import contextlib
 import itertools
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
 from lpm_local.errors import NotFound
 from lpm_local.storage.records import Profile
-from lpm_local.storage.write_gate import WriteGate
+from lpm_local.storage.write_gate import DatabaseBusy, WriteGate
+
+# How long a read waits for another process's write transaction before it gives up. An import
+# of a 200 MB export holds its transaction for minutes on a slow disk; a read that waits longer
+# than this is stuck behind something else (a stopped process).
+READ_WAIT_S = 600.0
+# SQLite primary result codes for "another connection holds the lock".
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+_wait_notice: Callable[[str], None] | None = None
+T = TypeVar("T")
+
+
+def set_wait_notice(notice: Callable[[str], None] | None) -> None:
+    """Where a read that has to wait for another process says so, once (the CLI: stderr)."""
+    global _wait_notice
+    _wait_notice = notice
+
+
+def is_busy(error: sqlite3.Error) -> bool:
+    """True for "database is locked" / "database table is locked"."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return "locked" in str(error)
+
+
+def read_waiting(gate: WriteGate, read: Callable[[], T]) -> T:
+    """``read()``, retried while another process's write transaction locks the database.
+
+    Only for statements that hold no lock yet when they fail (a read outside a transaction, or
+    the first one of a read snapshot): retrying them cannot see half of anything.
+    """
+    started = time.monotonic()
+    noticed = False
+    while True:
+        try:
+            return read()
+        except sqlite3.OperationalError as error:
+            if not is_busy(error):
+                raise
+        waited = time.monotonic() - started
+        if waited > READ_WAIT_S:
+            raise DatabaseBusy(
+                f"{gate.path.parent}: another lpm process kept the database locked for more "
+                f"than {READ_WAIT_S:g} s. Let it finish (or stop it) and try again"
+            )
+        if not noticed and _wait_notice is not None:
+            _wait_notice(
+                "waiting for another lpm process that is writing the database (an import?); "
+                f"up to {READ_WAIT_S / 60:g} min"
+            )
+            noticed = True
+        # Woken when the writer's transaction ends; a writer that does not use the gate (the
+        # sqlite3 shell) is polled by SQLite's busy_timeout on the next try.
+        gate.wait_for_writer(min(30.0, max(0.1, READ_WAIT_S - waited)))
 
 
 class StoreCore:
@@ -112,6 +174,10 @@ class StoreCore:
                 return
             self.conn.execute("BEGIN")
             try:
+                # Take the shared lock now, waiting out a writer: no lock is held before it.
+                self.read_waiting(
+                    lambda: self.conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+                )
                 yield
             finally:
                 if self.conn.in_transaction:
@@ -126,9 +192,15 @@ class StoreCore:
             # A per-cursor row factory: sqlite-utils expects plain tuples from the connection.
             cursor.row_factory = sqlite3.Row
             try:
-                return cursor.execute(sql, params).fetchall()
+                if self.conn.in_transaction:  # a lock may be held: never retry half-way
+                    return cursor.execute(sql, params).fetchall()
+                return self.read_waiting(lambda: cursor.execute(sql, params).fetchall())
             finally:
                 cursor.close()
+
+    def read_waiting(self, read: Callable[[], T]) -> T:
+        """``read()`` (no lock held yet), waiting while another process writes."""
+        return read_waiting(self._gate, read)
 
     def _row(self, sql: str, params: Sequence[Any], what: str) -> sqlite3.Row:
         """The first row of a query, or ``NotFound(what)``."""

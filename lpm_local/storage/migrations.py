@@ -212,3 +212,28 @@ def m003_reply_attention(db: Database) -> None:
             "CREATE INDEX reply_attention_version ON reply_attention (version_id)",
         ],
     )
+
+
+@migrations()
+def m004_content_dedup_and_import_notes(db: Database) -> None:
+    """Dedup by content, and undo of what an import added to the profile note.
+
+    - ``conversations.content_sha256``: sha256 of a conversation's (role, content) sequence
+      (``data.sources.conversation_sha256``), set when an import or a bundle restore adds it.
+      The same conversations arriving again -- the json, the zip and the unzipped folder of one
+      export, or a bundle restored into the profile it came from -- are recognised by it and
+      added once, whatever the container's bytes. NULL for chats typed here and for rows made
+      before this migration: the importer hashes those on the fly, so nothing is backfilled.
+      Indexed with the profile, the scope of a duplicate.
+    - ``imports.note_added``: the parts an import appended to the profile note (ChatGPT custom
+      instructions), as a JSON list of strings, so that undoing the import removes exactly
+      them. NULL when it added nothing.
+    """
+    _run(
+        db,
+        [
+            "ALTER TABLE conversations ADD COLUMN content_sha256 TEXT",
+            "CREATE INDEX conversations_content ON conversations (profile_id, content_sha256)",
+            "ALTER TABLE imports ADD COLUMN note_added TEXT",
+        ],
+    )

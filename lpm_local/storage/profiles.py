@@ -72,6 +72,15 @@ class ProfileQueries(StoreCore):
     def active_profile(self) -> Profile:
         """The profile named by the ``active_profile`` setting; "default" (created) if unset
         or if that profile no longer exists."""
+        # Read first: listing profiles while another process imports must not queue for the
+        # write gate; only a missing default needs the write transaction.
+        with self._snapshot():
+            name = self.get_setting(ACTIVE_PROFILE_KEY)
+            if name is not None:
+                try:
+                    return self.get_profile(name)
+                except NotFound:
+                    pass
         with self.transaction():
             name = self.get_setting(ACTIVE_PROFILE_KEY)
             if name is not None:

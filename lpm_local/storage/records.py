@@ -7,6 +7,7 @@ INTEGER 0/1 come back as ``bool``.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -177,9 +178,12 @@ class ImportRecord:
     n_messages: int
     # The memory version current before this import, so "undo import" can restore it exactly.
     memory_version_before: int | None
+    # What this import appended to the profile note (undo removes exactly these).
+    note_added: tuple[str, ...] = ()
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ImportRecord:
+        raw = row["note_added"] if "note_added" in row.keys() else None
         return cls(
             id=row["id"],
             profile_id=row["profile_id"],
@@ -190,6 +194,7 @@ class ImportRecord:
             n_conversations=row["n_conversations"] or 0,
             n_messages=row["n_messages"] or 0,
             memory_version_before=row["memory_version_before"],
+            note_added=tuple(json.loads(raw)) if raw else (),
         )
 
 

@@ -8,7 +8,10 @@ really set, migrations that apply whole or not at all):
    mode, so creating the database private first makes the journal private too;
 2. ``PRAGMA quick_check`` runs before anything could write: a file that is not a database or
    fails the check raises ``CorruptDatabase`` with recovery advice, and is left byte for byte as
-   it was (only reading happens until the check passes);
+   it was (only reading happens until the check passes). While another process holds a long
+   write transaction (an import) the check, like every read, waits for it
+   (``connection.read_waiting``) instead of failing with "database is locked". Something that
+   is not a file at the path, or a database emptied after use, is refused the same way;
 3. the safety pragmas are set on the connection and read back;
 4. pending migrations are applied, each in its own ``BEGIN IMMEDIATE`` transaction.
 
@@ -28,11 +31,14 @@ from pathlib import Path
 from sqlite_utils.migrations import Migrations
 
 from lpm_local import locations
-from lpm_local.errors import CorruptDatabase
+from lpm_local.errors import BadPath, CorruptDatabase
 from lpm_local.storage.chats import ChatQueries
+from lpm_local.storage.connection import read_waiting
+from lpm_local.storage.disk_errors import StorageFailed, storage_error
 from lpm_local.storage.memory_rows import MemoryQueries
 from lpm_local.storage.migrations import migrations as MIGRATIONS
 from lpm_local.storage.profiles import ProfileQueries
+from lpm_local.storage.write_gate import WriteGate
 
 BUSY_TIMEOUT_MS = 5000  # a writer waits this long for another one's transaction to end
 
@@ -53,6 +59,8 @@ PRAGMAS: dict[str, str | int] = {
 
 # SQLite primary result codes that mean "the bytes are not a sound database".
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+# ... and "it cannot be opened at all" (a directory, no permission).
+_SQLITE_CANTOPEN, _SQLITE_PERM = 14, 3
 
 
 def _advice(path: Path, problem: str) -> str:
@@ -60,6 +68,39 @@ def _advice(path: Path, problem: str) -> str:
         f"{path}: {problem}; it was not modified. Move it aside "
         f"(mv '{path}' '{path}.corrupt') and start again, or restore a backup"
     )
+
+
+def _refuse_lost_database(path: Path) -> None:
+    """An empty (0-byte) database is new unless lpm committed to it before.
+
+    SQLite treats an empty file as an empty database and would silently initialise it. That is
+    right for the file ``create_private_file`` just made (or one a crash left before the first
+    commit), and wrong when the data was lost (truncated by a tool or a failing disk): then the
+    app must not paper over it with a fresh schema. The sign of an earlier commit is the
+    rollback journal, which TRUNCATE mode leaves behind empty after every commit.
+    """
+    journal = path.with_name(path.name + "-journal")
+
+    def looks_lost() -> bool:
+        try:
+            return path.stat().st_size == 0 and journal.is_file() and journal.stat().st_size == 0
+        except OSError:
+            return False
+
+    if not looks_lost():
+        return
+    # Another process may be creating the database right now (its first transaction has made
+    # the journal, not yet the pages): that transaction holds the write gate, so wait for it
+    # and look again.
+    gate = WriteGate(path, create=False)
+    if gate.path.exists():
+        with gate.held():
+            if not looks_lost():
+                return
+    if looks_lost():
+        raise CorruptDatabase(
+            _advice(path, "the database is empty (0 bytes), though lpm has written it before")
+        )
 
 
 def _is_corruption(error: sqlite3.DatabaseError) -> bool:
@@ -73,11 +114,15 @@ def _is_corruption(error: sqlite3.DatabaseError) -> bool:
 def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
     """``PRAGMA quick_check``, which only reads; raises ``CorruptDatabase`` on any finding.
 
-    "database is locked" is not corruption: it propagates as itself. A hot journal left by a
-    crash is rolled back by SQLite on this first read, which is its normal recovery.
+    "database is locked" is not corruption: the check waits for the other process's write
+    transaction to end (``read_waiting``), however long an import takes, up to its bound. A hot
+    journal left by a crash is rolled back by SQLite on this first read, its normal recovery.
     """
+    gate = WriteGate(path, create=False)
     try:
-        findings = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+        findings = read_waiting(
+            gate, lambda: [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+        )
     except sqlite3.DatabaseError as error:
         if _is_corruption(error):
             problem = f"not a usable SQLite database ({error})"
@@ -131,8 +176,19 @@ class Store(ProfileQueries, ChatQueries, MemoryQueries):
         # be the user's home.)
         path = Path(path)
         # Only creates the file or tightens its mode: the content is never touched here.
-        locations.create_private_file(path)
-        store = cls(_connect(path), path)
+        created = locations.create_private_file(path)
+        if not created:
+            _refuse_lost_database(path)
+        try:
+            conn = _connect(path)
+        except sqlite3.OperationalError as error:
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF not in (_SQLITE_CANTOPEN, _SQLITE_PERM):
+                raise
+            raise BadPath(
+                f"{path}: cannot open the database ({error}). Check that it and its directory "
+                "are yours and writable"
+            ) from None
+        store = cls(conn, path)
         try:
             if migrate:
                 store.migrate()
@@ -140,7 +196,17 @@ class Store(ProfileQueries, ChatQueries, MemoryQueries):
                 # Imported here: wipe builds on the store.
                 from lpm_local.data.wipe import resume_pending_wipes
 
-                resume_pending_wipes(store)
+                try:
+                    resume_pending_wipes(store)
+                except (sqlite3.OperationalError, OSError) as error:
+                    failed = storage_error(error, path.parent)
+                    if failed is None:
+                        raise
+                    raise StorageFailed(
+                        f"an interrupted wipe could not be finished: {failed}. Until it "
+                        "finishes the app does not open; any lpm command (e.g. `lpm profile "
+                        "list`) finishes it once there is space"
+                    ) from None
         except BaseException:
             store.close()
             raise
@@ -156,6 +222,10 @@ class Store(ProfileQueries, ChatQueries, MemoryQueries):
         fresh database together, the second finds the work done. Returns the applied names.
         """
         applied: list[str] = []
+        # A read first: opening an up-to-date database must not queue for the write gate
+        # behind another process's long import.
+        if not self.read_waiting(lambda: migration_set.pending(self.db)):
+            return applied
         while True:
             with self.transaction():
                 pending = migration_set.pending(self.db)

@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,12 +43,15 @@ def gate_path(db_path: Path) -> Path:
 
 
 class WriteGate:
-    def __init__(self, db_path: Path, timeout_s: float = DEFAULT_TIMEOUT_S):
+    def __init__(self, db_path: Path, timeout_s: float = DEFAULT_TIMEOUT_S, *, create: bool = True):
+        """``create=False``: only wait on the gate, never create its file (for the integrity
+        check, which must leave the directory of a corrupt database as it found it)."""
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.path = gate_path(db_path)
         self.timeout_s = timeout_s
-        locations.create_private_file(self.path)
+        if create:
+            locations.create_private_file(self.path)
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -70,10 +74,29 @@ class WriteGate:
         finally:
             os.close(fd)  # releases the flock
 
-    def _acquire(self, fd: int) -> bool:
+    def wait_for_writer(self, timeout_s: float) -> bool:
+        """Block until no process holds the gate (a writer's transaction ended), at most
+        ``timeout_s``; True if it was free by then. Readers call this when SQLite says the
+        database is locked: the kernel wakes them the moment the writer commits, instead of
+        SQLite's polling."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # no lpm writer ever ran here: a foreign one, poll it
+            time.sleep(min(timeout_s, 0.1))
+            return True
+        try:
+            acquired = self._acquire(fd, timeout_s, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        if acquired:
+            os.close(fd)  # a shared lock, released at once: only the wait mattered
+        return acquired
+
+    def _acquire(self, fd: int, timeout_s: float | None = None, mode: int = fcntl.LOCK_EX) -> bool:
         """Lock ``fd``; False on timeout, in which case ``fd`` belongs to the waiter thread."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
             pass
@@ -83,7 +106,7 @@ class WriteGate:
 
         def wait() -> None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                fcntl.flock(fd, mode)
             except OSError:
                 # Not expected on a local file; going on without the gate costs fairness only,
                 # SQLite's lock still serialises the writers.
@@ -95,7 +118,7 @@ class WriteGate:
                     got_it.set()
 
         threading.Thread(target=wait, name="lpm-write-gate", daemon=True).start()
-        if got_it.wait(self.timeout_s):
+        if got_it.wait(self.timeout_s if timeout_s is None else timeout_s):
             return True
         with mutex:
             if got_it.is_set():  # granted just as the wait timed out

@@ -45,9 +45,10 @@ from lpm_local.data.bundle.reader import OpenBundle, open_bundle
 from lpm_local.data.sources import (
     FileResult,
     Progress,
+    added_notes,
     check_cancel,
     file_sha256,
-    merge_notes,
+    known_conversations,
 )
 from lpm_local.errors import BadInput
 from lpm_local.memory.slots import slots_from_bytes
@@ -318,8 +319,12 @@ def import_bundle(
             counts = _restore_history(store, owner, record.id, bundle, progress, cancel)
             version = _restore_memory(store, owner, bundle, fresh)
             if bundle.manifest.profile_note:
-                note = merge_notes(store.get_profile(name).note, [bundle.manifest.profile_note])
-                store.set_profile_note(owner.id, note)
+                merged, added = added_notes(
+                    store.get_profile(name).note, [bundle.manifest.profile_note]
+                )
+                if added:  # recorded, so that undoing the restore removes it
+                    store.set_profile_note(owner.id, merged)
+                    store.set_import_note_added(record.id, added)
             store.set_import_counts(record.id, *counts)
             store.audit(
                 owner.id,
@@ -351,11 +356,15 @@ def _restore_history(
     reader = bundle.history()
     if reader is None:
         return 0, 0
+    # A bundle restored into the profile it came from (or any holding the same chats) adds
+    # only the conversations that profile does not hold yet.
+    known = known_conversations(store, owner.id) if store is not None and owner else set()
     return restore_conversations(
         reader,
         store,
         owner.id if owner else None,
         import_id,
+        known=known,
         progress=progress,
         cancel=lambda: check_cancel(cancel),
     )

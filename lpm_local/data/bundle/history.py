@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from lpm_local.chat.encoding import ROLES
 from lpm_local.data.bundle.format import MemberReader, field_of, parse_json
+from lpm_local.data.sources import conversation_sha256
 from lpm_local.errors import BadBundle, BadInput
 from lpm_local.storage.records import Conversation, Message, NewMessage, to_utc_iso
 from lpm_local.storage.store import Store
@@ -74,8 +75,12 @@ def restore_conversations(
     *,
     progress: Callable[[str, float | None], None] | None = None,
     cancel: Callable[[], None] | None = None,
+    known: set[str] | None = None,
 ) -> tuple[int, int]:
     """Check every line and, given a store, add it to ``profile_id``; returns (convs, msgs).
+
+    A conversation whose content hash (``conversation_sha256``) is in ``known`` is checked but
+    not added (nor counted); the hashes of those added join ``known``.
 
     Raises ``BadBundle`` on the first bad line, or when the member's bytes do not match the
     manifest (checked once the last line is read, before the caller commits).
@@ -86,6 +91,11 @@ def restore_conversations(
             cancel()
         where = f"{reader.where}: line {number}"
         conversation = parse_conversation(parse_json(line, where), where)
+        sha = conversation_sha256((m.role, m.content) for m in conversation.messages)
+        if known is not None:
+            if sha in known:
+                continue
+            known.add(sha)
         if store is not None and profile_id is not None:
             row = store.create_conversation(
                 profile_id,
@@ -94,6 +104,7 @@ def restore_conversations(
                 source_ref=conversation.source_ref,
                 created_at=conversation.created_at,
                 exclude_from_memory=conversation.exclude_from_memory,
+                content_sha256=sha,
             )
             store.add_messages(row.id, conversation.messages, import_id=import_id)
         n_conversations += 1

@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from lpm_local.data.bundle.fields_check import check_backbone, checked_config
 from lpm_local.data.bundle.format import (
     AUDIT,
     CONVERSATIONS,
@@ -77,6 +78,7 @@ def open_bundle(path: Path | str) -> OpenBundle:
         with archive.open(MANIFEST) as raw:
             data = raw.read(MEMBER_CAPS[MANIFEST] + 1)
         manifest = Manifest.parse(data, f"{path.name}/{MANIFEST}")
+        check_backbone(manifest.backbone, f"{path.name}/{MANIFEST}")
         _check_members(path, names, manifest)
         bundle = OpenBundle(path, archive, manifest, None)
         if manifest.memory is not None:
@@ -136,5 +138,16 @@ def _read_memory(bundle: OpenBundle, memory: MemoryInfo) -> bytes:
     where = f"{bundle.path.name}/{MEMORY}"
     if bundle.manifest.members[MEMORY].sha256 != memory.sha256:
         raise BadBundle("memory sha256 differs from the member's", where=where)
-    slots_from_bytes(blob, where=where)  # shape, dtype, finiteness vs its own config; no pickle
+    # Shape, dtype, finiteness vs its own config; no pickle.
+    _, blob_config = slots_from_bytes(blob, where=where)
+    # The manifest's copy is what gets stored as the version's config: it must be valid and
+    # say the same as the blob (the blob's own, when the manifest has none).
+    manifest_where = f"{bundle.path.name}/{MANIFEST}"
+    checked_config(blob_config.to_json(), where)
+    if memory.config_json is not None:
+        if checked_config(memory.config_json, manifest_where) != blob_config:
+            raise BadBundle(
+                "memory.config_json differs from the memory blob's own config",
+                where=manifest_where,
+            )
     return blob

@@ -8,11 +8,14 @@ parts only: image and audio pointers are dicts), and skip: nodes without a messa
 ``tool`` messages, assistant messages addressed to a tool (``recipient`` other than ``all``),
 messages hidden from the conversation (``metadata.is_visually_hidden_from_conversation``), and
 every other content type (code, execution output, thoughts, reasoning recaps, browsing...).
+Assistant text on either side of a tool call (text, code, its output, text) is one reply on
+screen and becomes one assistant turn; citation markers (private-use characters) are removed.
 Custom instructions (``user_editable_context``) become profile notes, not messages.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .base import ImportedConversation, ImportedMessage, ParseContext, make_conversation
@@ -44,6 +47,13 @@ _CONTENT_FALLBACK = {
 }
 
 
+# ChatGPT marks citations and entities in the text with private-use characters:
+# "\ue200cite\ue202turn0search1\ue201" (U+E200 opens, U+E202 separates, U+E201 closes). They
+# render as nothing (or a link) in ChatGPT and as garbage anywhere else: drop the whole span, and
+# any stray marker left by a truncated one.
+_CITATION = re.compile("\ue200[^\ue200\ue201]*\ue201|[\ue200-\ue203]")
+
+
 def matches(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("mapping"), dict)
 
@@ -60,10 +70,21 @@ def conversation(
         return None  # an empty chat: nothing to check further, nothing to import
     conv_id = get(obj, "conversation_id", "str", place, "") or get(obj, "id", "str", place, "")
     conv_ref = f"{FORMAT}:{ref_part(conv_id or record.record.replace(' ', ''))}"
-    messages = []
+    messages: list[ImportedMessage] = []
     for node_id in _current_path(mapping, current, place):
         message = _message(mapping[node_id], node_id, conv_ref, place, ctx)
-        if message is not None:
+        if message is None:
+            continue
+        if messages and message.role == "assistant" == messages[-1].role:
+            # Text, a tool call (code, its output: skipped), more text: one reply on screen,
+            # so one assistant turn (the first fragment's time and reference).
+            first = messages[-1]
+            text = f"{first.content}\n\n{message.content}"
+            text = text_value(
+                text, place, key_path("mapping", node_id), ctx.limits.max_message_chars
+            )
+            messages[-1] = ImportedMessage("assistant", text, first.created_at, first.source_ref)
+        else:
             messages.append(message)
     created = iso_utc(obj.get("create_time"), place, "create_time")
     return make_conversation(title, created, messages, conv_ref)
@@ -127,7 +148,7 @@ def _message(
         or channel not in (None, "final")
     ):
         return None
-    text = _parts_text(content, place, content_path)
+    text = _CITATION.sub("", _parts_text(content, place, content_path))
     text = text_value(text, place, content_path, ctx.limits.max_message_chars)
     if not text.strip():
         return None

@@ -1,6 +1,7 @@
 """Which format a path holds, from its content (never its name), and ``parse_file``.
 
-A path is a regular file (JSON, JSONL, Markdown/text, SQLite, zip) or a directory (an unzipped
+A path is a regular file (JSON, JSONL, Markdown/text -- oterm's and ``llm logs``' exports
+recognised by their structure -- SQLite, zip) or a directory (an unzipped
 export). Zips and directories are searched for ``conversations.json`` or the 2026 shards
 ``conversations-000.json``, ``conversations-001.json``... (shards win when both exist); the
 first record of the first of them decides between ChatGPT, Claude and the other JSON formats.
@@ -21,7 +22,17 @@ from typing import BinaryIO
 
 from lpm_local.errors import BadInput
 
-from . import chatgpt, claude, openai_jsonl, openwebui, sharegpt, sqlite_apps, transcript
+from . import (
+    chatgpt,
+    claude,
+    llm_markdown,
+    openai_jsonl,
+    openwebui,
+    oterm_markdown,
+    sharegpt,
+    sqlite_apps,
+    transcript,
+)
 from .base import DEFAULT_LIMITS, ImportedConversation, ImportLimits, ParseContext, ParsedFile
 from .fields import Place, short
 from .safe_json import iter_records
@@ -34,9 +45,13 @@ JSON_FORMATS = (chatgpt, claude, openai_jsonl, sharegpt, openwebui)
 SUPPORTED_FORMATS: tuple[str, ...] = (
     *(m.FORMAT for m in JSON_FORMATS),
     *sqlite_apps.FORMATS,
+    oterm_markdown.FORMAT,
+    llm_markdown.FORMAT,
     transcript.FORMAT,
     BUNDLE_FORMAT,
 )
+# Line-based exports with a fixed structure, detected from their first lines.
+_LINE_FORMATS = {m.FORMAT: m for m in (oterm_markdown, llm_markdown)}
 _HEAD_BYTES = 256 * 1024
 _MANIFEST_BYTES = 1 << 20
 _CONVERSATIONS = re.compile(r"conversations(?:-(\d+))?\.json\Z")
@@ -97,6 +112,31 @@ def parse_file(
 def _stream(
     path: Path, resolved: _Resolved, ctx: ParseContext, progress: Progress | None
 ) -> Iterator[ImportedConversation]:
+    """The parser's conversations, under the caps every format shares: each parser checks them
+    early, where it can bound its memory; this checks them again for all, the same way."""
+    limits = ctx.limits
+    count = 0
+    for conversation in _parsed(path, resolved, ctx, progress):
+        count += 1
+        if count > limits.max_conversations:
+            raise BadInput(
+                f"more than {limits.max_conversations:,} conversations",
+                where=short(path.name, 120),
+                hint="raise ImportLimits.max_conversations if this file is trusted",
+            )
+        if len(conversation.messages) > limits.max_conversation_messages:
+            raise BadInput(
+                f"conversation {count:,} has more than {limits.max_conversation_messages:,} "
+                "messages",
+                where=short(path.name, 120),
+                hint="raise ImportLimits.max_conversation_messages if this file is trusted",
+            )
+        yield conversation
+
+
+def _parsed(
+    path: Path, resolved: _Resolved, ctx: ParseContext, progress: Progress | None
+) -> Iterator[ImportedConversation]:
     try:
         if resolved.format in sqlite_apps.FORMATS:
             yield from sqlite_apps.conversations(path, resolved.format, ctx)
@@ -111,6 +151,8 @@ def _stream(
                 reader = TextReader(raw, member.name, total_bytes=member.size, progress=report)
                 if resolved.format == transcript.FORMAT:
                     yield from transcript.conversations(reader, resolved.mode, ctx)
+                elif resolved.format in _LINE_FORMATS:
+                    yield from _LINE_FORMATS[resolved.format].conversations(reader, ctx)
                 else:
                     yield from _json_conversations(reader, member.name, resolved.format, ctx)
             done += member.size
@@ -250,6 +292,10 @@ def _resolve_text(members: list[_Member], limits: ImportLimits, label: str) -> _
     start = head.lstrip(" \t\r\n")[:1]
     if start in ("[", "{"):
         return _Resolved(_sniff_json(first, limits), members)
+    # Exports with a fixed structure first: an oterm or llm export is also loose Markdown.
+    for module in _LINE_FORMATS.values():
+        if len(members) == 1 and module.sniff(head):
+            return _Resolved(module.FORMAT, members)
     mode = transcript.sniff_mode(head)
     if mode is not None and len(members) == 1:
         return _Resolved(transcript.FORMAT, members, mode=mode)

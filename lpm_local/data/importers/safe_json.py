@@ -211,12 +211,23 @@ class _Stream:
                 raise self.error(record, f"invalid JSON at {self.at(exc.pos)}: {exc.msg}") from None
             except ValueError:  # int() refuses numbers of more than 4300 digits
                 raise self.error(record, "a number with too many digits") from None
-            if end == len(self.buf) and self._grow(record):
-                continue  # a number or literal may go on in the next chunk
+            # A number or literal may go on in the next chunk; a number even when the chunk
+            # ends a few characters after what was parsed ("1.5e" decodes as 1.5, leaving "e").
+            cut_number = type(value) in (int, float) and end >= len(self.buf) - 3
+            if (end == len(self.buf) or cut_number) and self._grow(record):
+                continue
             if end - start > 2 * self.limits.max_json_depth and (
                 json_depth(self.buf[start:end]) > self.limits.max_json_depth
             ):
                 raise self._too_deep(record)
+            if end - start > self.limits.max_record_chars:
+                # Items that fit in the buffer never went through ``_grow``: the same cap,
+                # checked exactly, whatever the chunk size.
+                raise self.error(
+                    record,
+                    f"larger than the limit of {self.limits.max_record_chars:,} characters",
+                    _LIMIT_HINT.format("max_record_chars"),
+                )
             self.pos = end
             return value
 

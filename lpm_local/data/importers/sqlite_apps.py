@@ -19,7 +19,9 @@ columns are checked before any row is.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,13 +71,36 @@ def open_readonly(
     mid-write; then SQLite must read it (plain ``mode=ro``) to see a consistent database.
     """
     resolved = path.resolve()
+    journal = resolved.with_name(resolved.name + "-journal")
+    if journal.is_file() and journal.stat().st_size > 0:
+        # A hot journal: the app crashed (or is) mid-write, and only a writer may roll it back,
+        # which a read-only connection cannot ("attempt to write a readonly database"). Roll
+        # it back in a private copy instead: the user's files stay as they are.
+        with tempfile.TemporaryDirectory(prefix="lpm-import-") as tmp:
+            copy = Path(tmp) / "app.db"
+            try:
+                shutil.copyfile(resolved, copy)
+                shutil.copyfile(journal, copy.with_name(copy.name + "-journal"))
+            except OSError as exc:
+                raise BadInput(f"cannot read ({exc.strerror})", where=path.name) from None
+            with _connected(copy, "?mode=rw", path.name, limits) as conn:
+                yield conn
+        return
     live = any(resolved.with_name(resolved.name + s).exists() for s in ("-wal", "-journal"))
     query = "?mode=ro" if live else "?mode=ro&immutable=1"
+    with _connected(resolved, query, path.name, limits) as conn:
+        yield conn
+
+
+@contextmanager
+def _connected(
+    resolved: Path, query: str, name: str, limits: ImportLimits
+) -> Iterator[sqlite3.Connection]:
     try:
         conn = sqlite3.connect("file:" + urllib.parse.quote(str(resolved)) + query, uri=True)
     except sqlite3.Error as exc:
         what = f"cannot open the database ({short(str(exc), 80)})"
-        raise BadInput(what, where=path.name, hint=_HINT) from None
+        raise BadInput(what, where=name, hint=_HINT) from None
     try:
         conn.execute("PRAGMA query_only = ON")
         conn.execute("PRAGMA trusted_schema = OFF")
@@ -88,7 +113,7 @@ def open_readonly(
         text = str(exc)
         bad_text = isinstance(exc, UnicodeDecodeError) or "decode" in text
         what = "text that is not valid UTF-8" if bad_text else short(text, 80)
-        raise BadInput(f"cannot read the database ({what})", where=path.name, hint=_HINT) from None
+        raise BadInput(f"cannot read the database ({what})", where=name, hint=_HINT) from None
     finally:
         conn.close()
 

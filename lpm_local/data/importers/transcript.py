@@ -63,8 +63,11 @@ def sniff_mode(head: str) -> str | None:
     return None
 
 
-def _lines(reader: TextReader, ctx: ParseContext) -> Iterator[str]:
-    """Lines ending in LF, CRLF or a lone CR (old Mac files)."""
+def read_lines(reader: TextReader, ctx: ParseContext) -> Iterator[str]:
+    """Lines ending in LF, CRLF or a lone CR (old Mac files); one endless line is refused.
+
+    Shared by the line-based formats (this one, oterm and llm Markdown exports).
+    """
     pending = ""
     while chunk := reader.read_chunk():
         pending += chunk
@@ -85,11 +88,13 @@ def _lines(reader: TextReader, ctx: ParseContext) -> Iterator[str]:
         yield pending.rstrip("\r")
 
 
-class _Builder:
-    """Collects the lines of the message being read, within the size limits."""
+class MessageBuilder:
+    """Collects the lines of the message being read, within the size limits (messages per
+    conversation, characters per message and per conversation). ``ref`` prefixes each
+    message's source reference."""
 
-    def __init__(self, place: Place, ctx: ParseContext):
-        self.place, self.limits = place, ctx.limits
+    def __init__(self, place: Place, ctx: ParseContext, ref: str = FORMAT):
+        self.place, self.limits, self.ref = place, ctx.limits, ref
         self.messages: list[ImportedMessage] = []
         self.role: Role | None = None
         self.lines: list[str] = []
@@ -124,9 +129,23 @@ class _Builder:
         raw = "\n".join(self.lines).strip("\n").rstrip()
         text = text_value(raw, self.place, f"line {self.start:,}", self.limits.max_message_chars)
         if text.strip():
-            ref = f"{FORMAT}:line{self.start}"
+            if len(self.messages) >= self.limits.max_conversation_messages:
+                # Checked as they come: 11 MB of "you:a / ai:b" lines are 2 million messages.
+                raise self.place.error(
+                    f"line {self.start:,}",
+                    f"more than {self.limits.max_conversation_messages:,} messages in one "
+                    "transcript",
+                    hint="raise ImportLimits.max_conversation_messages if this file is trusted",
+                )
+            ref = f"{self.ref}:line{self.start}"
             self.messages.append(ImportedMessage(self.role, text, None, ref))
         self.role, self.lines = None, []
+
+    def take(self) -> list[ImportedMessage]:
+        """The messages so far (after a ``flush``); the builder starts a new conversation."""
+        self.flush()
+        messages, self.messages, self.total = self.messages, [], 0
+        return messages
 
 
 def conversations(
@@ -134,10 +153,10 @@ def conversations(
 ) -> Iterator[ImportedConversation]:
     """The file's one conversation (nothing when it holds no message)."""
     markdown = mode == "markdown"
-    builder = _Builder(Place(reader.name), ctx)
+    builder = MessageBuilder(Place(reader.name), ctx)
     title: str | None = None
     in_fence = False
-    for number, line in enumerate(_lines(reader, ctx), start=1):
+    for number, line in enumerate(read_lines(reader, ctx), start=1):
         if markdown and _FENCE.match(line):
             in_fence = not in_fence
         found = None if in_fence else _marker(line, markdown)
