@@ -32,7 +32,7 @@ def _register() -> None:
             main.add_command(command)
     # Export, restore and wipe of the memory live with the bundle code but read as
     # `lpm memory export|import|wipe`.
-    for command in (*bundle.MEMORY_COMMANDS, *research.MEMORY_COMMANDS):
+    for command in bundle.MEMORY_COMMANDS:
         memory.memory.add_command(command)
 
 
