@@ -74,7 +74,7 @@ class Checkpoint:
         if self.path.exists():
             self._read()
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._append(
                 {
                     "kind": "header",
