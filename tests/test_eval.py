@@ -185,7 +185,7 @@ def test_each_question_sees_only_the_history_before_it(bench, tiny_backbone, tmp
         [bench],
         [Oracle(tiny_backbone, FAST)],
         users=2,
-        config=EvalConfig(ttft_samples=0),
+        config=EvalConfig(ttft_samples=0, generate=False),
         out_dir=tmp_path,
     )
     assert len(Oracle.seen) == bench.n_questions
@@ -205,7 +205,7 @@ def test_runs_over_different_benchmarks_merge_into_one_report(bench, tiny_backbo
 
     path = tmp_path / "locomo.json"
     path.write_text(json.dumps([_locomo_sample()]))
-    config = EvalConfig(ttft_samples=0)
+    config = EvalConfig(ttft_samples=0, generate=False)
     oracle = Oracle(tiny_backbone, FAST)
     first = run_eval(tiny_backbone, [bench], [oracle], config=config)
     second = run_eval(tiny_backbone, [load_locomo(path)], [oracle], config=config)
@@ -338,7 +338,7 @@ def test_trainable_numbers_per_user(tiny_backbone):
 
 def test_identity_lpm_is_prompt_tuning_from_the_salient_start(tiny_backbone, monkeypatch):
     """Without shipped weights LPM's projector is the identity: LPM is then prompt tuning that
-    starts from the history's salient tokens instead of random vocabulary (same fit, same scores)."""
+    starts from the history's salient tokens instead of random vocabulary (same fit and scores)."""
     import lpm_local.research.eval.methods.prompt_tuning as pt_module
 
     pt, lpm = (
@@ -627,7 +627,7 @@ def test_a_cancelled_run_still_writes_the_questions_it_finished(bench, tiny_back
         [Oracle(tiny_backbone, FAST)],
         users=2,
         progress=progress,
-        config=EvalConfig(ttft_samples=0),
+        config=EvalConfig(ttft_samples=0, generate=False),
         out_dir=tmp_path,
         cancel=cancel,
     )
