@@ -185,7 +185,7 @@ def test_each_question_sees_only_the_history_before_it(bench, tiny_backbone, tmp
         [bench],
         [Oracle(tiny_backbone, FAST)],
         users=2,
-        config=EvalConfig(ttft_samples=0),
+        config=EvalConfig(ttft_samples=0, generate=False),
         out_dir=tmp_path,
     )
     assert len(Oracle.seen) == bench.n_questions
@@ -205,7 +205,7 @@ def test_runs_over_different_benchmarks_merge_into_one_report(bench, tiny_backbo
 
     path = tmp_path / "locomo.json"
     path.write_text(json.dumps([_locomo_sample()]))
-    config = EvalConfig(ttft_samples=0)
+    config = EvalConfig(ttft_samples=0, generate=False)
     oracle = Oracle(tiny_backbone, FAST)
     first = run_eval(tiny_backbone, [bench], [oracle], config=config)
     second = run_eval(tiny_backbone, [load_locomo(path)], [oracle], config=config)
@@ -628,7 +628,7 @@ def test_a_cancelled_run_still_writes_the_questions_it_finished(bench, tiny_back
         [Oracle(tiny_backbone, FAST)],
         users=2,
         progress=progress,
-        config=EvalConfig(ttft_samples=0),
+        config=EvalConfig(ttft_samples=0, generate=False),
         out_dir=tmp_path,
         cancel=cancel,
     )

@@ -45,7 +45,7 @@ def _register() -> None:
             main.add_command(command)
     # Export, restore and wipe have modules of their own but read as `lpm memory export|import|
     # wipe`: they act on the memory.
-    for command in (*bundles.MEMORY_COMMANDS, *wipe.MEMORY_COMMANDS, *research.MEMORY_COMMANDS):
+    for command in (*bundles.MEMORY_COMMANDS, *wipe.MEMORY_COMMANDS):
         memory.memory.add_command(command)
 
 

@@ -16,9 +16,30 @@ import click
 
 from lpm_local.cli.base import finish_progress_line, stderr_progress
 
-BENCHMARK_NAMES = ("personamem", "locomo")
-METHOD_NAMES = ("no_memory", "full_context", "retrieval", "prompt_tuning", "lora", "lpm", "e2p")
+BENCHMARK_NAMES = ("personamem", "locomo", "recall")
+DEFAULT_BENCHMARK_NAMES = BENCHMARK_NAMES[:2]
+METHOD_NAMES = (
+    "no_memory",
+    "full_context",
+    "retrieval",
+    "prompt_tuning",
+    "lora",
+    "lpm",
+    "e2p",
+    "lpm_untrained",
+    "lpm_unfitted",
+)
 DEFAULT_METHOD_NAMES = METHOD_NAMES[:6]
+# The recall table (the projector card's): the methods it has always compared.
+RECALL_METHOD_NAMES = (
+    "no_memory",
+    "full_context",
+    "prompt_tuning",
+    "lpm_untrained",
+    "lpm_unfitted",
+    "lpm",
+)
+FITTED_NAMES = ("prompt_tuning", "lora", "lpm", "e2p", "lpm_untrained")
 SHAPE_NAMES = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b")
 
 
@@ -47,7 +68,7 @@ def _method_rates(specs: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
     out = []
     for spec in specs:
         name, _, rate = spec.partition("=")
-        if name not in ("prompt_tuning", "lora", "lpm", "e2p"):
+        if name not in FITTED_NAMES:
             raise click.BadParameter(f"{name!r} is not a fitted method", param_hint="--lr")
         try:
             out.append((name, float(rate)))
@@ -97,17 +118,22 @@ def _load(model: str | None, quantize: str | None, device: str | None, prefix: s
     "benchmarks",
     multiple=True,
     type=click.Choice(BENCHMARK_NAMES),
-    help="Benchmarks to run (repeatable; default: both).",
+    help="Benchmarks to run (repeatable; default: personamem and locomo). recall: the "
+    "projector card's single-session recall table.",
 )
 @click.option(
     "--method",
     "methods",
     multiple=True,
     type=click.Choice(METHOD_NAMES),
-    help="Methods to compare (repeatable; default: all but e2p).",
+    help="Methods to compare (repeatable; default: the first six; with only -b recall: "
+    "the recall table's six).",
 )
 @click.option(
-    "--users", default=10, show_default=True, help="Held-out PersonaMem users per history length."
+    "--users",
+    default=10,
+    show_default=True,
+    help="Held-out users per PersonaMem history length (and recall users).",
 )
 @click.option(
     "--history-tokens",
@@ -141,7 +167,11 @@ def _load(model: str | None, quantize: str | None, device: str | None, prefix: s
     help="Fix a fitted method's learning rate (repeatable), e.g. --lr lora=0.003.",
 )
 @click.option(
-    "--generate/--no-generate", default=False, help="Also generate LoCoMo answers (token F1)."
+    "--generate/--no-generate",
+    default=True,
+    show_default=True,
+    help="Also answer every question by greedy generation: the generative accuracy "
+    "(PersonaMem-style, recall) and LoCoMo's token F1.",
 )
 @click.option(
     "--max-new-tokens", default=32, show_default=True, help="Length limit of generated answers."
@@ -162,7 +192,13 @@ def _load(model: str | None, quantize: str | None, device: str | None, prefix: s
     default="eval-out",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Folder for eval.md, eval.json and eval.png.",
+    help="Folder for eval.md, eval.json, eval.png and the checkpoint an interrupted run "
+    "resumes from.",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Discard the results already in --out's checkpoint and start over.",
 )
 def eval_(
     model,
@@ -184,17 +220,21 @@ def eval_(
     locomo_path,
     seed,
     out_dir,
+    fresh,
 ) -> None:
     """Compare LPM with no memory, full context, retrieval, prompt tuning and LoRA.
 
     Same backbone, same users, same fitting budget; each question sees only the history before
-    it. Writes a Markdown table, the full JSON and a plot to --out.
+    it. Writes a Markdown table, the full JSON and a plot to --out. Every result is also
+    appended to --out's checkpoint as it lands: rerun the same command after an interruption
+    and it resumes where it stopped.
     """
     from dataclasses import replace
 
     from lpm_local.research.eval.locomo import LocomoConfig
     from lpm_local.research.eval.methods import MethodSettings
     from lpm_local.research.eval.personamem import PersonaMemConfig
+    from lpm_local.research.eval.recall import RecallConfig
     from lpm_local.research.eval.runner import EvalConfig, run_eval
 
     lengths, counts = _lengths(history_tokens, users)
@@ -206,6 +246,7 @@ def eval_(
             locomo=LocomoConfig(
                 questions_per_conversation=locomo_questions, conversations=locomo_conversations
             ),
+            recall=RecallConfig(users=users, seed=seed),
             methods=replace(MethodSettings(), steps=steps, lrs=_method_rates(lrs)),
             personas_path=personas,
             locomo_path=locomo_path,
@@ -216,26 +257,43 @@ def eval_(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    benchmarks = list(benchmarks or DEFAULT_BENCHMARK_NAMES)
+    if not methods:
+        methods = RECALL_METHOD_NAMES if set(benchmarks) == {"recall"} else DEFAULT_METHOD_NAMES
     backbone = _load(model, quantize, device, "eval: ")
     with stop_on_first_interrupt() as cancel:
         result = run_eval(
             backbone,
-            list(benchmarks or BENCHMARK_NAMES),
-            list(methods or DEFAULT_METHOD_NAMES),
+            benchmarks,
+            list(methods),
             users=users,
             seed=seed,
             progress=stderr_progress("eval: "),
             out_dir=out_dir,
             config=config,
             cancel=cancel,
+            fresh=fresh,
         )
     finish_progress_line()
     if result["meta"].get("cancelled"):
-        click.echo("interrupted: the report holds the questions finished so far", err=True)
+        click.echo(
+            "interrupted: the report holds the questions finished so far; "
+            "rerun the same command to resume",
+            err=True,
+        )
+    if result["meta"].get("resumed_questions"):
+        click.echo(
+            f"resumed: {result['meta']['resumed_questions']} question results from "
+            f"{result['meta']['checkpoint']}",
+            err=True,
+        )
     for bench, info in result["benchmarks"].items():
         click.echo(f"{bench}:")
         for name, m in info["methods"].items():
-            click.echo(f"  {name:<14} accuracy {m['accuracy']:6.1%} (n={m['questions']})")
+            line = f"  {name:<14} LL accuracy {m['accuracy']:6.1%}"
+            if m.get("gen_accuracy") is not None:
+                line += f"  generative {m['gen_accuracy']:6.1%}"
+            click.echo(line + f" (n={m['questions']})")
     click.echo(f"report: {Path(out_dir) / 'eval.md'}")
 
 

@@ -1,7 +1,8 @@
-"""`lpm train-projector` and `lpm memory eval`: making and checking the shared projector.
+"""`lpm train-projector`: making the shared projector.
 
-Both need the MSC persona sentences (`msc_personas_all.json`, train/valid/test splits of
+It needs the MSC persona sentences (`msc_personas_all.json`, train/valid/test splits of
 {"Speaker 1": [...], ...}); they are not shipped in the package, so the path is an argument.
+Checking a projector is `lpm eval` (`-b recall` is the table of its card).
 """
 
 from __future__ import annotations
@@ -95,57 +96,4 @@ def train_projector(
     click.echo(f"checkpoints in {out_dir}")
 
 
-@click.command("eval")
-@model_option
-@personas_option
-@click.option("--test-users", type=click.IntRange(1), default=8, show_default=True)
-@click.option(
-    "--steps",
-    type=click.IntRange(0),
-    default=10,
-    show_default=True,
-    help="Adam steps per user, the same for every fitted method.",
-)
-@click.option(
-    "--out",
-    "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write the result as JSON here (the table goes to stdout).",
-)
-def memory_eval(
-    model: str | None, personas_path: Path, test_users: int, steps: int, out_path: Path | None
-) -> None:
-    """Compare memory off, per-user prompt tuning and LPM on held-out synthetic users.
-
-    Uses the backbone's shipped projector (lpm_local/backbones/<backbone>/); prints the table
-    of PROJECTOR_CARD.md: accuracy, log-likelihood margin, held-out phrasings, another user's
-    slots, fit time.
-    """
-    from lpm_local.backbones.registry import models_dir
-    from lpm_local.errors import ModelNotAvailable
-    from lpm_local.memory.projector import Projector
-    from lpm_local.research.experiment import ExperimentConfig, run_experiment, to_markdown
-
-    backbone, personas = _load(model, personas_path)
-    folder = models_dir() / backbone.name
-    if not (folder / "projector.safetensors").exists():
-        raise ModelNotAvailable(
-            f"no trained projector for {backbone.name} in {folder}; "
-            "train one with `lpm train-projector`"
-        )
-    result = run_experiment(
-        backbone,
-        backbone.tokenizer,
-        personas,
-        Projector.load(folder / "projector.safetensors").eval(),
-        ExperimentConfig(test_users=test_users, steps=steps),
-        log=lambda line: click.echo(line, err=True),
-    )
-    click.echo(to_markdown(result))
-    if out_path is not None:
-        out_path.write_text(json.dumps(result, indent=1))
-
-
 COMMANDS = [train_projector]
-MEMORY_COMMANDS = [memory_eval]

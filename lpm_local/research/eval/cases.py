@@ -18,6 +18,7 @@ TokenCounter = Callable[[str], int]
 # Question types as a table column header fits them.
 SHORT = {
     "recall_facts": "recall",
+    "recall_heldout_phrasing": "held-out phr.",
     "suggest_new_ideas": "new ideas",
     "acknowledge_latest_preference": "latest pref.",
     "track_preference_evolution": "evolution",

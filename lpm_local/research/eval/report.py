@@ -5,6 +5,11 @@ difference of a few points is noise, and the table should say so), macro accurac
 types, accuracy per type and per history length, KV-cache bytes per turn, trainable numbers per
 user, fit time and time to first token; for LoCoMo also token F1 when answers were generated.
 
+Two accuracies where replies were generated: the **log-likelihood** accuracy (the option the
+model finds likeliest is the right one) and the **generative** accuracy (the reply to the
+question asked free-form names the right option and no wrong one, ``mentions.py``), each overall,
+per question type and per history length, each with its Wilson 95% interval.
+
 KV-cache bytes of a turn = 2 (K and V) x layers x KV heads x head dim x bytes per value x tokens
 in context when the answer starts (soft tokens included).
 """
@@ -96,30 +101,39 @@ def merge_results(results: list[dict]) -> dict:
     return summarise(records, fits, meta)
 
 
+def _ci(flags: list[bool]) -> tuple[float, float] | None:
+    return wilson(sum(flags), len(flags)) if flags else None
+
+
 def _method_summary(rows: list[dict], fits: list[dict], qtypes: list[str]) -> dict:
     hits = sum(r["hit"] for r in rows)
-    per_type = {t: _mean([r["hit"] for r in rows if r["qtype"] == t]) for t in qtypes}
+    by_type = {t: [r for r in rows if r["qtype"] == t] for t in qtypes}
+    per_type = {t: _mean([r["hit"] for r in rs]) for t, rs in by_type.items()}
+    generated = any("gen_hit" in r for r in rows)
     lengths = defaultdict(list)
     for r in rows:
         lengths[r["length"]].append(r)
-    per_length = {
-        label: {
+    per_length = {}
+    for label, rs in sorted(lengths.items(), key=lambda kv: float(kv[0]) if _isnum(kv[0]) else 0.0):
+        per_length[label] = {
             "questions": len(rs),
             "accuracy": _mean([r["hit"] for r in rs]),
+            "accuracy_ci95": _ci([r["hit"] for r in rs]),
             "history_tokens": _mean([r["history_tokens"] for r in rs]),
             "kv_tokens": _mean([r["kv_tokens"] for r in rs]),
             "kv_bytes": _mean([r["kv_bytes"] for r in rs]),
         }
-        for label, rs in sorted(
-            lengths.items(), key=lambda kv: float(kv[0]) if _isnum(kv[0]) else 0.0
-        )
-    }
+        if generated:
+            flags = _gen_flags(rs)
+            per_length[label]["gen_accuracy"] = _mean(flags)
+            per_length[label]["gen_accuracy_ci95"] = _ci(flags)
     summary = {
         "questions": len(rows),
         "accuracy": hits / len(rows),
         "accuracy_ci95": wilson(hits, len(rows)),
         "macro_accuracy": _mean(per_type.values()),
         "per_type": per_type,
+        "per_type_ci95": {t: _ci([r["hit"] for r in rs]) for t, rs in by_type.items()},
         "per_length": per_length,
         "margin": _mean([r["margin"] for r in rows]),
         "kv_tokens": _mean([r["kv_tokens"] for r in rows]),
@@ -129,12 +143,27 @@ def _method_summary(rows: list[dict], fits: list[dict], qtypes: list[str]) -> di
         "ttft_seconds": _mean([t for f in fits for t in f["ttft"]]),
         "fits": len(fits),
     }
+    if generated:
+        flags = _gen_flags(rows)
+        gen_type = {t: _gen_flags(rs) for t, rs in by_type.items()}
+        summary.update(
+            gen_questions=len(flags),
+            gen_accuracy=_mean(flags),
+            gen_accuracy_ci95=_ci(flags),
+            gen_macro_accuracy=_mean([_mean(f) for f in gen_type.values()]),
+            gen_per_type={t: _mean(f) for t, f in gen_type.items()},
+            gen_per_type_ci95={t: _ci(f) for t, f in gen_type.items()},
+        )
     if any("f1" in r for r in rows):
         summary["f1"] = _mean([r.get("f1") for r in rows])
         summary["f1_per_type"] = {
             t: _mean([r.get("f1") for r in rows if r["qtype"] == t]) for t in qtypes
         }
     return summary
+
+
+def _gen_flags(rows: list[dict]) -> list[bool]:
+    return [bool(r["gen_hit"]) for r in rows if "gen_hit" in r]
 
 
 def _isnum(text: str) -> bool:
@@ -240,17 +269,23 @@ def to_markdown(result: dict) -> str:
     lines.append(
         "- chance is 25% (four options); accuracy is micro (all questions), macro = mean over types"
     )
+    if s.get("generate"):
+        lines.append(
+            f"- generative: the question asked free-form (its answer prefix, no options), a greedy"
+            f" reply of at most {s.get('max_new_tokens', '?')} tokens; right when it names the"
+            " right option and no wrong one (distinctive content words, "
+            "`lpm_local/research/eval/mentions.py`)"
+        )
     for bench, info in result["benchmarks"].items():
-        lines += [
-            "",
-            f"## {bench}",
-            "",
-            _main_table(info, labels),
-            "",
-            "### by history length",
-            "",
-            _length_table(info, labels),
-        ]
+        lines += ["", f"## {bench}", "", _main_table(info, labels)]
+        if any("gen_accuracy" in m for m in info["methods"].values()):
+            lines += [
+                "",
+                "### per question type: log-likelihood / generative accuracy (95% CI)",
+                "",
+                _type_table(info, labels),
+            ]
+        lines += ["", "### by history length", "", _length_table(info, labels)]
     if result["ratios"]:
         lines += ["", "## ratios", ""] + [f"- {k}: {v:,.1f}x" for k, v in result["ratios"].items()]
     return "\n".join(lines) + "\n"
@@ -259,8 +294,11 @@ def to_markdown(result: dict) -> str:
 def _main_table(info: dict, labels: dict) -> str:
     types = info["qtypes"]
     f1 = any("f1" in m for m in info["methods"].values())
+    gen = any("gen_accuracy" in m for m in info["methods"].values())
     head = (
-        ["method", "n", "accuracy (95% CI)", "macro"]
+        ["method", "n", "LL accuracy (95% CI)"]
+        + (["generative (95% CI)"] if gen else [])
+        + ["macro"]
         + [SHORT.get(t, t) for t in types]
         + (["F1"] if f1 else [])
         + ["KV/turn", "trainable/user", "fit s", "TTFT s"]
@@ -272,8 +310,10 @@ def _main_table(info: dict, labels: dict) -> str:
             labels.get(name, name),
             str(m["questions"]),
             f"{_pct(m['accuracy'])} ({_pct(lo)}-{_pct(hi)})",
-            _pct(m["macro_accuracy"]),
-        ] + [_pct(m["per_type"].get(t)) for t in types]
+        ]
+        if gen:
+            cells.append(_pct_ci(m.get("gen_accuracy"), m.get("gen_accuracy_ci95")))
+        cells += [_pct(m["macro_accuracy"])] + [_pct(m["per_type"].get(t)) for t in types]
         if f1:
             cells.append(_num(m.get("f1"), "{:.3f}"))
         cells += [
@@ -286,18 +326,44 @@ def _main_table(info: dict, labels: dict) -> str:
     return "\n".join(rows)
 
 
+def _pct_ci(x: float | None, ci) -> str:
+    """ "40.0% (25.1-57.3%)", or "-" when nothing was measured."""
+    if x is None:
+        return "-"
+    return f"{_pct(x)} ({_pct(ci[0])}-{_pct(ci[1])})" if ci else _pct(x)
+
+
+def _type_table(info: dict, labels: dict) -> str:
+    types = info["qtypes"]
+    head = ["method"] + [SHORT.get(t, t) for t in types]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in info["methods"].items():
+        cells = [labels.get(name, name)]
+        for t in types:
+            ll = _pct_ci(m["per_type"].get(t), m.get("per_type_ci95", {}).get(t))
+            gen = _pct_ci(m.get("gen_per_type", {}).get(t), m.get("gen_per_type_ci95", {}).get(t))
+            cells.append(f"{ll} / {gen}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def _length_table(info: dict, labels: dict) -> str:
     lengths = list(dict.fromkeys(k for m in info["methods"].values() for k in m["per_length"]))
-    head = ["method"] + [f"{k} tok: acc / KV" if _isnum(k) else f"{k}: acc / KV" for k in lengths]
+    gen = any("gen_accuracy" in m for m in info["methods"].values())
+    what = "LL / generative (95% CI) / KV" if gen else "acc (95% CI) / KV"
+    head = ["method"] + [f"{k} tok: {what}" if _isnum(k) else f"{k}: {what}" for k in lengths]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in info["methods"].items():
         cells = [labels.get(name, name)]
         for k in lengths:
             p = m["per_length"].get(k)
-            cells.append(
-                "-"
-                if p is None
-                else f"{_pct(p['accuracy'])} / {_bytes(p['kv_bytes'])} (n={p['questions']})"
-            )
+            if p is None:
+                cells.append("-")
+                continue
+            parts = [_pct_ci(p["accuracy"], p.get("accuracy_ci95"))]
+            if gen:
+                parts.append(_pct_ci(p.get("gen_accuracy"), p.get("gen_accuracy_ci95")))
+            parts.append(_bytes(p["kv_bytes"]))
+            cells.append(" / ".join(parts) + f" (n={p['questions']})")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -1,9 +1,8 @@
 """Option log-likelihood and greedy answers, with or without a soft prefix.
 
 An option's score is the mean token log-probability of its tokens after the prompt (context,
-question, assistant header, answer prefix), exactly as ``lpm_local.research.experiment`` scores
-them: the windows come from ``qa_window`` and the short path is ``token_logprobs`` over the four
-options in one batch.
+question, assistant header, answer prefix): the windows come from ``qa_window`` (the chat's own
+encoding) and the short path is ``token_logprobs`` over the four options in one batch.
 
 Full-context baselines put thousands of history tokens before every question. ``ContextCache``
 runs that shared prefix once, keeps its KV cache, and scores each question's options against it
@@ -129,8 +128,7 @@ class ContextCache:
 
     @torch.no_grad()
     def _run_embeds(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Feed [1, T, H] through the decoder with the cache; the last hidden state per position,
-        [T, H]."""
+        """Feed [1, T, H] through the decoder with the cache; the last hidden states [T, H]."""
         out = self._decoder(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True)
         return out.last_hidden_state[0]
 

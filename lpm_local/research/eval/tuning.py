@@ -2,7 +2,7 @@
 
 Each fitted method (prompt tuning, LoRA, LPM, E2P) gets its own best rate from the same grid,
 chosen on PersonaMem users of the MSC ``valid`` split (never the held-out ``test`` users) by the
-mean log-likelihood margin of the correct option over the others, as the memory experiment does.
+mean log-likelihood margin of the correct option over the others, as the recall table's search did.
 """
 
 from __future__ import annotations

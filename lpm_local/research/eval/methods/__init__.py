@@ -12,10 +12,29 @@ from lpm_local.research.eval.methods.base import (
     UserState,
 )
 
-# Order of the report's rows. ``e2p`` is an extra (not in the default set).
-METHODS = ("no_memory", "full_context", "retrieval", "prompt_tuning", "lora", "lpm", "e2p")
+# Order of the report's rows. ``e2p`` and the two LPM ablations are extras (not in the default
+# set); the recall benchmark's table is no memory, full context, prompt tuning and the LPM rows.
+METHODS = (
+    "no_memory",
+    "full_context",
+    "retrieval",
+    "prompt_tuning",
+    "lora",
+    "lpm",
+    "e2p",
+    "lpm_untrained",
+    "lpm_unfitted",
+)
 DEFAULT_METHODS = METHODS[:6]
-FITTED = ("prompt_tuning", "lora", "lpm", "e2p")  # methods with a learning rate
+RECALL_METHODS = (
+    "no_memory",
+    "full_context",
+    "prompt_tuning",
+    "lpm_untrained",
+    "lpm_unfitted",
+    "lpm",
+)
+FITTED = ("prompt_tuning", "lora", "lpm", "e2p", "lpm_untrained")  # methods with a learning rate
 
 
 def method_class(name: str) -> type[BackboneMethod]:
@@ -34,6 +53,10 @@ def method_class(name: str) -> type[BackboneMethod]:
         from lpm_local.research.eval.methods.lpm import LatentPersonalMemory as cls
     elif name == "e2p":
         from lpm_local.research.eval.methods.e2p import SingleVectorPrefix as cls
+    elif name == "lpm_untrained":
+        from lpm_local.research.eval.methods.lpm_ablations import UntrainedProjectorLpm as cls
+    elif name == "lpm_unfitted":
+        from lpm_local.research.eval.methods.lpm_ablations import UnfittedLpm as cls
     else:
         raise BadInput(f"unknown method {name!r}", hint=f"choose from {', '.join(METHODS)}")
     return cls
@@ -48,6 +71,7 @@ __all__ = [
     "DEFAULT_METHODS",
     "FITTED",
     "METHODS",
+    "RECALL_METHODS",
     "BackboneMethod",
     "Conditioning",
     "Method",

@@ -5,7 +5,7 @@ prepended to the input embeddings, only they train; an equivalence test checks o
 peft's ``PeftModelForCausalLM``). It is initialised from random vocabulary embeddings (peft's
 ``SAMPLE_VOCAB``, drawn by ``init_slots`` from the user's seed) and fitted by ``fit_slots`` with
 ``projector=None``: the very optimiser, steps, batches and windows that fit LPM's slots, so the
-two differ only in the projector (the memory experiment's baseline, numbers agree).
+two differ only in the projector (the recall table's baseline).
 """
 
 from __future__ import annotations
