@@ -78,9 +78,16 @@ def smol():
         return load_backbone("smollm2-135m", device="cpu")
 
 
+def test_the_transformers_path_is_the_default(tiny_backbone, monkeypatch):
+    monkeypatch.delenv("LPM_DECODER", raising=False)
+    assert open_decoder(tiny_backbone) is None
+
+
 @pytest.fixture(scope="module")
 def engines(smol):
-    decoder = open_decoder(smol)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LPM_DECODER", "llama.cpp")
+        decoder = open_decoder(smol)
     assert decoder is not None, "the extra is installed and SmolLM2 is a GGUF backbone"
     yield ChatEngine(smol), ChatEngine(smol, decoder=decoder)
     decoder.close()

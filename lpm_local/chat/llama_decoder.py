@@ -11,8 +11,8 @@ form), which keeps next-token logits within a few percent (rel-L2) of the refere
 Only replies take this path. Scoring and the refit need gradients and stay in PyTorch.
 
 The dependency is the optional extra ``lpm-local[fast]`` (``llama-cpp-python``, compiled from
-source at install); without it ``open_decoder`` returns None and the engine keeps its
-transformers path. ``LPM_DECODER=transformers`` forces that path even where the extra is there.
+source at install); ``LPM_DECODER=llama.cpp`` turns it on, and without the extra (or the
+switch) ``open_decoder`` returns None and the engine keeps its transformers path.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENV_SWITCH = "LPM_DECODER"  # "transformers" forces the reference path
+ENV_SWITCH = "LPM_DECODER"  # "llama.cpp" turns the fast path on; anything else: transformers
 # The context is sized to the request (prompt + prefix + reply) rounded up to this, so a short
 # chat does not hold a KV cache for the model's whole window; it grows when a longer one comes.
 CONTEXT_STEP = 1024
@@ -70,9 +70,14 @@ def gguf_file_for(backbone_name: str) -> Path | None:
 
 def open_decoder(backbone: Backbone) -> LlamaDecoder | None:
     """A llama.cpp decoder for ``backbone`` where one can serve it, else None (the caller keeps
-    the transformers path): the extra is installed, the backbone is a GGUF one on the CPU, and
-    ``LPM_DECODER`` does not say otherwise."""
-    if os.environ.get(ENV_SWITCH, "").strip().lower() == "transformers":
+    the transformers path): ``LPM_DECODER=llama.cpp`` asks for it, the extra is installed, and
+    the backbone is a GGUF one on the CPU.
+
+    Opt-in for now: greedy replies differ from the transformers path where its two best tokens
+    are nearly tied, and one such tie is the embedded model's answer to "What is the capital of
+    France?" (transformers: Paris; llama.cpp: a list of French landmarks, as llama.cpp itself
+    answers)."""
+    if os.environ.get(ENV_SWITCH, "").strip().lower() not in ("llama.cpp", "llama_cpp", "fast"):
         return None
     if backbone.device.type != "cpu" or not llama_cpp_available():
         return None
