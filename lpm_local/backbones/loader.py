@@ -14,14 +14,18 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
-
-import torch
 
 from lpm_local import locations
 from lpm_local.backbones import gguf_cache
 from lpm_local.backbones.registry import BackboneSpec, registry
 from lpm_local.errors import BadInput, ModelNotAvailable
+
+if TYPE_CHECKING:
+    # torch is imported inside the functions that load a model, so `lpm models` (status only)
+    # and every other command that needs no model start without it (~3-5 s on a small CPU).
+    import torch
 
 Progress = Callable[[str, "float | None"], None]
 
@@ -59,7 +63,29 @@ class Backbone:
 
 def default_backbone_name() -> str:
     """Qwen3-4B where CUDA is present, else the embedded SmolLM2 (no GPU, no download)."""
-    return "qwen3-4b" if torch.cuda.is_available() else "smollm2-135m"
+    return "qwen3-4b" if cuda_available() else "smollm2-135m"
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU, without importing torch where the answer is certain.
+
+    A CPU-only torch wheel carries the local version tag ``+cpu`` (and no torch at all means no
+    GPU either): there the answer is no and the ~3 s torch import is saved. Any other build asks
+    torch itself.
+    """
+    import sys
+    from importlib import metadata
+
+    if "torch" not in sys.modules:
+        try:
+            version = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            return False
+        if version.endswith("+cpu"):
+            return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def load_backbone(
@@ -109,6 +135,8 @@ def backbone_status(spec: BackboneSpec) -> str:
 
 
 def _resolve_device(device: str | None) -> torch.device:
+    import torch
+
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -252,6 +280,7 @@ def _load_tokenizer(folder: Path):
 
 
 def _load_model(folder: Path, *, quant: str, device: torch.device) -> torch.nn.Module:
+    import torch
     from transformers import AutoModelForCausalLM
 
     # bf16 on CUDA; fp32 on CPU, where bf16 compute is 25-35x slower without native bf16.

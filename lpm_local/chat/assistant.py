@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from lpm_local.backbones.loader import Backbone, load_backbone
 from lpm_local.chat.engine import ChatEngine
+from lpm_local.chat.llama_decoder import open_decoder
 from lpm_local.chat.session import ChatSession
 from lpm_local.storage.records import Profile
 from lpm_local.storage.store import Store
@@ -86,7 +87,8 @@ def open_assistant(
     try:
         profile = store.active_profile()
         backbone = load_backbone(model, quantize=quantize, progress=progress)
-        engine = ChatEngine(backbone)
+        # llama.cpp replies where the [fast] extra can serve this backbone; else transformers.
+        engine = ChatEngine(backbone, decoder=open_decoder(backbone))
         memory = MemoryRuntime(store, backbone, profile, background=background_refits)
     except BaseException:
         store.close()

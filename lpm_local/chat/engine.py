@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -25,6 +26,25 @@ from lpm_local.backbones.loader import Backbone
 from lpm_local.chat.encoding import Turn, control_token_ids, encode_chat
 
 IGNORE_INDEX = -100  # the label HF losses skip
+
+
+class Decoder(Protocol):
+    """A faster native replacement for ``model.generate`` on one sequence (llama.cpp: see
+    ``chat/llama_decoder.py``). Same inputs, same streamer protocol, new ids [1, N] back."""
+
+    def generate(
+        self,
+        ids: torch.Tensor,
+        prefix: torch.Tensor | None,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        cancel: threading.Event | None,
+        streamer: TextIteratorStreamer | None,
+        eos_token_ids: Sequence[int],
+    ) -> torch.Tensor: ...
 
 
 @dataclass
@@ -51,8 +71,11 @@ class GenerationStats:
 class ChatEngine:
     """Logits, losses and generation for one backbone, with or without a soft prefix."""
 
-    def __init__(self, backbone: Backbone):
+    def __init__(self, backbone: Backbone, decoder: Decoder | None = None):
         self.backbone = backbone
+        # Replies (``generate``/``stream`` of one sequence) go through ``decoder`` when given;
+        # logits, losses and batches always use the PyTorch model (they need its gradients).
+        self.decoder = decoder
         self.last_stats: GenerationStats | None = None
         # Build the safe-encoding tokenizer copy now (~1 s for a 49k vocab) rather than on the
         # user's first message.
@@ -162,6 +185,20 @@ class ChatEngine:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(
                 f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}"
+            )
+        if self.decoder is not None and ids.shape[0] == 1:
+            if prefix is not None:
+                self._check_prefix(prefix, 1)
+            return self.decoder.generate(
+                ids,
+                prefix,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+                cancel=cancel,
+                streamer=streamer,
+                eos_token_ids=self.eos_token_ids,
             )
         embeds, mask = self.embed_with_prefix(ids, prefix)
         if seed is not None:

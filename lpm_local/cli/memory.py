@@ -72,8 +72,7 @@ def _loss(value: float | None) -> str:
 def status(profile_name: str | None) -> None:
     """Show whether memory is on, its current version, the last refit and what is pending."""
     from lpm_local.memory import requests
-    from lpm_local.memory.refit import parse_detail
-    from lpm_local.memory.runtime import DEFAULT_REFIT_EVERY
+    from lpm_local.memory.refit_log import DEFAULT_REFIT_EVERY, parse_detail
     from lpm_local.memory.scheduler import refit_running_elsewhere
 
     store, profile = open_profile(profile_name)
@@ -124,7 +123,7 @@ def status(profile_name: str | None) -> None:
 
 
 def _last_refit(record) -> str:
-    from lpm_local.memory.refit import parse_detail
+    from lpm_local.memory.refit_log import parse_detail
 
     if record is None:
         return "never"

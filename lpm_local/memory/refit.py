@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from lpm_local.memory import inspection as memory_inspect
 from lpm_local.memory.fitting import FitProgress, fit_slots
 from lpm_local.memory.frozen import FrozenMemory, current_slots
+from lpm_local.memory.refit_log import parse_detail  # noqa: F401 - re-exported
 from lpm_local.memory.slots import slots_to_bytes
 from lpm_local.memory.versions import StaleRefit, VersionBlob, commit_version
 from lpm_local.memory.windows import (
@@ -476,12 +477,3 @@ def _detail(outcome: RefitOutcome, reason: str) -> str:
             "note": outcome.detail,
         }
     )
-
-
-def parse_detail(detail: str | None) -> dict:
-    """The JSON ``_detail`` wrote ({} for rows written otherwise)."""
-    try:
-        value = json.loads(detail or "{}")
-    except (json.JSONDecodeError, TypeError):
-        return {}
-    return value if isinstance(value, dict) else {}

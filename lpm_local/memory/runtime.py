@@ -30,7 +30,8 @@ from lpm_local.memory import inspection as memory_inspect
 from lpm_local.memory import requests, versions
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.frozen import FrozenMemory, current_slots, load_frozen_memory
-from lpm_local.memory.refit import RefitOutcome, RefitSettings, parse_detail, run_refit
+from lpm_local.memory.refit import RefitOutcome, RefitSettings, run_refit
+from lpm_local.memory.refit_log import DEFAULT_REFIT_EVERY, parse_detail
 from lpm_local.memory.scheduler import RefitBusy, RefitScheduler, locked_refit
 from lpm_local.storage.records import Profile
 from lpm_local.storage.store import Store
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 # A refit waits between steps while a chat turn runs, but never longer than this: a turn whose
 # after_turn never comes (a crash in generation) must not stall the memory forever.
 MAX_PAUSE_S = 120.0
-DEFAULT_REFIT_EVERY = 8  # user turns between automatic refits (also after imports, on demand)
 BUSY_RETRY_S = 30.0  # another process holds the refit lock: try again after this
 
 

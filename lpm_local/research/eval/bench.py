@@ -1,6 +1,7 @@
 """``lpm bench``: speed and memory of the memory path on the machine it runs on, as JSON.
 
-Measured: decode tokens/s; time to first token against history length, LPM (M soft tokens + the
+Measured: decode tokens/s (and, for a GGUF backbone, the three decode paths side by side:
+``decode_compare``); time to first token against history length, LPM (M soft tokens + the
 question) against full context (the history + the question); the projector's cost per turn;
 slot refit (``fit_slots``) time per step and per 1K history tokens; peak memory (process RSS,
 and ``torch.cuda.max_memory_allocated`` on CUDA). The same code runs on CPU and CUDA.
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from lpm_local.errors import BadInput, ModelNotAvailable
+from lpm_local.research.eval.decode_compare import compare_decoders
 from lpm_local.research.eval.filler import filler_history
 from lpm_local.research.eval.report import kv_bytes_per_token
 
@@ -198,6 +200,11 @@ def run_bench(
         out["gpu"] = torch.cuda.get_device_name(backbone.device)
     say("decode speed", 0.05)
     out["decode"] = _decode(engine, settings)
+    _check(cancel)
+    say("decode paths: transformers, llama.cpp with the soft prompt, llama.cpp", 0.07)
+    out["decode_paths"] = compare_decoders(
+        backbone, frozen, slots, rounds=settings.repeats, new_tokens=max(settings.new_tokens, 2)
+    )
     out["ttft"] = []
     for k, length in enumerate(settings.lengths):
         _check(cancel)
