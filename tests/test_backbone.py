@@ -74,7 +74,7 @@ def test_projector_path_only_for_shipped_weights(tmp_path, monkeypatch):
     )
 
 
-@pytest.mark.parametrize("cuda,expected", [(True, "qwen3-4b"), (False, "smollm2-135m")])
+@pytest.mark.parametrize("cuda,expected", [(True, "qwen3-4b"), (False, "qwen2.5-coder-0.5b")])
 def test_default_backbone_follows_cuda(monkeypatch, cuda, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     assert default_backbone_name() == expected

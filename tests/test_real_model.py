@@ -79,7 +79,15 @@ def test_lpm_ask_answers_paris(smol, tmp_path, monkeypatch):
     monkeypatch.setenv("LPM_HOME", str(home))
     monkeypatch.setattr(gguf_cache, "_convert", lambda *a, **k: pytest.fail("converted again"))
     result = CliRunner().invoke(
-        main, ["ask", "What is the capital of France?", "--max-new-tokens", "24"]
+        main,
+        [
+            "ask",
+            "What is the capital of France?",
+            "--model",
+            "smollm2-135m",  # the smoke model; the CPU default (Qwen2.5) is in test_real_qwen
+            "--max-new-tokens",
+            "24",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "Paris" in result.stdout

@@ -128,6 +128,9 @@ class LpmApp(App[None]):
             await self.push_screen(self._chat)
         if previous is not None and previous is not event.assistant:
             previous.close()
+        notice = getattr(event.assistant, "notice", None)  # scripted test assistants have none
+        if notice:
+            self.notify(notice, markup=False, timeout=8)
 
     async def switch_screen_chat(self, screen: ChatScreen) -> None:
         while len(self.screen_stack) > 2:  # dialogs above the chat screen

@@ -13,6 +13,10 @@ later load reads that (~0.3 s). The conversion is:
   use its result;
 - checked: the marker records the source file's size and mtime, so a new package version is
   converted again.
+
+A GGUF shipped in several packages (``gguf_parts.GgufParts``) takes the same path: it is first
+assembled into a temp dir next to the cache and verified against its pinned sha256, and the
+assembled file is deleted once converted (the safetensors cache is what later loads read).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lpm_local import locations
+from lpm_local.backbones.gguf_parts import GgufParts
 from lpm_local.errors import ModelNotAvailable
 
 Progress = Callable[[str, "float | None"], None]
@@ -60,12 +65,15 @@ def gguf_source(module: str, filename: str, *, install_hint: str) -> Path:
 
 def ensure_gguf_cache(
     name: str,
-    source: Path,
+    source: Path | GgufParts,
     *,
     progress: Progress | None = None,
     target: Path | None = None,
 ) -> Path:
-    """The converted directory for ``source`` (a GGUF file), converting it first if needed.
+    """The converted directory for ``source``, converting it first if needed.
+
+    ``source`` is a GGUF file, or the installed parts of one (assembled and verified first:
+    a mismatch raises ``ModelNotAvailable`` before anything is cached).
 
     ``target`` defaults to ``locations.model_cache_dir(name)``. Safe against concurrent callers
     (one converts, the others wait) and against crashes (never a half-written ``target``).
@@ -80,18 +88,29 @@ def ensure_gguf_cache(
             return target
         _remove_leftovers(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        parts_dir = None
         try:
-            _convert(source, tmp, report)
+            gguf = source
+            if isinstance(source, GgufParts):
+                # Outside ``tmp``: the assembled file must not be swapped into the cache.
+                parts_dir = Path(
+                    tempfile.mkdtemp(prefix=f".{target.name}.parts-", dir=target.parent)
+                )
+                gguf = source.assemble(parts_dir, report)
+            _convert(gguf, tmp, report)
             _write_marker(tmp, source)
             _swap_into_place(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            if parts_dir is not None:
+                shutil.rmtree(parts_dir, ignore_errors=True)
     report("model converted", 1.0)
     return target
 
 
-def is_cache_valid(target: Path, source: Path | None) -> bool:
+def is_cache_valid(target: Path, source: Path | GgufParts | None) -> bool:
     """True if ``target`` is a complete conversion (of ``source``, when the source is known)."""
     try:
         marker = json.loads((target / MARKER).read_text(encoding="utf-8"))
@@ -107,7 +126,9 @@ def is_cache_valid(target: Path, source: Path | None) -> bool:
     return marker.get("source") == _fingerprint(source)
 
 
-def _fingerprint(source: Path) -> dict:
+def _fingerprint(source: Path | GgufParts) -> dict:
+    if isinstance(source, GgufParts):
+        return source.fingerprint()
     stat = source.stat()
     return {"file": source.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
@@ -161,7 +182,7 @@ def _tensor_progress(report: Progress, stage: str, start: float, end: float) -> 
         gguf_utils.tqdm = original
 
 
-def _write_marker(folder: Path, source: Path) -> None:
+def _write_marker(folder: Path, source: Path | GgufParts) -> None:
     """Written last and fsynced: its presence means every other file is complete."""
     for path in folder.iterdir():
         if path.is_file():
@@ -186,7 +207,7 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
 
 def _remove_leftovers(target: Path) -> None:
     """Temp and old dirs of conversions that crashed; only called while holding the lock."""
-    for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):
+    for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*", f".{target.name}.parts-*"):
         for path in target.parent.glob(pattern):
             shutil.rmtree(path, ignore_errors=True)
     if target.exists() and not (target / MARKER).exists():

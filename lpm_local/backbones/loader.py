@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from lpm_local import locations
-from lpm_local.backbones import gguf_cache
-from lpm_local.backbones.registry import BackboneSpec, registry
+from lpm_local.backbones import gguf_cache, gguf_parts
+from lpm_local.backbones.registry import BackboneSpec, default_name, registry
 from lpm_local.errors import BadInput, ModelNotAvailable
 
 if TYPE_CHECKING:
@@ -62,8 +62,9 @@ class Backbone:
 
 
 def default_backbone_name() -> str:
-    """Qwen3-4B where CUDA is present, else the embedded SmolLM2 (no GPU, no download)."""
-    return "qwen3-4b" if cuda_available() else "smollm2-135m"
+    """The registry's ``default_for`` entry for this machine: Qwen3-4B where CUDA is present,
+    else the embedded Qwen2.5-Coder-0.5B (no GPU, no download; registry.toml says why)."""
+    return default_name(cuda=cuda_available())
 
 
 def cuda_available() -> bool:
@@ -125,10 +126,14 @@ def backbone_status(spec: BackboneSpec) -> str:
         if gguf_cache.is_cache_valid(target, None):
             return "ready"
         try:
-            gguf_cache.gguf_source(spec.gguf_module, spec.gguf_file, install_hint=spec.install_hint)
+            _gguf_source(spec)
         except ModelNotAvailable:
+            if spec.is_multipart:
+                return f"needs {spec.packages[0]} ... {spec.packages[-1]}"
             return f"needs {spec.gguf_package}"
-        return "ready (converts once)"
+        return (
+            "ready (assembles and converts once)" if spec.is_multipart else "ready (converts once)"
+        )
     if _cached_snapshot(spec.hub_id) is not None:
         return "ready"
     return f"not downloaded (~{spec.download_gb:g} GB)"
@@ -165,14 +170,26 @@ def _resolve_spec(spec: BackboneSpec, report: Progress) -> Path:
         return _hub_snapshot(spec, report)
     target = locations.model_cache_dir(spec.name)
     try:
-        source = gguf_cache.gguf_source(
-            spec.gguf_module, spec.gguf_file, install_hint=spec.install_hint
-        )
+        source = _gguf_source(spec)
     except ModelNotAvailable:
         if gguf_cache.is_cache_valid(target, None):
             return target  # the package was removed after conversion: the cache still serves
         raise
     return gguf_cache.ensure_gguf_cache(spec.name, source, progress=report, target=target)
+
+
+def _gguf_source(spec: BackboneSpec) -> Path | gguf_parts.GgufParts:
+    """The installed GGUF of ``spec``: one file, or its located parts (not yet assembled)."""
+    if spec.is_multipart:
+        return gguf_parts.locate_parts(
+            spec.name,
+            spec.gguf_parts,
+            filename=spec.gguf_file,
+            size=spec.gguf_size,
+            sha256=spec.gguf_sha256,
+            version=spec.gguf_version,
+        )
+    return gguf_cache.gguf_source(spec.gguf_module, spec.gguf_file, install_hint=spec.install_hint)
 
 
 def _cached_snapshot(hub_id: str) -> Path | None:

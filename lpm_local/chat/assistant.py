@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from lpm_local.backbones.loader import Backbone, load_backbone
 from lpm_local.chat.engine import ChatEngine
 from lpm_local.chat.llama_decoder import open_decoder
-from lpm_local.chat.session import ChatSession
+from lpm_local.chat.session import ChatSession, MemoryConditioner
 from lpm_local.storage.records import Profile
 from lpm_local.storage.store import Store
 
@@ -28,6 +28,12 @@ class Assistant:
     engine: ChatEngine
     profile: Profile
     memory: MemoryRuntime | None = None
+
+    @property
+    def notice(self) -> str | None:
+        """One line a front end shows when the assistant opens, or None: today, that no trained
+        projector ships for this backbone, so the memory runs as plain prompt tuning."""
+        return memory_notice(self.memory)
 
     def new_session(
         self, *, temporary: bool = False, conversation_id: int | None = None
@@ -94,3 +100,19 @@ def open_assistant(
         store.close()
         raise
     return Assistant(store=store, backbone=backbone, engine=engine, profile=profile, memory=memory)
+
+
+def memory_notice(memory: MemoryConditioner | None) -> str | None:
+    """The line saying the memory runs without a trained projector, if it does.
+
+    Without one, the memory still works (the identity projector makes each slot a soft token,
+    started from the history's salient tokens), but it is not the trained design, and the user
+    should hear that once rather than find out from weaker recall.
+    """
+    frozen = getattr(memory, "frozen", None)
+    if frozen is None or frozen.shipped:
+        return None
+    return (
+        f"memory on {frozen.backbone.name}: no trained projector ships for it yet, so it runs "
+        "as prompt tuning from the salient start"
+    )

