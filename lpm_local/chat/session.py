@@ -87,6 +87,7 @@ class ChatSession:
         cancel: threading.Event | None = None,
         max_new_tokens: int = 512,
         temperature: float = 0.0,
+        top_p: float = 0.95,
     ) -> Iterator[str]:
         """Stream the reply to ``text`` chunk by chunk; the result lands in ``self.last``."""
         result = TurnResult()
@@ -109,6 +110,7 @@ class ChatSession:
             cancel=cancel,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
+            top_p=top_p,
         ):
             result.reply += chunk
             yield chunk
