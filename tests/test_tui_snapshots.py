@@ -126,7 +126,7 @@ def test_inspector(snap_compare, size):
 def test_help(snap_compare):
     async def run_before(pilot: Pilot) -> None:
         await ready(pilot)
-        await pilot.press("f1")
+        await pilot.press("alt+h")
 
     assert snap_compare(app_with(), terminal_size=(80, 24), run_before=run_before)
 
