@@ -6,8 +6,8 @@ widget (through ``MarkdownStream``) at most ``FLUSH_HZ`` times a second, and the
 arrives as a ``ReplyFinished`` message. Per-token UI work (a blocking ``call_from_thread`` and a
 re-render per token) made decoding ~35% slower on a busy 2-core machine; batching removes it.
 Escape sets the turn's ``threading.Event``, which the engine's stopping criterion checks between
-tokens. Memory, import, export and wipe
-actions live in ``MemoryActions`` (next door) to keep this file about chatting.
+tokens. Memory, import, export and wipe actions live in ``MemoryActions``, and rename, export
+and delete of a chat in ``ChatActions`` (next door), to keep this file about chatting.
 """
 
 from __future__ import annotations
