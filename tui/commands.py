@@ -45,7 +45,6 @@ COMMANDS: tuple[Command, ...] = (
         "ctrl+t",
         "toggle_temporary",
         "A chat that is neither stored nor learned, and not shaped by memory.",
-        "Temp",
     ),
     Command(
         "Stop the reply",
@@ -72,7 +71,6 @@ COMMANDS: tuple[Command, ...] = (
         "alt+d,f8",
         "delete_chat",
         "Delete the conversation and its messages, and forget it from memory (asks first).",
-        "Delete",
     ),
     Command("Show/hide chats", "alt+c", "toggle_sidebar", "Show or hide the conversation list."),
     Command(

@@ -127,10 +127,9 @@ class ChatScreen(ChatActions, MemoryActions, Screen[None]):
         self.query_one("#topbar", Static).update(bar)
         self.refresh_sidebar()
         self.query_one(MemoryPanel).show_status(status, temporary=self.temporary)
-        placeholder = "Temporary message (not stored)" if self.temporary else "Message"
-        self.query_one(
-            ChatInput
-        ).placeholder = f"{placeholder} · Enter sends · {NEWLINE_HINT} · Up: history"
+        placeholder = "Temporary" if self.temporary else "Message"  # the banner says the rest
+        chat_input = self.query_one(ChatInput)
+        chat_input.placeholder = f"{placeholder} · Enter sends · {NEWLINE_HINT}"
 
     def refresh_sidebar(self) -> None:
         store, profile = self.assistant.store, self.assistant.profile

@@ -34,7 +34,11 @@ clock = time.monotonic
 class LoadingScreen(Screen[None]):
     """Shown from start until the assistant is ready (and again when switching models)."""
 
-    BINDINGS = [Binding("q", "app.quit", "Quit"), Binding("escape", "back", "Back to the chat")]
+    BINDINGS = [
+        # Ctrl+Q (the app's) quits at any time; q alone too once the input lost the focus.
+        Binding("q", "app.quit", "Quit", show=False),
+        Binding("escape", "back", "Back to the chat"),
+    ]
 
     def __init__(self, model: str | None) -> None:
         super().__init__()

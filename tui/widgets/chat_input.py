@@ -71,7 +71,7 @@ class InputHistory:
 
 
 NEWLINE_KEYS = ("shift+enter", "ctrl+j", "alt+enter")  # fixed: listed in the help screen
-NEWLINE_HINT = "Ctrl+J or Alt+Enter: new line"
+NEWLINE_HINT = "Ctrl+J new line"  # the one key every terminal sends; help lists the others
 
 
 class ChatInput(TextArea):
