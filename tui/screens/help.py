@@ -32,9 +32,9 @@ def about_memory(keymap: Mapping[str, str] | None = None) -> str:
 OTHER_KEYS = (
     ("Enter", "Send the message"),
     (
-        "Shift+Enter / Ctrl+J / Alt+Enter",
-        "New line in the message (Shift+Enter only where the terminal reports it; a paste "
-        "keeps every line)",
+        "Ctrl+J",
+        "New line in the message, in every terminal (Shift+Enter and Alt+Enter too, where the "
+        "terminal reports them: kitty, WezTerm, foot, Ghostty); a paste keeps every line",
     ),
     ("Up / Down", "Previous / next message you sent (on the input's first / last line)"),
     ("Tab / Shift+Tab", "Move between the chat list, the replies and the input"),

@@ -1,10 +1,12 @@
 """The message input: several lines, Enter sends, Up/Down walk through what was sent before.
 
-It is a ``TextArea``: a paste keeps every line (Textual's ``Input`` keeps only the first), and
-a newline is typed with Shift+Enter where the terminal reports it (kitty, WezTerm, foot,
-Ghostty, iTerm2 with CSI u), or with Ctrl+J or Alt+Enter, which every terminal sends (Ctrl+J
-is a line feed, which Textual reads apart from Enter's carriage return). Up on the first line
-and Down on the last walk the history; elsewhere they move the cursor as usual.
+It is a ``TextArea``: a paste keeps every line (Textual's ``Input`` keeps only the first). A
+newline is typed with Ctrl+J, which every terminal sends apart from Enter (a line feed, where
+Enter is a carriage return), tmux included. Shift+Enter and Alt+Enter also work where the
+terminal reports them as such (the kitty keyboard protocol: kitty, WezTerm, foot, Ghostty,
+iTerm2 with CSI u); elsewhere a terminal sends them as a plain Enter, or Escape then Enter, and
+Textual reads that as Enter, which sends. Up on the first line and Down on the last walk the
+history; elsewhere they move the cursor as usual.
 
 History lives in memory only (what the user typed is personal data; the store already keeps the
 messages that matter). Opening a conversation seeds the history with its user messages, so Up
