@@ -101,3 +101,18 @@ def test_the_configured_system_prompt_is_in_the_ids_the_model_receives(tiny, see
         ask("-s", prompt, "hello", *tiny)
     tokenizer = seen[0]["tokenizer"]
     assert prompt in tokenizer.decode(seen[0]["ids"])
+
+
+def test_open_assistant_takes_the_default_model_and_refit_interval_from_the_settings(
+    tiny_qwen3_dir,
+):
+    from lpm_local.chat.assistant import open_assistant
+
+    save_setting("model", str(tiny_qwen3_dir))
+    save_setting("refit_every", 3)
+    save_setting("system_prompt", "Be brief.")
+    with open_assistant(None, quantize="none", background_refits=False) as assistant:
+        assert assistant.backbone.name == str(tiny_qwen3_dir)  # a local dir is named by its path
+        assert assistant.memory.refit_every == 3
+        assert assistant.new_session().system_prompt == "Be brief."
+        assert assistant.new_session(system_prompt="Other.").system_prompt == "Other."
