@@ -42,6 +42,17 @@ def cache_dir() -> Path:
     return home / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME))
 
 
+def config_dir() -> Path:
+    """The user's settings (``config.toml``); no personal data, but kept private like the rest."""
+    home = home_override()
+    return home / "config" if home else Path(platformdirs.user_config_dir(APP_NAME))
+
+
+def settings_path() -> Path:
+    """The one settings file, read by ``lpm_local.settings``."""
+    return config_dir() / "config.toml"
+
+
 def db_path() -> Path:
     return data_dir() / "lpm.sqlite3"
 
@@ -108,3 +119,23 @@ def create_private_file(path: Path) -> bool:
     if info.st_uid == os.getuid():
         os.chmod(path, PRIVATE_FILE_MODE)
     return False
+
+
+def write_private_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a 0600 temp file in the same dir and ``os.replace``.
+
+    A crash leaves the old file or the new one, never half of either; the temp file is created
+    0600 before any byte is written, so the content is never readable by others.
+    """
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

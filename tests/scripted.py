@@ -25,6 +25,7 @@ import torch
 from lpm_local.memory.inspection import SlotDescription
 from lpm_local.memory.refit import RefitOutcome
 from lpm_local.memory.runtime import RefitEvent, RuntimeState
+from lpm_local.settings import Settings
 from lpm_local.storage.records import Profile
 from lpm_local.storage.store import Store
 
@@ -227,8 +228,15 @@ class ScriptedAssistant:
     profile: Profile
     memory: ScriptedMemory | None = None
     closed: bool = False
+    settings: Settings = field(default_factory=Settings)
 
-    def new_session(self, *, temporary: bool = False, conversation_id: int | None = None):
+    def new_session(
+        self,
+        *,
+        temporary: bool = False,
+        conversation_id: int | None = None,
+        system_prompt: str | None = None,
+    ):
         from lpm_local.chat.session import ChatSession
 
         enabled = self.store.get_profile(self.profile.name).memory_enabled
@@ -239,7 +247,13 @@ class ScriptedAssistant:
             conversation_id=conversation_id,
             memory=self.memory if enabled else None,
             temporary=temporary,
+            system_prompt=self.settings.system_prompt if system_prompt is None else system_prompt,
         )
+
+    def reply_options(self, max_new_tokens: int | None = None) -> dict:
+        from lpm_local.chat.assistant import Assistant
+
+        return Assistant.reply_options(self, max_new_tokens)
 
     def close(self) -> None:
         if self.memory is not None:

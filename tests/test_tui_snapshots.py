@@ -14,10 +14,10 @@ import time
 import pytest
 from scripted import ScriptedFactory
 from textual.pilot import Pilot
-from textual.widgets import Input
 
 from tui.app import LpmApp
 from tui.screens.chat import ChatScreen
+from tui.widgets.chat_input import ChatInput
 
 SIZES = [(80, 24), (120, 36)]
 
@@ -46,14 +46,14 @@ async def until(pilot: Pilot, predicate, timeout: float = 10.0) -> None:
 
 async def ready(pilot: Pilot) -> None:
     await until(pilot, lambda: isinstance(pilot.app.screen, ChatScreen) and pilot.app.screen.ready)
-    for widget in pilot.app.screen.query(Input):
+    for widget in pilot.app.screen.query(ChatInput):
         widget.cursor_blink = False
 
 
 async def say(pilot: Pilot, text: str) -> None:
     screen = pilot.app.screen
     done = screen.turns_done
-    screen.query_one(Input).value = text
+    screen.query_one(ChatInput).value = text
     await pilot.press("enter")
     await until(pilot, lambda: screen.turns_done > done)
     await pilot.pause(0.1)
@@ -126,7 +126,7 @@ def test_inspector(snap_compare, size):
 def test_help(snap_compare):
     async def run_before(pilot: Pilot) -> None:
         await ready(pilot)
-        await pilot.press("f1")
+        await pilot.press("alt+h")
 
     assert snap_compare(app_with(), terminal_size=(80, 24), run_before=run_before)
 
@@ -139,6 +139,8 @@ def test_loading(snap_compare):
             pilot,
             lambda: "dequantizing" in str(pilot.app.screen.query_one("#loading-stage").visual),
         )
+        pilot.app.screen.query_one(ChatInput).cursor_blink = False
+        await pilot.press(*"typed while it loads")
         await pilot.pause()
 
     stage = ("dequantizing GGUF weights (first run only)", 0.4)
@@ -147,6 +149,16 @@ def test_loading(snap_compare):
         assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
     finally:
         gate.set()
+
+
+def test_multiline_message_being_written(snap_compare):
+    async def run_before(pilot: Pilot) -> None:
+        await ready(pilot)
+        await say(pilot, "first line\nsecond line\n\nfourth, after a blank one")
+        await pilot.press(*"a draft", "ctrl+j", *"on two lines")
+        await pilot.pause()
+
+    assert snap_compare(app_with(), terminal_size=(80, 24), run_before=run_before)
 
 
 def test_delete_confirmation_and_hostile_titles(snap_compare):

@@ -5,6 +5,11 @@ first, then the model, converting it on first run); progress arrives as ``LoadPr
 messages. The assistant comes from ``assistant_factory(model, quantize, progress)``, which is
 ``open_assistant`` in real use and a scripted assistant in tests, so UI tests never load a
 model. Switching model reloads through the same path; switching profile keeps the model.
+
+Settings: the theme and the key bindings come from the settings file. A theme picked in the
+app (Ctrl+P, "Change theme") is saved there; a change of the file while the app runs (`lpm
+config set theme nord` in another terminal) is seen within ``SETTINGS_POLL_S`` and applied,
+key bindings included.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
+from lpm_local import locations
 from lpm_local.errors import LpmError
+from lpm_local.settings import Settings, load_settings, save_setting
+from tui.commands import KEY_DEFAULTS, keymap_from
 from tui.messages import AssistantReady, LoadFailed, LoadProgress
 from tui.screens.chat import ChatScreen
 from tui.screens.dialogs import ChoiceDialog, TextPrompt
@@ -27,6 +35,10 @@ from tui.screens.loading import LoadingScreen
 
 Progress = Callable[[str, float | None], None]
 REPLY_STOP_TIMEOUT_S = 10.0  # at quit, how long a stopping reply may take to store itself
+# How often the settings file is checked for a change: a stat() every 2 s costs nothing, and a
+# theme set from another terminal shows up before the user looks back.
+SETTINGS_POLL_S = 2.0
+__all__ = ["KEY_DEFAULTS", "LpmApp", "run_app"]  # KEY_DEFAULTS: read by `lpm config`
 AssistantFactory = Callable[[str | None, str | None, Progress], Any]
 
 
@@ -45,7 +57,7 @@ class LpmApp(App[None]):
 
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "lpm-local"
-    BINDINGS = [Binding("f1", "help", "Help", show=False)]
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True, id="quit")]
 
     def __init__(
         self,
@@ -53,13 +65,18 @@ class LpmApp(App[None]):
         model: str | None = None,
         quantize: str | None = None,
         temporary: bool = False,
-        max_new_tokens: int = 512,
+        max_new_tokens: int | None = None,
         assistant_factory: AssistantFactory = default_factory,
+        settings: Settings | None = None,
     ) -> None:
         super().__init__()
-        if max_new_tokens < 1:
+        if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = max_new_tokens  # None: the max_reply_tokens setting
+        self.settings = settings if settings is not None else Settings()
+        self.keymap: dict[str, str] = {}
+        self._applied_theme: str | None = None  # the theme last read from (or saved to) the file
+        self._settings_stamp = _stamp()
         self.model = model
         self.quantize = quantize
         self.start_temporary = temporary
@@ -70,14 +87,57 @@ class LpmApp(App[None]):
         self._requested: str | None = model  # the model being loaded
 
     def on_mount(self) -> None:
+        self.apply_settings(self.settings)
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        self.set_interval(SETTINGS_POLL_S, self._poll_settings)
         self.load_assistant(self.model)
+
+    # -- settings --------------------------------------------------------------------------------
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Theme and key bindings from ``settings``; problems are said once, as a toast."""
+        self.settings = settings
+        keymap, problems = keymap_from(settings.keys)
+        self.keymap = keymap
+        self.set_keymap(keymap)
+        if settings.theme in self.available_themes:
+            self._applied_theme = settings.theme
+            self.theme = settings.theme
+        else:
+            problems.append(f"theme {settings.theme!r}: not a theme here; keeping {self.theme}")
+        for problem in problems:
+            self.notify(problem, title="Settings", severity="warning", markup=False)
+
+    def _theme_changed(self, theme: Any) -> None:
+        """A theme chosen in the app is remembered; one applied from the file is not re-saved."""
+        name = getattr(theme, "name", None)
+        if not name or name == self._applied_theme:
+            return
+        self._applied_theme = name
+        try:
+            save_setting("theme", name)
+        except LpmError as error:
+            self.notify(str(error), title="Settings", severity="warning", markup=False)
+        self._settings_stamp = _stamp()
+
+    def _poll_settings(self) -> None:
+        stamp = _stamp()
+        if stamp == self._settings_stamp:
+            return
+        self._settings_stamp = stamp
+        try:
+            settings = load_settings()
+        except LpmError as error:  # a half-edited file: say so, keep what runs
+            self.notify(str(error), title="Settings", severity="warning", markup=False)
+            return
+        self.apply_settings(settings)
 
     # -- loading ---------------------------------------------------------------------------------
 
     def load_assistant(self, model: str | None) -> None:
         """Show the loading screen and load ``model``; ``self.model`` changes once it loaded."""
         self._requested = model
-        self.push_screen(LoadingScreen(model))
+        self.push_screen(LoadingScreen(model or self.settings.model or None))
         self._load(model)
 
     @work(thread=True, exclusive=True, group="load")
@@ -116,12 +176,14 @@ class LpmApp(App[None]):
         previous, self.assistant = self.assistant, event.assistant
         self.model = self._requested
         temporary = self.start_temporary
+        draft = ""
         if isinstance(self.screen, LoadingScreen):
+            draft = self.screen.draft_text()
             self.pop_screen()
         chat = self._chat_screen()
         if chat is not None:
             temporary = chat.temporary
-        self._chat = ChatScreen(event.assistant, temporary=temporary)
+        self._chat = ChatScreen(event.assistant, temporary=temporary, draft=draft)
         if chat is not None:
             await self.switch_screen_chat(self._chat)
         else:
@@ -275,8 +337,26 @@ def _model_choices() -> list[tuple[str, str]]:
     return choices
 
 
+def _stamp() -> tuple[int, int] | None:
+    """(mtime, size) of the settings file, None when there is none: what the poll compares."""
+    try:
+        info = locations.settings_path().stat()
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_size)
+
+
 def run_app(
-    model: str | None, quantize: str | None, temporary: bool, max_new_tokens: int = 512
+    model: str | None,
+    quantize: str | None,
+    temporary: bool,
+    max_new_tokens: int | None = None,
 ) -> None:
     """Entry point used by ``lpm chat`` (inside its ``InstanceLock``)."""
-    LpmApp(model=model, quantize=quantize, temporary=temporary, max_new_tokens=max_new_tokens).run()
+    LpmApp(
+        model=model,
+        quantize=quantize,
+        temporary=temporary,
+        max_new_tokens=max_new_tokens,
+        settings=load_settings(),
+    ).run()

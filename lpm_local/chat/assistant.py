@@ -7,13 +7,14 @@ profile's memory the same way; this module is that one way.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from lpm_local.backbones.loader import Backbone, load_backbone
 from lpm_local.chat.engine import ChatEngine
 from lpm_local.chat.llama_decoder import open_decoder
 from lpm_local.chat.session import ChatSession, MemoryConditioner
+from lpm_local.settings import Settings, load_settings
 from lpm_local.storage.records import Profile
 from lpm_local.storage.store import Store
 
@@ -28,6 +29,8 @@ class Assistant:
     engine: ChatEngine
     profile: Profile
     memory: MemoryRuntime | None = None
+    # The user's settings as they were when the assistant opened (system prompt, sampling).
+    settings: Settings = field(default_factory=Settings)
 
     @property
     def notice(self) -> str | None:
@@ -36,8 +39,14 @@ class Assistant:
         return memory_notice(self.memory)
 
     def new_session(
-        self, *, temporary: bool = False, conversation_id: int | None = None
+        self,
+        *,
+        temporary: bool = False,
+        conversation_id: int | None = None,
+        system_prompt: str | None = None,
     ) -> ChatSession:
+        """A chat (new, or continuing ``conversation_id``) with the configured system prompt,
+        or ``system_prompt`` for this one session (`lpm ask --system`)."""
         return ChatSession(
             engine=self.engine,
             store=self.store,
@@ -47,7 +56,17 @@ class Assistant:
             # terminal takes effect at the next message.
             memory=self.memory,
             temporary=temporary,
+            system_prompt=self.settings.system_prompt if system_prompt is None else system_prompt,
         )
+
+    def reply_options(self, max_new_tokens: int | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``ChatSession.send``: the configured reply length and sampling;
+        ``max_new_tokens`` (a command's `--max-new-tokens`) wins over the setting."""
+        return {
+            "max_new_tokens": max_new_tokens or self.settings.max_reply_tokens,
+            "temperature": self.settings.temperature,
+            "top_p": self.settings.top_p,
+        }
 
     def use_profile(self, name: str) -> Profile:
         """Make profile ``name`` active, keeping the loaded model; memory is per profile, so
@@ -59,7 +78,9 @@ class Assistant:
             self.memory.close()
         self.memory = None  # if opening the new runtime fails, chat on without memory
         self.profile = profile
-        self.memory = MemoryRuntime(self.store, self.backbone, profile)
+        self.memory = MemoryRuntime(
+            self.store, self.backbone, profile, refit_every=self.settings.refit_every
+        )
         return profile
 
     def close(self) -> None:
@@ -80,26 +101,46 @@ def open_assistant(
     quantize: str | None = None,
     progress: Callable[[str, float | None], None] | None = None,
     background_refits: bool = True,
+    settings: Settings | None = None,
 ) -> Assistant:
     """Open the store, the backbone and the profile's memory.
 
-    The store opens first, so a locked or corrupt database fails before the slow model load.
-    ``background_refits=False`` is for one-shot commands (`lpm ask`): a process that exits
-    after one answer should not start a refit only to cancel it.
+    The settings are read first (default ``load_settings()``), so a broken settings file fails
+    before anything opens; ``model=None`` takes the configured default model, and the memory
+    refits every ``refit_every`` user turns as configured. The store opens next, so a locked or
+    corrupt database fails before the slow model load. ``background_refits=False`` is for
+    one-shot commands (`lpm ask`): a process that exits after one answer should not start a
+    refit only to cancel it.
     """
     from lpm_local.memory.runtime import MemoryRuntime
 
+    settings = settings if settings is not None else load_settings()
     store = Store.open()
     try:
         profile = store.active_profile()
-        backbone = load_backbone(model, quantize=quantize, progress=progress)
+        backbone = load_backbone(
+            model or settings.model or None, quantize=quantize, progress=progress
+        )
         # llama.cpp replies where the [fast] extra can serve this backbone; else transformers.
         engine = ChatEngine(backbone, decoder=open_decoder(backbone))
-        memory = MemoryRuntime(store, backbone, profile, background=background_refits)
+        memory = MemoryRuntime(
+            store,
+            backbone,
+            profile,
+            refit_every=settings.refit_every,
+            background=background_refits,
+        )
     except BaseException:
         store.close()
         raise
-    return Assistant(store=store, backbone=backbone, engine=engine, profile=profile, memory=memory)
+    return Assistant(
+        store=store,
+        backbone=backbone,
+        engine=engine,
+        profile=profile,
+        memory=memory,
+        settings=settings,
+    )
 
 
 def memory_notice(memory: MemoryConditioner | None) -> str | None:

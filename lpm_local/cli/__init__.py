@@ -27,7 +27,9 @@ def _register() -> None:
     # Command modules import torch lazily, inside the commands, so `lpm --help` stays fast.
     from lpm_local.cli import (
         bundles,
+        chats,
         chatting,
+        config,
         evaluation,
         forget,
         importing,
@@ -39,8 +41,19 @@ def _register() -> None:
         wipe,
     )
 
-    modules = (chatting, importing, profiles, memory, forget, research, evaluation, info, serve)
-    for module in modules:
+    for module in (
+        chatting,
+        chats,
+        importing,
+        profiles,
+        memory,
+        forget,
+        research,
+        evaluation,
+        info,
+        config,
+        serve,
+    ):
         for command in module.COMMANDS:
             main.add_command(command)
     # Export, restore and wipe have modules of their own but read as `lpm memory export|import|

@@ -119,3 +119,13 @@ def progress_bar(description: str) -> Iterator[Callable[[str, "float | None"], N
                 bar.update(task, description=stage, completed=min(max(fraction, 0.0), 1.0))
 
         yield report
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+def echo_json(payload: object) -> None:
+    """``--json`` output: indented, non-ASCII kept as is (titles are people's own words)."""
+    import json
+
+    click.echo(json.dumps(payload, indent=2, ensure_ascii=False))

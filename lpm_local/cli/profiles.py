@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from lpm_local.cli.base import progress_bar, yes_option
+from lpm_local.cli.base import echo_json, json_option, progress_bar, yes_option
 from lpm_local.errors import LpmError
 from lpm_local.storage.store import Store
 
@@ -19,11 +19,26 @@ def profile() -> None:
 
 
 @profile.command("list")
-def profile_list() -> None:
+@json_option
+def profile_list(as_json: bool) -> None:
     """List profiles; * marks the active one."""
     with Store.open() as store:
         active = store.active_profile().name
         rows = [(p, len(store.list_conversations(p.id))) for p in store.list_profiles()]
+    if as_json:
+        echo_json(
+            [
+                {
+                    "name": p.name,
+                    "active": p.name == active,
+                    "conversations": n_conversations,
+                    "memory_enabled": bool(p.memory_enabled),
+                    "current_version_id": p.current_version_id,
+                }
+                for p, n_conversations in rows
+            ]
+        )
+        return
     for p, n_conversations in rows:
         mark = "*" if p.name == active else " "
         memory = f"memory v{p.current_version_id}" if p.current_version_id else "no memory yet"

@@ -41,6 +41,7 @@ from lpm_local.data.sources import (  # re-exported: the import API in one place
 )
 from lpm_local.errors import LpmError, visible
 from lpm_local.memory.requests import clear_refit_request, pending_refit, request_refit
+from lpm_local.storage.chats import title_from
 from lpm_local.storage.records import ImportRecord, NewMessage, Profile
 from lpm_local.storage.store import Store
 
@@ -287,7 +288,7 @@ def _consume(
         if record is not None and profile is not None:
             row = store.create_conversation(
                 profile.id,
-                conversation.title,
+                conversation.title or _first_user_title(conversation.messages),
                 import_id=record.id,
                 source_ref=conversation.source_ref,
                 created_at=conversation.created_at,
@@ -305,6 +306,11 @@ def _consume(
         messages += len(conversation.messages)
         counter.messages = messages
     return conversations, messages, skipped
+
+
+def _first_user_title(messages) -> str | None:
+    """Logs without titles (ShareGPT, JSONL, transcripts) are named by their first question."""
+    return next((title_from(m.content) for m in messages if m.role == "user"), None)
 
 
 class _Counter:

@@ -46,6 +46,23 @@ def _checked(message: NewMessage) -> tuple[str, str, str]:
     return message.role, message.content, to_utc_iso(message.created_at)
 
 
+TITLE_LIMIT = 48  # characters: what fits in the sidebar and in `lpm chats list`
+
+
+def title_from(text: str, limit: int = TITLE_LIMIT) -> str | None:
+    """A conversation title from its first message: the words of it, shortened on a word.
+
+    None for a message with no words, so the caller can fall back to its own wording.
+    """
+    words = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    if not words:
+        return None
+    if len(words) <= limit:
+        return words
+    cut = words[:limit].rsplit(" ", 1)[0] or words[:limit]
+    return cut + "…"
+
+
 class ChatQueries(StoreCore):
     # -- conversations -------------------------------------------------------------------------
 
@@ -97,6 +114,31 @@ class ChatQueries(StoreCore):
             [profile_id],
         )
         return [Conversation.from_row(r) for r in rows]
+
+    def search_conversations(self, profile_id: int, text: str) -> list[Conversation]:
+        """The profile's conversations whose title or any message contains ``text`` (any case),
+        most recently updated first.
+
+        A scan, on purpose: a full-text index would keep the words of deleted and wiped
+        messages in its own pages, and a person's history is small enough to read through.
+        """
+        needle = text.casefold()
+        with self._lock:
+            # Row by row under the lock: a long history is read through, never held in memory.
+            cursor = self.conn.execute(
+                "SELECT m.conversation_id, m.content FROM messages m JOIN conversations c "
+                "ON c.id = m.conversation_id WHERE c.profile_id = ?",
+                [profile_id],
+            )
+            try:
+                hits = {cid for cid, content in cursor if needle in content.casefold()}
+            finally:
+                cursor.close()
+        return [
+            c
+            for c in self.list_conversations(profile_id)
+            if c.id in hits or needle in (c.title or "").casefold()
+        ]
 
     def rename_conversation(self, conversation_id: int, title: str | None) -> Conversation:
         self._update_conversation(conversation_id, "title", title)

@@ -6,8 +6,8 @@ widget (through ``MarkdownStream``) at most ``FLUSH_HZ`` times a second, and the
 arrives as a ``ReplyFinished`` message. Per-token UI work (a blocking ``call_from_thread`` and a
 re-render per token) made decoding ~35% slower on a busy 2-core machine; batching removes it.
 Escape sets the turn's ``threading.Event``, which the engine's stopping criterion checks between
-tokens. Memory, import, export and wipe
-actions live in ``MemoryActions`` (next door) to keep this file about chatting.
+tokens. Memory, import, export and wipe actions live in ``MemoryActions``, and rename, export
+and delete of a chat in ``ChatActions`` (next door), to keep this file about chatting.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from textual.screen import Screen
 from textual.widgets import Footer, Markdown, Static
 
 from lpm_local.errors import LpmError
-from tui.commands import LpmCommands, bindings
+from tui.commands import LpmCommands, bindings, key_hint
 from tui.formatting import literal, one_line
 from tui.memory_adapter import MemoryAdapter
 from tui.messages import ConversationChosen, ReplyFinished, ReplyStarted
+from tui.screens.chat_actions import ChatActions
 from tui.screens.chat_memory import MemoryActions
-from tui.screens.dialogs import ConfirmDialog, TextPrompt
-from tui.widgets.chat_input import ChatInput
+from tui.widgets.chat_input import NEWLINE_HINT, ChatInput
 from tui.widgets.memory_panel import MemoryPanel
 from tui.widgets.message_list import AssistantMessage, MessageList, ShownMessage
 from tui.widgets.sidebar import Sidebar
@@ -39,21 +39,28 @@ from tui.widgets.sidebar import Sidebar
 clock = time.monotonic
 
 TEMPORARY_BANNER = "TEMPORARY CHAT · not stored · not learned · no memory"
-EMPTY_NOTE = "New chat. Type a message and press Enter. F1: help, Ctrl+P: all commands."
 FLUSH_HZ = 10  # streamed text reaches the screen this often: smooth to read, cheap to draw
 SIDEBAR_MIN_WIDTH = 70  # below this the sidebar starts hidden (80x24 still shows it)
 MEMORY_PANEL_MIN_WIDTH = 110  # the memory panel starts visible only on wide terminals
 
 
-class ChatScreen(MemoryActions, Screen[None]):
+def empty_note(keymap=None) -> str:
+    return (
+        f"New chat. Type a message and press Enter ({NEWLINE_HINT}). "
+        f"{key_hint('help', keymap)}: help, Ctrl+P: all commands."
+    )
+
+
+class ChatScreen(ChatActions, MemoryActions, Screen[None]):
     """One screen for chatting; the app swaps the assistant in when a model or profile changes."""
 
     BINDINGS = bindings()
     COMMANDS = {LpmCommands}
 
-    def __init__(self, assistant: Any, *, temporary: bool = False) -> None:
+    def __init__(self, assistant: Any, *, temporary: bool = False, draft: str = "") -> None:
         super().__init__()
         self.assistant = assistant
+        self.draft = draft  # typed while the model loaded: it lands in the input, unsent
         self.adapter = MemoryAdapter(assistant)
         self.temporary = temporary
         self.session = assistant.new_session(temporary=temporary)
@@ -76,7 +83,7 @@ class ChatScreen(MemoryActions, Screen[None]):
                 yield Static(TEMPORARY_BANNER, markup=False, id="temporary-banner")
                 yield MessageList(id="messages")
                 yield Static("", markup=False, id="reply-status")
-                yield ChatInput(placeholder="Message (Enter sends, Up: history)", id="input")
+                yield ChatInput(placeholder="Message · Enter sends", id="input")
             yield MemoryPanel(id="memory")
         yield Footer(compact=True)
 
@@ -86,6 +93,8 @@ class ChatScreen(MemoryActions, Screen[None]):
         self.query_one("#memory").display = width >= MEMORY_PANEL_MIN_WIDTH
         self.adapter.add_listener(self._on_refit_event)
         await self.open_conversation(None)
+        if self.draft:
+            self.query_one(ChatInput).value = self.draft
         self._flusher = self.set_interval(1 / FLUSH_HZ, self._flush, pause=True)
         self.ready = True
 
@@ -118,8 +127,9 @@ class ChatScreen(MemoryActions, Screen[None]):
         self.query_one("#topbar", Static).update(bar)
         self.refresh_sidebar()
         self.query_one(MemoryPanel).show_status(status, temporary=self.temporary)
-        placeholder = "Temporary message (not stored)" if self.temporary else "Message"
-        self.query_one(ChatInput).placeholder = placeholder + " · Enter sends · Up: history"
+        placeholder = "Temporary" if self.temporary else "Message"  # the banner says the rest
+        chat_input = self.query_one(ChatInput)
+        chat_input.placeholder = f"{placeholder} · Enter sends · {NEWLINE_HINT}"
 
     def refresh_sidebar(self) -> None:
         store, profile = self.assistant.store, self.assistant.profile
@@ -143,8 +153,10 @@ class ChatScreen(MemoryActions, Screen[None]):
         )
         stored = self.assistant.store.messages(conversation_id) if conversation_id else []
         shown = [ShownMessage(m.role, m.content, m.id) for m in stored]
-        await self.query_one(MessageList).show(shown, empty_note=EMPTY_NOTE)
-        self.query_one(ChatInput).history.seed(m.content for m in stored if m.role == "user")
+        await self.query_one(MessageList).show(
+            shown, empty_note=empty_note(getattr(self.app, "keymap", None))
+        )
+        self.query_one(ChatInput).sent.seed(m.content for m in stored if m.role == "user")
         self.refresh_chrome()
         self.query_one(ChatInput).focus()
 
@@ -173,46 +185,6 @@ class ChatScreen(MemoryActions, Screen[None]):
     async def _chosen(self, event: ConversationChosen) -> None:
         if not self._busy():
             await self.open_conversation(event.conversation_id)
-
-    def action_rename_chat(self, conversation_id: int | None = None) -> None:
-        target = conversation_id or self.conversation_id
-        if target is None:
-            self.notify("Nothing to rename yet: send a message first.", markup=False)
-            return
-        current = self.assistant.store.get_conversation(target).title or ""
-
-        def rename(title: str | None) -> None:
-            if title:
-                self.assistant.store.rename_conversation(target, title)
-                self.refresh_chrome()
-
-        self.app.push_screen(TextPrompt("Rename chat", value=current), rename)
-
-    def action_delete_chat(self, conversation_id: int | None = None) -> None:
-        target = conversation_id or self.conversation_id
-        if target is None or (target == self.conversation_id and self._busy()):
-            return
-        conversation = self.assistant.store.get_conversation(target)
-        lines = [
-            f"Title: {one_line(conversation.title, 60)}",
-            (
-                f"Deletes this conversation and its {conversation.message_count} messages "
-                "from this machine."
-            ),
-            "What memory already learned from it stays until you forget it (F9) or wipe.",
-        ]
-
-        async def delete(confirmed: bool | None) -> None:
-            if not confirmed:
-                return
-            self.assistant.store.delete_conversation(target)
-            if target == self.conversation_id:
-                await self.open_conversation(None)
-            else:
-                self.refresh_chrome()
-            self.notify("Chat deleted.", markup=False)
-
-        self.app.push_screen(ConfirmDialog("Delete this chat?", lines), delete)
 
     def on_markdown_link_clicked(self, event: Markdown.LinkClicked) -> None:
         """Links in replies are never followed (model output is untrusted): say where it points,
@@ -243,7 +215,7 @@ class ChatScreen(MemoryActions, Screen[None]):
         if not text.strip() or self._busy():
             return
         chat_input = self.query_one(ChatInput)
-        chat_input.history.push(text)
+        chat_input.sent.push(text)
         chat_input.clear()
         messages = self.query_one(MessageList)
         await messages.add_user(text)
@@ -286,8 +258,8 @@ class ChatScreen(MemoryActions, Screen[None]):
         first: float | None = None
         error: str | None = None
         try:
-            limit = getattr(self.app, "max_new_tokens", 512)
-            for chunk in session.send(text, cancel=cancel, max_new_tokens=limit):
+            options = self.assistant.reply_options(getattr(self.app, "max_new_tokens", None))
+            for chunk in session.send(text, cancel=cancel, **options):
                 if first is None:
                     first = clock() - started
                     self.post_message(ReplyStarted(first))
@@ -329,7 +301,10 @@ class ChatScreen(MemoryActions, Screen[None]):
         if widget is not None:
             widget.message_id = event.reply_message_id
             widget.attention = event.attention
-            await widget.finish(_reply_note(event, self.temporary), failed=bool(event.error))
+            await widget.finish(
+                _reply_note(event, self.temporary, getattr(self.app, "keymap", None)),
+                failed=bool(event.error),
+            )
         if event.error:
             self.notify(event.error, title="The reply failed", severity="error", markup=False)
         self.refresh_chrome()
@@ -349,7 +324,7 @@ class ChatScreen(MemoryActions, Screen[None]):
         self.adapter.remove_listeners()
 
 
-def _reply_note(event: ReplyFinished, temporary: bool) -> str:
+def _reply_note(event: ReplyFinished, temporary: bool, keymap=None) -> str:
     parts = []
     if event.error:
         parts.append("failed")
@@ -365,5 +340,5 @@ def _reply_note(event: ReplyFinished, temporary: bool) -> str:
     if temporary:
         parts.append("temporary: not stored")
     elif event.attention is not None:
-        parts.append("shaped by memory (F4 inspects)")
+        parts.append(f"shaped by memory ({key_hint('inspect', keymap)} inspects)")
     return " · ".join(parts)

@@ -3,6 +3,8 @@ promises about memory, in words a user can check against the memory panel."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -10,37 +12,57 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from tui.commands import COMMANDS, key_label
+from tui.commands import COMMANDS, effective_key, key_hint, key_label
 
-ABOUT_MEMORY = (
-    "How memory works: lpm learns a few memory slots from your stored chats, in the background "
-    "every few turns (or now, with F5). Before each reply, the slots become a short soft prompt. "
-    "Temporary chats are never stored or learned. Memory off means no soft prompt and no "
-    "learning. The inspector (F4) shows which slots a reply used; roll back (F7) or forget a "
-    "chat (F9) from there. Everything stays on this machine."
-)
+
+def about_memory(keymap: Mapping[str, str] | None = None) -> str:
+    def key(action: str) -> str:
+        return key_hint(action, keymap)
+
+    return (
+        "How memory works: lpm learns a few memory slots from your stored chats, in the "
+        f"background every few turns (or now, with {key('refit_now')}). Before each reply, the "
+        "slots become a short soft prompt. Temporary chats are never stored or learned. Memory "
+        "off means no soft prompt and no learning. The inspector "
+        f"({key('inspect')}) shows which slots a reply used; roll back ({key('rollback')}) or "
+        f"forget a chat ({key('forget_chat')}) from there. Everything stays on this machine."
+    )
+
 
 OTHER_KEYS = (
     ("Enter", "Send the message"),
-    ("Up / Down", "Previous / next message you sent (in the input)"),
+    (
+        "Ctrl+J",
+        "New line in the message, in every terminal (Shift+Enter and Alt+Enter too, where the "
+        "terminal reports them: kitty, WezTerm, foot, Ghostty); a paste keeps every line",
+    ),
+    ("Up / Down", "Previous / next message you sent (on the input's first / last line)"),
     ("Tab / Shift+Tab", "Move between the chat list, the replies and the input"),
-    ("Enter (chat list)", "Open the highlighted chat; r renames, d deletes it"),
-    ("Ctrl+P", "Command palette: every command, by name"),
+    ("Enter (chat list)", "Open the highlighted chat; r renames, e exports, d deletes it"),
+    ("Ctrl+P", "Command palette: every command, by name (and Textual's theme picker)"),
+)
+CONFIG_NOTE = (
+    "Every key above can be changed: `lpm config set keys.<action> KEY` (the action names are "
+    "in `lpm config list`); the theme is remembered, and `lpm config set theme NAME` applies "
+    "to a running lpm too."
 )
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q,f1", "dismiss", "Close")]
+    BINDINGS = [Binding("escape,q", "dismiss", "Close")]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help-box"):
             yield Static(Content("Keys and commands").stylize("bold"), id="help-title")
             with VerticalScroll(id="help-body"):
+                keymap = getattr(self.app, "keymap", None)
                 for command in COMMANDS:
-                    yield from _row(key_label(command.key), command.title, command.help)
+                    key = key_label(effective_key(command, keymap))
+                    yield from _row(key, f"{command.title} ({command.id})", command.help)
                 for key, what in OTHER_KEYS:
                     yield from _row(key, what, "")
-                yield Static(ABOUT_MEMORY, markup=False, id="help-about")
+                yield Static(about_memory(keymap), markup=False, id="help-about")
+                yield Static(CONFIG_NOTE, markup=False, classes="help-config")
             yield Static("Esc closes", markup=False, classes="dim")
 
 

@@ -1,4 +1,12 @@
-"""The message input: one line, Enter sends, Up/Down walk through what was sent before.
+"""The message input: several lines, Enter sends, Up/Down walk through what was sent before.
+
+It is a ``TextArea``: a paste keeps every line (Textual's ``Input`` keeps only the first). A
+newline is typed with Ctrl+J, which every terminal sends apart from Enter (a line feed, where
+Enter is a carriage return), tmux included. Shift+Enter and Alt+Enter also work where the
+terminal reports them as such (the kitty keyboard protocol: kitty, WezTerm, foot, Ghostty,
+iTerm2 with CSI u); elsewhere a terminal sends them as a plain Enter, or Escape then Enter, and
+Textual reads that as Enter, which sends. Up on the first line and Down on the last walk the
+history; elsewhere they move the cursor as usual.
 
 History lives in memory only (what the user typed is personal data; the store already keeps the
 messages that matter). Opening a conversation seeds the history with its user messages, so Up
@@ -9,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from textual.binding import Binding
-from textual.widgets import Input
+from textual import events
+from textual.message import Message
+from textual.widgets import TextArea
 
 HISTORY_LIMIT = 500  # entries kept; older ones fall off the front
 
@@ -63,28 +72,75 @@ class InputHistory:
         return self.entries[self._cursor]
 
 
-class ChatInput(Input):
-    """``Input`` with history on Up/Down (single-line input has no other use for them)."""
+NEWLINE_KEYS = ("shift+enter", "ctrl+j", "alt+enter")  # fixed: listed in the help screen
+NEWLINE_HINT = "Ctrl+J new line"  # the one key every terminal sends; help lists the others
 
-    BINDINGS = [
-        Binding("up", "history_previous", "Previous message", show=False),
-        Binding("down", "history_next", "Next message", show=False),
-    ]
+
+class ChatInput(TextArea):
+    """A multi-line ``TextArea`` that sends on Enter, with history on Up/Down at its edges."""
+
+    class Submitted(Message):
+        """Enter was pressed: ``value`` is the whole text, every line of it."""
+
+        def __init__(self, chat_input: ChatInput, value: str) -> None:
+            super().__init__()
+            self.input = chat_input
+            self.value = value
+
+        @property
+        def control(self) -> ChatInput:
+            return self.input
 
     def __init__(self, *, placeholder: str = "", id: str | None = None) -> None:
-        super().__init__(placeholder=placeholder, id=id)
-        self.history = InputHistory()
+        super().__init__(
+            placeholder=placeholder,
+            id=id,
+            soft_wrap=True,
+            tab_behavior="focus",  # Tab moves between the panes, as the help screen says
+            highlight_cursor_line=False,
+            compact=False,
+        )
+        self.sent = InputHistory()  # not `history`: TextArea keeps its undo history there
 
-    def action_history_previous(self) -> None:
-        entry = self.history.previous(self.value)
-        if entry is not None:
-            self._show(entry)
+    @property
+    def value(self) -> str:
+        """The text, as ``Input.value`` was (tests and callers set and read it)."""
+        return self.text
 
-    def action_history_next(self) -> None:
-        entry = self.history.following()
-        if entry is not None:
-            self._show(entry)
+    @value.setter
+    def value(self, text: str) -> None:
+        self._show(text)
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.Submitted(self, self.text))
+            return
+        if event.key in NEWLINE_KEYS:
+            event.stop()
+            event.prevent_default()
+            start, end = self.selection
+            self._replace_via_keyboard("\n", start, end)
+            return
+        await super()._on_key(event)
+
+    def action_cursor_up(self, select: bool = False) -> None:
+        if not select and self.cursor_location[0] == 0:
+            entry = self.sent.previous(self.text)
+            if entry is not None:
+                self._show(entry)
+            return
+        super().action_cursor_up(select)
+
+    def action_cursor_down(self, select: bool = False) -> None:
+        if not select and self.cursor_location[0] == self.document.line_count - 1:
+            entry = self.sent.following()
+            if entry is not None:
+                self._show(entry)
+            return
+        super().action_cursor_down(select)
 
     def _show(self, text: str) -> None:
-        self.value = text
-        self.cursor_position = len(text)
+        self.load_text(text)
+        self.move_cursor(self.document.end)

@@ -2,8 +2,10 @@
 
 Titles are untrusted (they come from the first message, or from an imported log): each option's
 prompt is a ``Content`` built from the plain title, so ``[@click=app.quit]`` stays text. Keys
-while the list has focus: Enter opens, ``r`` renames, ``d``/Delete deletes (with a confirmation
-from the screen); the screen's bindings do the same for the open conversation from anywhere.
+while the list has focus: Enter opens, ``r`` renames, ``e`` exports, ``d``/Delete deletes (with a
+confirmation from the screen); the screen's bindings and the command palette do the same for the
+open conversation from anywhere. Each chat shows its id (``#12``), the one `lpm chats` and
+`lpm forget` take.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ NEW_CHAT_ID = "new"
 
 
 def conversation_prompt(conversation: Any, *, width: int = 22, is_open: bool = False) -> Content:
-    """Two lines: the title (literal) and a dim '[not learned ·] when · messages' line."""
+    """Two lines: the title (literal) and a dim '[not learned ·] #id · when · messages' line."""
     title = literal(one_line(conversation.title, width), "bold" if is_open else "")
-    facts = [ago(conversation.updated_at)]
+    facts = [f"#{conversation.id}", ago(conversation.updated_at)]
     count = getattr(conversation, "message_count", 0)
     if count:
         facts.append(f"{count} msg")
@@ -43,6 +45,7 @@ class ConversationList(OptionList):
 
     BINDINGS = [
         Binding("r", "act_on_highlighted('rename_chat')", "Rename", show=False),
+        Binding("e", "act_on_highlighted('export_chat')", "Export", show=False),
         Binding("d,delete", "act_on_highlighted('delete_chat')", "Delete", show=False),
     ]
 
@@ -81,19 +84,19 @@ class ConversationList(OptionList):
         self.post_message(ConversationChosen(chosen))
 
     async def action_act_on_highlighted(self, action: str) -> None:
-        """Run the screen's ``action`` (rename_chat / delete_chat) on the highlighted chat."""
+        """Run the screen's ``action`` (rename / export / delete) on the highlighted chat."""
         conversation_id = self.highlighted_id()
         if conversation_id is not None:
             await self.screen.run_action(f"{action}({conversation_id})")
 
 
 class Sidebar(Vertical):
-    """Title, list and a one-line hint; hidden with Ctrl+B (and by default below 70 columns)."""
+    """Title, list and a one-line hint; hidden with Alt+C (and by default below 70 columns)."""
 
     def compose(self) -> ComposeResult:
         yield Static(Content("Chats").stylize("bold"), classes="sidebar-title")
         yield ConversationList(id="conversations")
-        yield Static("↵ open  r rename  d delete", markup=False, classes="sidebar-hint")
+        yield Static("r rename·e export·d del", markup=False, classes="sidebar-hint")
 
     @property
     def conversations(self) -> ConversationList:
