@@ -87,8 +87,10 @@ def test_export_formats_to_private_files_and_markdown_imports_back(tmp_path):
     as_json = json.loads(run("chats", "export", str(chat.id), "--format", "json").output)
     assert as_json["chats"][0]["messages"][1]["content"].startswith("Prince Hamlet")
     with Store.open() as store:  # the Markdown is lpm import's transcript format
-        import_files(store, [md])
-        back = store.list_conversations(store.active_profile().id)[0]
+        # Into another profile: the same chat again in this one is a duplicate, left out.
+        copy = store.create_profile("copy")
+        import_files(store, [md], profile="copy")
+        back = store.list_conversations(copy.id)[0]
         assert back.title == chat.title
         assert [m.content for m in store.messages(back.id)][-1].startswith("Polonius")
 

@@ -10,7 +10,6 @@ refused in a child process whose peak memory is measured.
 from __future__ import annotations
 
 import os
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -113,7 +112,10 @@ _FLOOD = textwrap.dedent(
         outcome = "ok"
     except BadInput as exc:
         outcome = "refused: " + str(exc)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and
+    # exec, so a child of a large pytest process would report the parent's peak.
+    status = Path("/proc/self/status").read_text()
+    peak = int(next(l for l in status.splitlines() if l.startswith("VmHWM:")).split()[1]) // 1024
     print(f"{peak} {time.monotonic() - start:.1f} {outcome}")
     """
 )
@@ -136,5 +138,4 @@ def test_floods_are_refused_within_the_memory_bound(kind: str, pairs: int, tmp_p
     )
     peak_mib, _seconds, outcome = done.stdout.strip().split(" ", 2)
     assert outcome.startswith("refused: ") and "200,000 messages" in outcome, outcome
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # this interpreter
-    assert int(peak_mib) < 512 + min(baseline, 200), done.stdout
+    assert int(peak_mib) < 512, done.stdout  # the child's own peak: interpreter + parser

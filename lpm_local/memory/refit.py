@@ -1,10 +1,8 @@
 """One refit of a profile's memory: history -> windows -> ``fit_slots`` -> maybe a new version.
 
-1. The examples are windows of the profile's *learnable* history: conversations the user excluded
-   never appear (temporary chats are never stored at all). The cost is bounded whatever the
-   history's length: at most ``max_windows`` windows are tokenised, most of them from the most
-   recent conversations and the rest a seeded sample of older ones (the sample rotates with the
-   history, so old conversations are revisited over successive refits).
+1. The examples (``refit_examples``) are windows of the *learnable* history (excluded
+   conversations never appear; temporary chats are never stored at all) plus a recall example
+   per user message. The cost is bounded whatever the history's length (``max_windows``).
 2. A seeded share of windows is held out; ``fit_slots`` starts from the current version's slots
    (fresh slots when there is none), moves only the slots and early-stops on the held-out loss.
 3. A new version is written only if the held-out loss improved, by ``versions.commit_version``:
@@ -22,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -31,25 +28,21 @@ from dataclasses import asdict, dataclass, field
 from lpm_local.memory import inspection as memory_inspect
 from lpm_local.memory.fitting import FitProgress, fit_slots
 from lpm_local.memory.frozen import FrozenMemory, current_slots
+from lpm_local.memory.refit_examples import (  # select_windows: re-exported
+    add_recall_examples,
+    recent_turns,
+    select_windows,
+)
 from lpm_local.memory.refit_log import parse_detail  # noqa: F401 - re-exported
 from lpm_local.memory.slots import slots_to_bytes
 from lpm_local.memory.versions import StaleRefit, VersionBlob, commit_version
 from lpm_local.memory.windows import (
-    Window,
     WindowConfig,
-    make_windows,
-    qa_window,
     split_heldout,
 )
 from lpm_local.storage.store import Store
 
 Progress = Callable[[str, "float | None"], None]
-# (question, start of the answer): how the app asks its memory to say what the user told it.
-RECALL_PROMPTS = (
-    ("What do you remember about me?", "You told me:"),
-    ("What do you know about me?", "You said:"),
-    ("Remind me what I told you about myself.", "You mentioned:"),
-)
 log = logging.getLogger(__name__)
 
 
@@ -173,76 +166,6 @@ class RefitOutcome:
         return f"{losses}{what}{reason}: memory unchanged"
 
 
-@dataclass
-class _Examples:
-    windows: list[Window]
-    owner: dict[int, int]  # id(window) -> conversation id
-    tokens: int
-
-
-def select_windows(
-    store: Store, frozen: FrozenMemory, profile_id: int, settings: RefitSettings, *, salt: int = 0
-) -> _Examples:
-    """At most ``max_windows`` windows: the newest first, then a seeded sample of older ones.
-
-    Only conversations chosen for the budget are read and tokenised (bounded cost)."""
-    convs = [c for c in store.list_conversations(profile_id) if not c.exclude_from_memory]
-    convs.sort(key=lambda c: (c.updated_at, c.id), reverse=True)  # newest first
-    cfg, out = settings.window, _Examples([], {}, 0)
-    recent = math.ceil(settings.max_windows * settings.recent_share)
-    rest: list = []
-    for index, conv in enumerate(convs):
-        need = recent - len(out.windows)
-        if need <= 0:
-            rest = convs[index:]
-            break
-        turns = _turns(store, conv.id)
-        taken = _tail_windows(frozen, turns, need, cfg)
-        _add(out, taken, conv.id)
-    rng = random.Random(f"{settings.seed}:{salt}")
-    rng.shuffle(rest)
-    for conv in rest:
-        need = settings.max_windows - len(out.windows)
-        if need <= 0:
-            break
-        _add(out, _sample_windows(frozen, _turns(store, conv.id), min(2, need), cfg, rng), conv.id)
-    return out
-
-
-def _turns(store: Store, conversation_id: int) -> list[tuple[str, str]]:
-    return [
-        (m.role, m.content)
-        for m in store.messages(conversation_id)
-        if m.role in ("user", "assistant") and m.content.strip()
-    ]
-
-
-def _tail_windows(frozen, turns, n: int, cfg: WindowConfig) -> list[Window]:
-    """The ``n`` most recent windows, tokenising only the turns they need."""
-    start = max(0, len(turns) - n * cfg.target_turns - cfg.context_turns)
-    windows = make_windows(frozen.chat, turns[start:], cfg)
-    if start > 0 and cfg.context_turns:
-        windows = windows[1:]  # its targets were meant as the next window's context
-    return windows[-n:]
-
-
-def _sample_windows(frozen, turns, n: int, cfg: WindowConfig, rng: random.Random) -> list[Window]:
-    """``n`` consecutive windows from a random place in an older conversation."""
-    span = n * cfg.target_turns + cfg.context_turns
-    start = rng.randrange(0, max(1, len(turns) - span + 1))
-    windows = make_windows(frozen.chat, turns[start : start + span], cfg)
-    if start > 0 and cfg.context_turns:
-        windows = windows[1:]
-    return windows[:n]
-
-
-def _add(out: _Examples, windows: list[Window], conversation_id: int) -> None:
-    for w in windows:
-        out.windows.append(w)
-        out.owner[id(w)] = conversation_id
-        out.tokens += len(w.input_ids)
-
-
 def run_refit(
     store: Store,
     frozen: FrozenMemory,
@@ -308,7 +231,7 @@ def _refit(
     examples = select_windows(store, frozen, profile_id, settings, salt=through or 0)
     base = loaded.slots
     if base is None:  # no usable version yet: the salient tokens of the history being fitted
-        base = frozen.fresh_slots(_recent_turns(store, examples), seed=profile_id)
+        base = frozen.fresh_slots(recent_turns(store, examples), seed=profile_id)
     common = {
         "refit_id": refit_id,
         "base_version_id": base_id,
@@ -331,7 +254,7 @@ def _refit(
             f"windows, {settings.min_windows} needed)",
         )
     if settings.recall_examples:
-        _add_recall_examples(store, frozen, examples)
+        add_recall_examples(store, frozen, examples)
     train, held = split_heldout(examples.windows, settings.heldout_fraction, seed=settings.seed)
 
     def on_step(p: FitProgress) -> None:
@@ -424,33 +347,6 @@ def _refit(
             "seconds": time.perf_counter() - started,
         }
     )
-
-
-def _add_recall_examples(store: Store, frozen: FrozenMemory, examples: _Examples) -> None:
-    """One recall example per user message of the chosen conversations, newest first, at most
-    as many as there are history windows (the recall half of the fit; see ``recall_examples``).
-    The question rotates over a few phrasings so the memory answers the meaning, not one
-    string."""
-    budget = len(examples.windows)
-    conversations = list(dict.fromkeys(examples.owner.values()))
-    made = 0
-    for conv_id in conversations:
-        users = [c for r, c in _turns(store, conv_id) if r == "user"]
-        for content in reversed(users):
-            if made >= budget:
-                return
-            prompt, answer_prefix = RECALL_PROMPTS[made % len(RECALL_PROMPTS)]
-            window = qa_window(frozen.chat, prompt, answer_prefix, content)
-            _add(examples, [window], conv_id)
-            made += 1
-
-
-def _recent_turns(store: Store, examples: _Examples) -> list[tuple[str, str]]:
-    """History turns for the salient-token init: the conversations already chosen."""
-    turns: list[tuple[str, str]] = []
-    for conv_id in dict.fromkeys(reversed(list(examples.owner.values()))):
-        turns += _turns(store, conv_id)
-    return turns
 
 
 def _parent_sources(store: Store, version_id: int | None) -> dict:

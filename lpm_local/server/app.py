@@ -186,14 +186,20 @@ class _Completion:
 
 
 async def _next_or_disconnect(job: Job, request: Request) -> tuple:
-    """The job's next event; cancels the job and raises ``_ClientGone`` if the client left."""
+    """The job's next event; cancels the job and raises ``_ClientGone`` if the client left.
+
+    The connection is checked at least every ``POLL_S`` even while events keep coming: a reply
+    that streams tokens faster than that would otherwise never notice its client is gone."""
     while True:
+        now = time.monotonic()
+        if now - job.checked_at >= POLL_S:
+            job.checked_at = now
+            if await request.is_disconnected():
+                job.cancel.set()
+                raise _ClientGone
         event = await job.next_event(POLL_S)
         if event is not None:
             return event
-        if await request.is_disconnected():
-            job.cancel.set()
-            raise _ClientGone
 
 
 async def _collect(

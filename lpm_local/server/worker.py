@@ -41,6 +41,7 @@ class Job:
         self._events: collections.deque[Event] = collections.deque()
         self._ready = asyncio.Event()  # created on the loop's thread, set only from it
         self.finished = False
+        self.checked_at = 0.0  # monotonic time the client connection was last checked
 
     # -- the generation thread's side -------------------------------------------------------
 

@@ -1,0 +1,125 @@
+"""What a refit trains on: windows of the profile's learnable history, and recall examples.
+
+At most ``max_windows`` history windows are tokenised, most from the newest conversations and
+the rest a seeded sample of older ones (the sample rotates with the history, so old
+conversations are revisited over successive refits); conversations the user excluded never
+appear. Each user message of the chosen conversations may also become a recall example.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lpm_local.memory.windows import Window, WindowConfig, make_windows, qa_window
+
+if TYPE_CHECKING:
+    from lpm_local.memory.frozen import FrozenMemory
+    from lpm_local.memory.refit import RefitSettings
+    from lpm_local.storage.store import Store
+
+# (question, start of the answer): how the app asks its memory to say what the user told it.
+RECALL_PROMPTS = (
+    ("What do you remember about me?", "You told me:"),
+    ("What do you know about me?", "You said:"),
+    ("Remind me what I told you about myself.", "You mentioned:"),
+)
+
+
+@dataclass
+class Examples:
+    windows: list[Window]
+    owner: dict[int, int]  # id(window) -> conversation id
+    tokens: int
+
+
+def select_windows(
+    store: Store, frozen: FrozenMemory, profile_id: int, settings: RefitSettings, *, salt: int = 0
+) -> Examples:
+    """At most ``max_windows`` windows: the newest first, then a seeded sample of older ones.
+
+    Only conversations chosen for the budget are read and tokenised (bounded cost)."""
+    convs = [c for c in store.list_conversations(profile_id) if not c.exclude_from_memory]
+    convs.sort(key=lambda c: (c.updated_at, c.id), reverse=True)  # newest first
+    cfg, out = settings.window, Examples([], {}, 0)
+    recent = math.ceil(settings.max_windows * settings.recent_share)
+    rest: list = []
+    for index, conv in enumerate(convs):
+        need = recent - len(out.windows)
+        if need <= 0:
+            rest = convs[index:]
+            break
+        turns = _turns(store, conv.id)
+        taken = _tail_windows(frozen, turns, need, cfg)
+        _add(out, taken, conv.id)
+    rng = random.Random(f"{settings.seed}:{salt}")
+    rng.shuffle(rest)
+    for conv in rest:
+        need = settings.max_windows - len(out.windows)
+        if need <= 0:
+            break
+        _add(out, _sample_windows(frozen, _turns(store, conv.id), min(2, need), cfg, rng), conv.id)
+    return out
+
+
+def _turns(store: Store, conversation_id: int) -> list[tuple[str, str]]:
+    return [
+        (m.role, m.content)
+        for m in store.messages(conversation_id)
+        if m.role in ("user", "assistant") and m.content.strip()
+    ]
+
+
+def _tail_windows(frozen, turns, n: int, cfg: WindowConfig) -> list[Window]:
+    """The ``n`` most recent windows, tokenising only the turns they need."""
+    start = max(0, len(turns) - n * cfg.target_turns - cfg.context_turns)
+    windows = make_windows(frozen.chat, turns[start:], cfg)
+    if start > 0 and cfg.context_turns:
+        windows = windows[1:]  # its targets were meant as the next window's context
+    return windows[-n:]
+
+
+def _sample_windows(frozen, turns, n: int, cfg: WindowConfig, rng: random.Random) -> list[Window]:
+    """``n`` consecutive windows from a random place in an older conversation."""
+    span = n * cfg.target_turns + cfg.context_turns
+    start = rng.randrange(0, max(1, len(turns) - span + 1))
+    windows = make_windows(frozen.chat, turns[start : start + span], cfg)
+    if start > 0 and cfg.context_turns:
+        windows = windows[1:]
+    return windows[:n]
+
+
+def _add(out: Examples, windows: list[Window], conversation_id: int) -> None:
+    for w in windows:
+        out.windows.append(w)
+        out.owner[id(w)] = conversation_id
+        out.tokens += len(w.input_ids)
+
+
+def add_recall_examples(store: Store, frozen: FrozenMemory, examples: Examples) -> None:
+    """One recall example per user message of the chosen conversations, newest first, at most
+    as many as there are history windows (the recall half of the fit; see ``recall_examples``).
+    The question rotates over a few phrasings so the memory answers the meaning, not one
+    string."""
+    budget = len(examples.windows)
+    conversations = list(dict.fromkeys(examples.owner.values()))
+    made = 0
+    for conv_id in conversations:
+        users = [c for r, c in _turns(store, conv_id) if r == "user"]
+        for content in reversed(users):
+            if made >= budget:
+                return
+            prompt, answer_prefix = RECALL_PROMPTS[made % len(RECALL_PROMPTS)]
+            window = qa_window(frozen.chat, prompt, answer_prefix, content)
+            _add(examples, [window], conv_id)
+            made += 1
+
+
+def recent_turns(store: Store, examples: Examples) -> list[tuple[str, str]]:
+    """History turns for the salient-token init: the conversations already chosen."""
+    turns: list[tuple[str, str]] = []
+    for conv_id in dict.fromkeys(reversed(list(examples.owner.values()))):
+        turns += _turns(store, conv_id)
+    return turns
