@@ -40,8 +40,8 @@ class SettingsError(LpmError):
 class Settings:
     """Every setting with its default; ``load_settings`` fills it from the file."""
 
-    # Empty: the registry's choice for this machine (Qwen3-4B with CUDA, the embedded SmolLM2
-    # without), so a default that follows the hardware is not frozen into the file.
+    # Empty: the registry's choice for this machine (Qwen3-4B with CUDA, the embedded
+    # Qwen2.5-Coder-0.5B without), so a default that follows the hardware is not frozen in.
     model: str = ""
     # Sent as the system turn of every chat; short, because every token of it is paid per turn.
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -56,6 +56,9 @@ class Settings:
     refit_every: int = 8
     # Textual's default dark theme: readable on every terminal with 256 colours.
     theme: str = "textual-dark"
+    # The key `lpm serve` requires from clients when `--api-key` and LPM_API_KEY give none;
+    # empty: none (a server that listens beyond loopback then refuses to start).
+    server_api_key: str = ""
     # Overrides of the TUI's key bindings, by action name; empty: the TUI's defaults.
     keys: Mapping[str, str] = field(default_factory=dict)
 
@@ -105,6 +108,10 @@ _RULES: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_reply_tokens": (_number(int, 1, 8192), "a whole number from 1 to 8192"),
     "refit_every": (_number(int, 1, 1000), "a whole number of user turns from 1 to 1000"),
     "theme": (_pattern(_THEME_NAME), "a Textual theme name such as textual-dark or nord"),
+    "server_api_key": (
+        _pattern(re.compile(r"^[\x21-\x7e]{0,200}\Z")),
+        "printable ASCII without spaces, at most 200 characters, or '' (none)",
+    ),
 }
 _KEY_RULE = "keys like 'ctrl+n' or 'alt+enter', several separated by commas"
 

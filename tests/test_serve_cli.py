@@ -37,6 +37,18 @@ def test_a_non_loopback_bind_needs_the_flag_and_a_key(args, message, monkeypatch
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_the_settings_file_can_hold_the_api_key(monkeypatch):
+    from lpm_local.settings import save_setting
+
+    monkeypatch.delenv("LPM_API_KEY", raising=False)
+    save_setting("server_api_key", "s3cret-key")
+    # The key check passes; binding an address this machine does not have then fails, in one
+    # line, before any model load (no packet leaves the machine).
+    result = CliRunner().invoke(main, ["serve", "--host", "192.0.2.7", "--allow-remote"])
+    assert result.exit_code == 2 and "needs an API key" not in result.output
+    assert "cannot listen on 192.0.2.7" in result.output
+
+
 def test_a_busy_port_is_one_line_before_any_model_load():
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

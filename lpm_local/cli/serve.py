@@ -16,7 +16,9 @@ def settings_api_key() -> str | None:
     """The API key kept in lpm's settings, if any: the one place a settings file plugs in.
 
     Used when neither ``--api-key`` nor ``LPM_API_KEY`` gives one."""
-    return None
+    from lpm_local.settings import load_settings
+
+    return load_settings().server_api_key or None
 
 
 @click.command()
@@ -81,13 +83,19 @@ def _serve(sock, model, quantize, profile_name, options) -> None:
     from lpm_local.chat.engine import ChatEngine
     from lpm_local.server.run import LocalServer
     from lpm_local.server.service import ChatService
+    from lpm_local.settings import load_settings
     from lpm_local.storage.store import Store
 
+    settings = load_settings()  # the default model and the system prompt, as the chat uses
     with Store.open() as store:
         profile = store.get_profile(profile_name) if profile_name else store.active_profile()
-        backbone = load_backbone(model, quantize=quantize, progress=stderr_progress())
+        backbone = load_backbone(
+            model or settings.model or None, quantize=quantize, progress=stderr_progress()
+        )
         finish_progress_line()
-        service = ChatService(store, ChatEngine(backbone), profile)
+        service = ChatService(
+            store, ChatEngine(backbone), profile, system_prompt=settings.system_prompt
+        )
         try:
             service.memory_for(profile)  # open the default memory now, not on the first request
             server = LocalServer(service, sock, options)
