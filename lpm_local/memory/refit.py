@@ -231,7 +231,7 @@ def _refit(
     examples = select_windows(store, frozen, profile_id, settings, salt=through or 0)
     base = loaded.slots
     if base is None:  # no usable version yet: the salient tokens of the history being fitted
-        base = frozen.fresh_slots(recent_turns(store, examples), seed=profile_id)
+        base = frozen.fresh_slots(recent_turns(examples), seed=profile_id)
     common = {
         "refit_id": refit_id,
         "base_version_id": base_id,
@@ -254,7 +254,7 @@ def _refit(
             f"windows, {settings.min_windows} needed)",
         )
     if settings.recall_examples:
-        add_recall_examples(store, frozen, examples)
+        add_recall_examples(frozen, examples)
     train, held = split_heldout(examples.windows, settings.heldout_fraction, seed=settings.seed)
 
     def on_step(p: FitProgress) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lpm_local.memory.windows import Window, WindowConfig, make_windows, qa_window
@@ -33,6 +33,9 @@ class Examples:
     windows: list[Window]
     owner: dict[int, int]  # id(window) -> conversation id
     tokens: int
+    # conversation id -> its turns, as read once for the windows (recall examples and the
+    # salient init reuse them rather than reading the conversation again)
+    turns: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 def select_windows(
@@ -51,7 +54,7 @@ def select_windows(
         if need <= 0:
             rest = convs[index:]
             break
-        turns = _turns(store, conv.id)
+        turns = out.turns[conv.id] = _turns(store, conv.id)
         taken = _tail_windows(frozen, turns, need, cfg)
         _add(out, taken, conv.id)
     rng = random.Random(f"{settings.seed}:{salt}")
@@ -60,7 +63,8 @@ def select_windows(
         need = settings.max_windows - len(out.windows)
         if need <= 0:
             break
-        _add(out, _sample_windows(frozen, _turns(store, conv.id), min(2, need), cfg, rng), conv.id)
+        turns = out.turns[conv.id] = _turns(store, conv.id)
+        _add(out, _sample_windows(frozen, turns, min(2, need), cfg, rng), conv.id)
     return out
 
 
@@ -98,7 +102,7 @@ def _add(out: Examples, windows: list[Window], conversation_id: int) -> None:
         out.tokens += len(w.input_ids)
 
 
-def add_recall_examples(store: Store, frozen: FrozenMemory, examples: Examples) -> None:
+def add_recall_examples(frozen: FrozenMemory, examples: Examples) -> None:
     """One recall example per user message of the chosen conversations, newest first, at most
     as many as there are history windows (the recall half of the fit; see ``recall_examples``).
     The question rotates over a few phrasings so the memory answers the meaning, not one
@@ -107,7 +111,7 @@ def add_recall_examples(store: Store, frozen: FrozenMemory, examples: Examples) 
     conversations = list(dict.fromkeys(examples.owner.values()))
     made = 0
     for conv_id in conversations:
-        users = [c for r, c in _turns(store, conv_id) if r == "user"]
+        users = [c for r, c in examples.turns[conv_id] if r == "user"]
         for content in reversed(users):
             if made >= budget:
                 return
@@ -117,9 +121,9 @@ def add_recall_examples(store: Store, frozen: FrozenMemory, examples: Examples) 
             made += 1
 
 
-def recent_turns(store: Store, examples: Examples) -> list[tuple[str, str]]:
+def recent_turns(examples: Examples) -> list[tuple[str, str]]:
     """History turns for the salient-token init: the conversations already chosen."""
     turns: list[tuple[str, str]] = []
     for conv_id in dict.fromkeys(reversed(list(examples.owner.values()))):
-        turns += _turns(store, conv_id)
+        turns += examples.turns[conv_id]
     return turns
