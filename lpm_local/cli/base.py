@@ -129,3 +129,26 @@ def echo_json(payload: object) -> None:
     import json
 
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+# `--profile` for commands that also open the store through ``open_profile``.
+profile_name_option = click.option(
+    "--profile",
+    "profile_name",
+    metavar="NAME",
+    default=None,
+    help="Act on this profile (default: the active one).",
+)
+
+
+def open_profile(profile_name: str | None):
+    """(an open ``Store``, the named or the active profile); the store is closed on failure."""
+    from lpm_local.storage.store import Store
+
+    store = Store.open()
+    try:
+        profile = store.get_profile(profile_name) if profile_name else store.active_profile()
+    except BaseException:
+        store.close()
+        raise
+    return store, profile

@@ -13,29 +13,9 @@ from pathlib import Path
 import click
 
 from lpm_local import locations
-from lpm_local.cli.base import LpmGroup
+from lpm_local.cli.base import LpmGroup, open_profile, profile_name_option
 from lpm_local.data.chat_export import FORMATS, chat_dict
 from lpm_local.errors import BadInput
-
-profile_option = click.option(
-    "--profile",
-    "profile_name",
-    metavar="NAME",
-    default=None,
-    help="Act on this profile (default: the active one).",
-)
-
-
-def _open(profile_name: str | None):
-    from lpm_local.storage.store import Store
-
-    store = Store.open()
-    try:
-        profile = store.get_profile(profile_name) if profile_name else store.active_profile()
-    except BaseException:
-        store.close()
-        raise
-    return store, profile
 
 
 def _chat_id(text: str) -> int:
@@ -93,10 +73,10 @@ def chats() -> None:
     help="Only chats whose title or messages contain TEXT (any case).",
 )
 @click.option("--json", "as_json", is_flag=True, help="A JSON list instead of the table.")
-@profile_option
+@profile_name_option
 def list_command(limit: int, query: str | None, as_json: bool, profile_name: str | None) -> None:
     """List your chats, most recent first, with their ids."""
-    store, profile = _open(profile_name)
+    store, profile = open_profile(profile_name)
     with store:
         if query is not None and query.strip():
             found = store.search_conversations(profile.id, query)
@@ -131,10 +111,10 @@ def _one_line(text: str, limit: int) -> str:
 @chats.command("show")
 @click.argument("chat_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="The chat and its messages as JSON.")
-@profile_option
+@profile_name_option
 def show_command(chat_id: str, as_json: bool, profile_name: str | None) -> None:
     """Print chat ID with all its messages."""
-    store, profile = _open(profile_name)
+    store, profile = open_profile(profile_name)
     with store:
         chat = _chat(store, profile, chat_id)
         messages = store.messages(chat.id)
@@ -166,7 +146,7 @@ def show_command(chat_id: str, as_json: bool, profile_name: str | None) -> None:
     default=None,
     help="Write to FILE (mode 0600) instead of stdout.",
 )
-@profile_option
+@profile_name_option
 def export_command(
     chat_id: str | None,
     everything: bool,
@@ -183,7 +163,7 @@ def export_command(
 
     if (chat_id is None) == (not everything):
         raise click.UsageError("give one chat ID, or --all")
-    store, profile = _open(profile_name)
+    store, profile = open_profile(profile_name)
     with store:
         if everything:
             selected = list(reversed(store.list_conversations(profile.id)))  # oldest first
@@ -200,13 +180,13 @@ def export_command(
 @chats.command("rename")
 @click.argument("chat_id", metavar="ID")
 @click.argument("title")
-@profile_option
+@profile_name_option
 def rename_command(chat_id: str, title: str, profile_name: str | None) -> None:
     """Give chat ID a new TITLE."""
     title = _one_line(title, 200)
     if not title:
         raise BadInput("the title is empty", hint="write a few words after the id")
-    store, profile = _open(profile_name)
+    store, profile = open_profile(profile_name)
     with store:
         chat = _chat(store, profile, chat_id)
         store.rename_conversation(chat.id, title)
@@ -234,7 +214,7 @@ def rename_command(chat_id: str, title: str, profile_name: str | None) -> None:
     default=None,
     help="Override the backbone's default quantization.",
 )
-@profile_option
+@profile_name_option
 def delete_command(
     chat_id: str,
     yes: bool,
@@ -252,7 +232,7 @@ def delete_command(
     from lpm_local.cli.forget import forget_line, relearn
     from lpm_local.memory.versions import forget_conversation
 
-    store, profile = _open(profile_name)
+    store, profile = open_profile(profile_name)
     with store:
         chat = _chat(store, profile, chat_id)
         if not yes:
