@@ -15,31 +15,15 @@ from pathlib import Path
 import click
 
 from lpm_local.cli.base import finish_progress_line, stderr_progress
+from lpm_local.research.eval.method_names import (
+    DEFAULT_METHODS,
+    FITTED,
+    METHODS,
+    RECALL_METHODS,
+)
 
 BENCHMARK_NAMES = ("personamem", "locomo", "recall")
 DEFAULT_BENCHMARK_NAMES = BENCHMARK_NAMES[:2]
-METHOD_NAMES = (
-    "no_memory",
-    "full_context",
-    "retrieval",
-    "prompt_tuning",
-    "lora",
-    "lpm",
-    "e2p",
-    "lpm_untrained",
-    "lpm_unfitted",
-)
-DEFAULT_METHOD_NAMES = METHOD_NAMES[:6]
-# The recall table (the projector card's): the methods it has always compared.
-RECALL_METHOD_NAMES = (
-    "no_memory",
-    "full_context",
-    "prompt_tuning",
-    "lpm_untrained",
-    "lpm_unfitted",
-    "lpm",
-)
-FITTED_NAMES = ("prompt_tuning", "lora", "lpm", "e2p", "lpm_untrained")
 SHAPE_NAMES = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b")
 EVAL_INSTALL = "pip install 'lpm-local[eval]' (from a clone: pip install -e '.[eval]')"
 
@@ -102,7 +86,7 @@ def _method_rates(specs: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
     out = []
     for spec in specs:
         name, _, rate = spec.partition("=")
-        if name not in FITTED_NAMES:
+        if name not in FITTED:
             raise click.BadParameter(f"{name!r} is not a fitted method", param_hint="--lr")
         try:
             out.append((name, float(rate)))
@@ -159,7 +143,7 @@ def _load(model: str | None, quantize: str | None, device: str | None, prefix: s
     "--method",
     "methods",
     multiple=True,
-    type=click.Choice(METHOD_NAMES),
+    type=click.Choice(METHODS),
     help="Methods to compare (repeatable; default: the first six; with only -b recall: "
     "the recall table's six).",
 )
@@ -271,7 +255,7 @@ def eval_(
     from lpm_local.research.eval.recall import RecallConfig
     from lpm_local.research.eval.runner import EvalConfig, run_eval
 
-    require_eval_extra(benchmarks or BENCHMARK_NAMES, methods or DEFAULT_METHOD_NAMES)
+    require_eval_extra(benchmarks or BENCHMARK_NAMES, methods or DEFAULT_METHODS)
     lengths, counts = _lengths(history_tokens, users)
     try:
         config = EvalConfig(
@@ -294,7 +278,7 @@ def eval_(
         raise click.BadParameter(str(exc)) from None
     benchmarks = list(benchmarks or DEFAULT_BENCHMARK_NAMES)
     if not methods:
-        methods = RECALL_METHOD_NAMES if set(benchmarks) == {"recall"} else DEFAULT_METHOD_NAMES
+        methods = RECALL_METHODS if set(benchmarks) == {"recall"} else DEFAULT_METHODS
     backbone = _load(model, quantize, device, "eval: ")
     with stop_on_first_interrupt() as cancel:
         result = run_eval(

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from lpm_local.errors import BadInput
+from lpm_local.research.eval.method_names import (  # noqa: F401 - re-exported, the registry's names
+    DEFAULT_METHODS,
+    FITTED,
+    METHODS,
+    RECALL_METHODS,
+)
 from lpm_local.research.eval.methods.base import (
     DEFAULT_LRS,
     BackboneMethod,
@@ -11,30 +17,6 @@ from lpm_local.research.eval.methods.base import (
     MethodSettings,
     UserState,
 )
-
-# Order of the report's rows. ``e2p`` and the two LPM ablations are extras (not in the default
-# set); the recall benchmark's table is no memory, full context, prompt tuning and the LPM rows.
-METHODS = (
-    "no_memory",
-    "full_context",
-    "retrieval",
-    "prompt_tuning",
-    "lora",
-    "lpm",
-    "e2p",
-    "lpm_untrained",
-    "lpm_unfitted",
-)
-DEFAULT_METHODS = METHODS[:6]
-RECALL_METHODS = (
-    "no_memory",
-    "full_context",
-    "prompt_tuning",
-    "lpm_untrained",
-    "lpm_unfitted",
-    "lpm",
-)
-FITTED = ("prompt_tuning", "lora", "lpm", "e2p", "lpm_untrained")  # methods with a learning rate
 
 
 def method_class(name: str) -> type[BackboneMethod]:
