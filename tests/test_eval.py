@@ -597,17 +597,22 @@ def test_eval_command_rejects_bad_options(tiny_qwen3_dir):
 
 
 def test_first_ctrl_c_asks_the_eval_to_stop_and_the_second_aborts():
-    import os
     import signal
+    import threading
 
     from lpm_local.cli.evaluation import stop_on_first_interrupt
 
+    # To the main thread itself: os.kill() lets the kernel pick any thread of the process (the
+    # suite leaves worker threads running), and the handler then runs a few bytecodes late.
+    def interrupt() -> None:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
     before = signal.getsignal(signal.SIGINT)
     with stop_on_first_interrupt() as cancel:
-        os.kill(os.getpid(), signal.SIGINT)
+        interrupt()
         assert cancel.is_set()  # the run stops at its next check and writes its report
         with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
+            interrupt()
     assert signal.getsignal(signal.SIGINT) is before
 
 
