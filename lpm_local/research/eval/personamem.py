@@ -19,11 +19,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from lpm_local.chat.encoding import Turn
 from lpm_local.research.eval.cases import (
     Benchmark,
     EvalCase,
     EvalQuestion,
-    HistoryTurn,
     TokenCounter,
     approx_tokens,
     history_token_count,
@@ -155,7 +155,7 @@ def build_user(
     filler_rng = random.Random(f"filler:{config.split}:{config.seed}:{index}:{length}")
     gap = max(0, length - core_tokens) // 4
     gaps = [_flat(filler_sessions(filler_rng, gap, count_tokens)) for _ in range(4)]
-    turns: list[HistoryTurn] = gaps[0] + core[0] + gaps[1] + core[1] + gaps[2]
+    turns: list[Turn] = gaps[0] + core[0] + gaps[1] + core[1] + gaps[2]
     mid = len(turns)
     turns += core[2] + gaps[3]
     end = len(turns)
@@ -195,11 +195,11 @@ def _plan(rng: random.Random) -> _Plan:
     )
 
 
-def _core_sessions(rng: random.Random, user, plan: _Plan) -> list[list[HistoryTurn]]:
+def _core_sessions(rng: random.Random, user, plan: _Plan) -> list[list[Turn]]:
     """The three sessions where the user says something about themselves, exchanges shuffled."""
 
-    def say(text: str) -> list[tuple[HistoryTurn, HistoryTurn]]:
-        return [(("user", text), ("assistant", rng.choice(TOPIC_ACKS)))]
+    def say(text: str) -> list[tuple[Turn, Turn]]:
+        return [(Turn("user", text), Turn("assistant", rng.choice(TOPIC_ACKS)))]
 
     extra = [
         say(rng.choice(STATE).format(v=plan.a_old.value, r=plan.reasons["a_old"]))
@@ -215,7 +215,7 @@ def _core_sessions(rng: random.Random, user, plan: _Plan) -> list[list[HistoryTu
     ]
     sessions = []
     for session, mine in zip(user.sessions, extra):
-        turns = [(t.role, t.content) for t in session.turns]
+        turns = [Turn(t.role, t.content) for t in session.turns]
         pairs = [(turns[i], turns[i + 1]) for i in range(0, len(turns) - 1, 2)]
         rng.shuffle(pairs)
         # The catalog exchanges keep their order (a taste is stated before what was done with it).
@@ -226,7 +226,7 @@ def _core_sessions(rng: random.Random, user, plan: _Plan) -> list[list[HistoryTu
     return sessions
 
 
-def _flat(sessions: list[list[HistoryTurn]]) -> list[HistoryTurn]:
+def _flat(sessions: list[list[Turn]]) -> list[Turn]:
     return [turn for session in sessions for turn in session]
 
 
@@ -297,11 +297,11 @@ def _recall(
 
 
 def _mid_questions(
-    rng, synthetic, index, user, plan: _Plan, cutoff: int, turns: list[HistoryTurn]
+    rng, synthetic, index, user, plan: _Plan, cutoff: int, turns: list[Turn]
 ) -> list[EvalQuestion]:
     """Before topic A changes: its *old* taste is right and the future one is a distractor."""
     others = [plan.a_new, *plan.a_rest]
-    visible = " ".join(c for _, c in turns[:cutoff])
+    visible = " ".join(t.content for t in turns[:cutoff])
     facts = [f for f in user.persona.facts if f[1:-1] in visible]  # stated before the cutoff
     out = [
         _latest(rng, plan.a, plan.a_old, others, cutoff),
