@@ -81,6 +81,17 @@ def finish_progress_line() -> None:
         click.echo("\r\033[K", err=True, nl=False)
 
 
+def load_with_progress(model: str | None, quantize: str | None, device: str | None, prefix: str):
+    """``load_backbone`` with its progress on stderr under ``prefix`` (e.g. "eval: ")."""
+    from lpm_local.backbones.loader import load_backbone
+
+    backbone = load_backbone(
+        model, quantize=quantize, device=device, progress=stderr_progress(prefix)
+    )
+    finish_progress_line()
+    return backbone
+
+
 profile_option = click.option(
     "--profile",
     "profile",
