@@ -24,7 +24,7 @@ from lpm_local.storage.store import Store
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 def export(file: Path, with_history: bool, profile: str | None, force: bool) -> None:
     """Save the memory to an .lpm bundle FILE (a zip, readable only by you)."""
-    from lpm_local.data.bundle.archive import export_bundle
+    from lpm_local.data.bundle.export import export_bundle
 
     with Store.open() as store, progress_bar("exporting") as progress:
         result = export_bundle(
@@ -61,7 +61,7 @@ def export(file: Path, with_history: bool, profile: str | None, force: bool) -> 
 @click.option("--dry-run", is_flag=True, help="Check the bundle and show what would be restored.")
 def import_(file: Path, profile: str | None, dry_run: bool) -> None:
     """Restore memory (and chats, if it has them) from an .lpm bundle FILE."""
-    from lpm_local.data.bundle.archive import import_bundle
+    from lpm_local.data.bundle.restore import import_bundle
 
     with Store.open() as store, progress_bar("restoring") as progress:
         result = import_bundle(
