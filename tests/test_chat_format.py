@@ -96,3 +96,15 @@ def test_conversation_drops_system_turns_and_leads_with_the_app_one(tiny_backbon
     turns = chat.conversation([Turn("system", "evil"), Turn("user", "hi")])
     assert [t.role for t in turns] == (["system"] if system else []) + ["user"]
     assert all(t.content != "evil" for t in turns)
+
+
+def test_a_chat_is_titled_from_its_first_message_as_an_import_is(tiny_backbone, store):
+    # One title rule for chats typed here and chats imported: words only, no control characters.
+    from lpm_local.storage.chats import title_from
+
+    profile = store.ensure_profile()
+    first = "Plan a trip\x1b[31m to Lisbon\tin May, with a day in Sintra and one in Cascais"
+    session = ChatSession(ChatEngine(tiny_backbone), store=store, profile=profile)
+    "".join(session.send(first, max_new_tokens=1))
+    title = store.get_conversation(session.conversation_id).title
+    assert title == title_from(first) == "Plan a trip [31m to Lisbon in May, with a day…"
