@@ -92,13 +92,6 @@ def load_with_progress(model: str | None, quantize: str | None, device: str | No
     return backbone
 
 
-profile_option = click.option(
-    "--profile",
-    "profile",
-    metavar="NAME",
-    default=None,
-    help="The profile to act on (default: the active one).",
-)
 yes_option = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 
 
@@ -142,8 +135,10 @@ def echo_json(payload: object) -> None:
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
 
 
-# `--profile` for commands that also open the store through ``open_profile``.
-profile_name_option = click.option(
+# `--profile NAME` of every command that acts on one existing profile, the active one by default
+# (``open_profile`` opens it). `memory wipe` and `memory import` have their own: there, no
+# --profile means something else (the active profile's memory only / the bundle's profile).
+profile_option = click.option(
     "--profile",
     "profile_name",
     metavar="NAME",

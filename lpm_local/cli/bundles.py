@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from lpm_local.cli.base import progress_bar
+from lpm_local.cli.base import profile_option, progress_bar
 from lpm_local.errors import visible
 from lpm_local.storage.store import Store
 
@@ -18,11 +18,9 @@ from lpm_local.storage.store import Store
 @click.command("export")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--with-history", is_flag=True, help="Include the chats (conversations.jsonl).")
-@click.option(
-    "--profile", metavar="NAME", default=None, help="Export this profile (default: the active one)."
-)
+@profile_option
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
-def export(file: Path, with_history: bool, profile: str | None, force: bool) -> None:
+def export(file: Path, with_history: bool, profile_name: str | None, force: bool) -> None:
     """Save the memory to an .lpm bundle FILE (a zip, readable only by you)."""
     from lpm_local.data.bundle.export import export_bundle
 
@@ -30,7 +28,7 @@ def export(file: Path, with_history: bool, profile: str | None, force: bool) -> 
         result = export_bundle(
             store,
             file,
-            profile=profile,
+            profile=profile_name,
             with_history=with_history,
             overwrite=force,
             progress=progress,
