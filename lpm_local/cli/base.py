@@ -136,8 +136,9 @@ def echo_json(payload: object) -> None:
 
 
 # `--profile NAME` of every command that acts on one existing profile, the active one by default
-# (``open_profile`` opens it). `memory wipe` and `memory import` have their own: there, no
-# --profile means something else (the active profile's memory only / the bundle's profile).
+# (``open_profile`` opens it). `memory wipe`, `memory import` and `serve` have their own, as
+# their --profile means something else: what to wipe, where to restore (default: the profile
+# named in the bundle), and the profile requests use when they name none.
 profile_option = click.option(
     "--profile",
     "profile_name",
