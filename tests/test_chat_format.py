@@ -108,3 +108,22 @@ def test_a_chat_is_titled_from_its_first_message_as_an_import_is(tiny_backbone, 
     "".join(session.send(first, max_new_tokens=1))
     title = store.get_conversation(session.conversation_id).title
     assert title == title_from(first) == "Plan a trip [31m to Lisbon in May, with a day…"
+
+
+@pytest.mark.parametrize("system", [DEFAULT_SYSTEM_PROMPT, "Answer like a pirate."])
+def test_remembered_context_and_turn_costs_equal_a_fresh_encoding(tiny_backbone, system):
+    # The eval asks for one context's ids before every question and for the system prompt's
+    # cost with every turn: remembered answers must be the ones a fresh encoder gives.
+    chat = ChatFormat(tiny_backbone.tokenizer, system)
+    one = [Turn("user", USER), Turn("assistant", REPLY)]
+    two = [*one, Turn("user", "And my brother?")]
+    first = chat.context_ids(one)
+    first.append(-1)  # a caller's list is its own: the remembered ids stay as they were
+    for turns in (one, one, two, one):
+        assert chat.context_ids(turns) == ChatFormat(tiny_backbone.tokenizer, system).context_ids(
+            turns
+        )
+    empty = len(chat.labelled_ids([], [])[0])
+    for turn in [*two, Turn("user", "")]:
+        assert chat.turn_cost(turn) == len(chat.labelled_ids([turn], [False])[0]) - empty
+    assert chat == ChatFormat(tiny_backbone.tokenizer, system)  # what it remembers is not state
