@@ -12,6 +12,7 @@ from lpm_local.cli.forget import COMMANDS as FORGET_COMMANDS
 from lpm_local.cli.memory import COMMANDS, memory
 from lpm_local.memory import requests
 from lpm_local.memory.inspection import record_reply_attention
+from lpm_local.memory.slots import slots_from_bytes
 from lpm_local.storage.records import NewMessage
 from lpm_local.storage.store import Store
 
@@ -157,12 +158,16 @@ def test_refit_in_the_foreground_then_show(tiny_qwen3_dir):
         conv = store.create_conversation(profile.id, "inspect me")
         store.add_message(conv.id, "user", "hi")
         reply = store.add_message(conv.id, "assistant", "hello")
-        attention = torch.softmax(torch.randn(4, 8, 8), dim=-1)
+        shape = store.current_memory_version(profile.id)
+        config = slots_from_bytes(shape.tensors, where="test")[1]
+        attention = torch.softmax(
+            torch.randn(config.heads, config.n_soft_tokens, config.n_slots), dim=-1
+        )
         record_reply_attention(store, reply.id, profile.current_version_id, attention)
     # No --model: the backbone the memory was fitted for (the tiny model's directory).
     shown = run("memory", "show", "--reply", str(reply.id))
     assert shown.exit_code == 0, shown.output
-    assert shown.output.count("slot ") >= 8 and "usage" in shown.output
+    assert shown.output.count("slot ") >= config.n_slots and "usage" in shown.output
     assert "mass%" in shown.output and any(b in shown.output for b in "▁▂▃▄▅▆▇█")
     one_line_error(run("memory", "show", "--reply", "99999"), "no memory attention")
 

@@ -109,7 +109,8 @@ def test_prefix_is_fp32_without_grad_even_inside_grad_mode(store, frozen, make_r
     with torch.enable_grad():
         soft, attention = runtime.prefix("hello there")
     runtime.after_turn(profile.id)
-    assert soft.shape == (8, frozen.backbone.hidden_size) and soft.dtype == torch.float32
+    assert soft.shape == (frozen.config.n_soft_tokens, frozen.backbone.hidden_size)
+    assert soft.dtype == torch.float32
     assert not soft.requires_grad and not attention.requires_grad
     assert torch.allclose(attention.sum(-1), torch.ones(attention.shape[:-1]))
 
@@ -144,8 +145,8 @@ def test_memory_off_is_the_bare_backbone_through_chat_session(store, frozen, mak
         assert torch.allclose(logits, reference, atol=1e-5)
         assert reply == bare_reply
     else:
-        assert prefix.shape == (8, frozen.backbone.hidden_size)
-        assert engine.last_stats.prefix_tokens == 8
+        assert prefix.shape == (frozen.config.n_soft_tokens, frozen.backbone.hidden_size)
+        assert engine.last_stats.prefix_tokens == frozen.config.n_soft_tokens
         assert not torch.allclose(logits, reference, atol=1e-3)
 
 
@@ -201,7 +202,8 @@ def test_reply_attention_is_kept_and_feeds_slot_usage(store, frozen, make_runtim
     assert version_id == version.id
     assert torch.equal(stored, session.last.attention)
     info = runtime.slot_info()
-    assert len(info) == 8 and all(isinstance(s.label, str) and s.label for s in info)
+    assert len(info) == frozen.config.n_slots
+    assert all(isinstance(s.label, str) and s.label for s in info)
     assert sum(s.usage for s in info) == pytest.approx(1.0, abs=1e-4)
     assert all(len(s.usage_history) == 1 for s in info)
 

@@ -163,13 +163,20 @@ def test_an_exception_mid_refit_leaves_memory_bitwise_unchanged(store, frozen, m
     assert store.list_refits(profile.id)[0].status == "failed"
 
 
-def test_cancel_writes_nothing(store, frozen):
+@pytest.mark.parametrize("phase", ["writing recall questions", "fitting"])
+def test_cancel_writes_nothing(store, frozen, phase):
+    """Cancelled at the first yield to the chat: while the backbone writes the recall questions,
+    or (without recall examples) after the first Adam step."""
     profile = store.ensure_profile()
     for c in range(3):
         add_chat(store, profile.id, f"chat {c}", 4)
     cancel = threading.Event()
-    outcome = refit(store, frozen, profile.id, cancel=cancel, between_steps=cancel.set)
-    assert outcome.status == "cancelled" and outcome.steps == 1
+    settings = dataclasses.replace(FAST, recall_examples=phase != "fitting")
+    outcome = refit(
+        store, frozen, profile.id, settings=settings, cancel=cancel, between_steps=cancel.set
+    )
+    assert outcome.status == "cancelled"
+    assert outcome.steps == (1 if phase == "fitting" else 0)
     assert store.list_memory_versions(profile.id) == []
     assert store.list_refits(profile.id)[0].status == "cancelled"
 

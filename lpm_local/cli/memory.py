@@ -160,7 +160,7 @@ def _last_refit(record) -> str:
     "--steps",
     type=click.IntRange(1, 10_000),
     default=None,
-    help="Optimiser steps at most (default: one pass over the history, 12-120 steps; early "
+    help="Optimiser steps at most (default: one pass over the history, 40-120 steps; early "
     "stopping may end sooner).",
 )
 def refit(

@@ -30,11 +30,26 @@ IDENTITY_SEED = 0
 MAX_QUERY_TOKENS = 2048
 
 
+# Soft tokens (= slots) of a memory without a trained projector. Measured on a six-fact persona
+# with Qwen2.5-0.5B, recall examples, lr 0.0038: 8 soft tokens answered 1 of 6 after 20 and 40
+# steps (the facts ran together: "You're Maren, she plays the fish."), 32 answered 3 of 6 after
+# 20, with the training loss at step 5 at 1.44 against 2.82. Still 32 tokens of KV per turn,
+# 375x less than 12K tokens of history in context.
+PROMPT_TUNING_TOKENS = 32
+
+
 def default_config(hidden_size: int) -> MemoryConfig:
-    """The memory shape for a backbone without shipped weights: 8 full-width slots, as
-    prompt tuning with 8 tokens (heads that divide the hidden size)."""
+    """The memory shape for a backbone without shipped weights: ``PROMPT_TUNING_TOKENS``
+    full-width slots, as prompt tuning with that many tokens (heads that divide the hidden
+    size)."""
     heads = next(h for h in (4, 2, 1) if hidden_size % h == 0)
-    return MemoryConfig(hidden_size=hidden_size, slot_dim=hidden_size, heads=heads)
+    return MemoryConfig(
+        hidden_size=hidden_size,
+        slot_dim=hidden_size,
+        heads=heads,
+        n_slots=PROMPT_TUNING_TOKENS,
+        n_soft_tokens=PROMPT_TUNING_TOKENS,
+    )
 
 
 @dataclass(eq=False)

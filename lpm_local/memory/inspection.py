@@ -265,7 +265,9 @@ def describe(
     if version_id is not None:
         config_json = store.get_memory_version(version_id, with_tensors=False).config_json
     sources = slot_sources(store, profile_id, config_json, n)
-    reply = slot_mass(attention) if attention is not None else None
+    # A reply read by another memory shape (before a refit changed it) has no per-slot share here.
+    fits = attention is not None and attention.shape[-1] == n
+    reply = slot_mass(attention) if fits else None
     return [
         SlotDescription(
             i,

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import math
 import random
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lpm_local.memory.perspective import told_back
+from lpm_local.memory.probes import worth_probing, write_probes
 from lpm_local.memory.windows import Window, WindowConfig, make_windows, qa_window
 
 if TYPE_CHECKING:
@@ -20,11 +24,12 @@ if TYPE_CHECKING:
     from lpm_local.memory.refit import RefitSettings
     from lpm_local.storage.store import Store
 
-# (question, start of the answer): how the app asks its memory to say what the user told it.
+# (question, start of the answer): how the app asks its memory to say what the user told it. The
+# answer is the message told back ("You grew up in Tampere"), in the voice the probes use.
 RECALL_PROMPTS = (
-    ("What do you remember about me?", "You told me:"),
-    ("What do you know about me?", "You said:"),
-    ("Remind me what I told you about myself.", "You mentioned:"),
+    ("What do you remember about me?", ""),
+    ("What do you know about me?", ""),
+    ("Remind me what I told you about myself.", ""),
 )
 
 
@@ -102,23 +107,53 @@ def _add(out: Examples, windows: list[Window], conversation_id: int) -> None:
         out.tokens += len(w.input_ids)
 
 
-def add_recall_examples(frozen: FrozenMemory, examples: Examples) -> None:
-    """One recall example per user message of the chosen conversations, newest first, at most
-    as many as there are history windows (the recall half of the fit; see ``recall_examples``).
-    The question rotates over a few phrasings so the memory answers the meaning, not one
-    string."""
+def add_recall_examples(
+    frozen: FrozenMemory,
+    examples: Examples,
+    *,
+    probed_messages: int,
+    cancel: threading.Event | None = None,
+    between_batches: Callable[[], None] | None = None,
+) -> int:
+    """The recall half of the fit (see ``RefitSettings.recall_examples``); returns the number of
+    probe examples added.
+
+    - Probes: for the newest ``probed_messages`` user messages that may hold a fact, questions
+      the backbone writes about them, each answered by the message told back to the user
+      (``probes.py``). These are what make the memory answer "Where did I grow up?".
+    - One open recall example ("What do you remember about me?" -> the message told back) per
+      user message that got no probe, newest first, at most as many as there are history
+      windows; the question rotates over a few phrasings so the memory answers the meaning,
+      not one string."""
+    chat = frozen.chat
+    users = [
+        (conv_id, content)
+        for conv_id in dict.fromkeys(examples.owner.values())
+        for role, content in reversed(examples.turns[conv_id])
+        if role == "user"
+    ]
     budget = len(examples.windows)
-    conversations = list(dict.fromkeys(examples.owner.values()))
-    made = 0
-    for conv_id in conversations:
-        users = [c for r, c in examples.turns[conv_id] if r == "user"]
-        for content in reversed(users):
-            if made >= budget:
-                return
-            prompt, answer_prefix = RECALL_PROMPTS[made % len(RECALL_PROMPTS)]
-            window = qa_window(frozen.chat, prompt, answer_prefix, content)
-            _add(examples, [window], conv_id)
-            made += 1
+    chosen = [(c, m) for c, m in users if worth_probing(m)][:probed_messages]
+    probes = []
+    if chosen:
+        probes = write_probes(
+            frozen.backbone,
+            chat,
+            [m for _, m in chosen],
+            cancel=cancel,
+            between_batches=between_batches,
+        )
+    owner = {m: c for c, m in chosen}
+    for probe in probes:
+        _add(examples, [qa_window(chat, probe.question, "", probe.answer)], owner[probe.message])
+    # The open question has a different answer for every message, so it only blurs what the
+    # probes teach: it covers the messages that got no probe.
+    probed = {p.message for p in probes}
+    rest = [(c, m) for c, m in users if m not in probed][:budget]
+    for made, (conv_id, content) in enumerate(rest):
+        prompt, answer_prefix = RECALL_PROMPTS[made % len(RECALL_PROMPTS)]
+        _add(examples, [qa_window(chat, prompt, answer_prefix, told_back(content))], conv_id)
+    return len(probes)
 
 
 def recent_turns(examples: Examples) -> list[tuple[str, str]]:
