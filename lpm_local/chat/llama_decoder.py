@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lpm_local.errors import ModelNotAvailable
+from lpm_local.backbones.gguf_file import gguf_file_for
 
 if TYPE_CHECKING:
     import torch
 
     from lpm_local.backbones.loader import Backbone
+    from lpm_local.chat.llama_kv import CacheLayout, TorchPrefill
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +50,6 @@ def llama_cpp_available() -> bool:
         return importlib.util.find_spec("llama_cpp") is not None
     except (ImportError, ValueError):
         return False
-
-
-def gguf_file_for(backbone_name: str) -> Path | None:
-    """The GGUF file a registry backbone was converted from, or None (not a GGUF backbone, or
-    its package is gone and only the converted cache is left)."""
-    from lpm_local.backbones import gguf_cache
-    from lpm_local.backbones.registry import registry
-
-    spec = registry().get(backbone_name)
-    if spec is None or spec.source != "gguf":
-        return None
-    try:
-        return gguf_cache.gguf_source(
-            spec.gguf_module, spec.gguf_file, install_hint=spec.install_hint
-        )
-    except ModelNotAvailable:
-        return None
 
 
 def open_decoder(backbone: Backbone) -> LlamaDecoder | None:
@@ -85,7 +69,7 @@ def open_decoder(backbone: Backbone) -> LlamaDecoder | None:
     if path is None:
         return None
     try:
-        return LlamaDecoder(path, hidden_size=backbone.hidden_size)
+        return LlamaDecoder(path, hidden_size=backbone.hidden_size, prefill_backbone=backbone)
     except (OSError, RuntimeError, ValueError) as exc:
         # A broken build or an unreadable file must not stop the chat: say so, use the fallback.
         log.warning("llama.cpp decoder unavailable (%s); using transformers", exc)
@@ -112,7 +96,17 @@ class LlamaDecoder:
     memory; the object also frees it when collected.
     """
 
-    def __init__(self, gguf_path: Path, *, hidden_size: int, threads: int | None = None):
+    def __init__(
+        self,
+        gguf_path: Path,
+        *,
+        hidden_size: int,
+        threads: int | None = None,
+        prefill_backbone: Backbone | None = None,
+    ):
+        """``prefill_backbone``: the same model in PyTorch, to compute each prompt's KV cache
+        (faster than llama.cpp's prefill on a CPU: ``chat/llama_kv.py``); None: llama.cpp
+        prefills too."""
         from llama_cpp import llama_cpp as api
 
         # llama-cpp-python routes llama.cpp's log through this logger and prints every load step
@@ -141,6 +135,10 @@ class LlamaDecoder:
         self._ctx = None
         self.n_ctx = 0
         self._step = api.llama_batch_init(1, 0, 1)  # one token per decode step, reused
+        self.prefill_backbone = prefill_backbone
+        self._layout: CacheLayout | None = None  # learned per context (probe_layout)
+        self._pending: np.ndarray | None = None  # logits of a prefill done in PyTorch
+        self._position = 0
 
     # -- the native context ---------------------------------------------------------------
 
@@ -169,6 +167,30 @@ class LlamaDecoder:
         if not ctx:
             raise RuntimeError(f"llama.cpp could not make a context of {size} positions")
         self._ctx, self.n_ctx = ctx, size
+        self._layout = None
+
+    def _cache_layout(self) -> CacheLayout | None:
+        """The KV state layout of this context, read from the state llama.cpp writes for one
+        decoded token (then cleared); None when it is not one ``llama_kv`` can write."""
+        if self._layout is None:
+            from lpm_local.chat.llama_kv import probe_layout
+
+            api = self._api
+            self._decode_tokens([0], 0)
+            size = api.llama_state_seq_get_size(self._ctx, 0)
+            buffer = (ctypes.c_uint8 * size)()
+            written = api.llama_state_seq_get_data(self._ctx, buffer, size, 0)
+            api.llama_memory_clear(api.llama_get_memory(self._ctx), True)
+            rope = api.llama_model_rope_type(self._model)
+            self._layout = (
+                probe_layout(
+                    bytes(buffer)[:written],
+                    n_layer=int(api.llama_model_n_layer(self._model)),
+                    permute_keys=rope == api.LLAMA_ROPE_TYPE_NORM,
+                )
+                or False
+            )  # False: probed, not understood (kept so it is not probed again)
+        return self._layout or None
 
     def _decode_embeddings(self, vectors: np.ndarray, start: int, *, last_logits: bool) -> None:
         api = self._api
@@ -215,6 +237,8 @@ class LlamaDecoder:
         self._check(self._api.llama_decode(self._ctx, step), "next token")
 
     def _last_logits(self) -> np.ndarray:
+        if self._pending is not None:
+            return self._pending
         pointer = self._api.llama_get_logits_ith(self._ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
 
@@ -235,14 +259,39 @@ class LlamaDecoder:
             raise ValueError(f"prefix must be [M, {self.hidden_size}], got {list(soft.shape)}")
         m = 0 if soft is None else soft.shape[0]
         self._ensure_context(m + len(ids) + reserve)
+        self._pending = None
         if m:
             self._decode_embeddings(soft, 0, last_logits=False)
         self._decode_tokens(ids, m)
         self._position = m + len(ids)
 
+    def load_prefill(self, prefill: TorchPrefill, *, reserve: int = 0) -> bool:
+        """Clear the cache and fill it with a prefill computed in PyTorch (keys and values of
+        every position, the last logits); ``reserve`` positions are kept free for the reply.
+        False (the cache left empty) when this context's layout is not one that can be
+        written: the caller prefills through llama.cpp instead."""
+        from lpm_local.chat.llama_kv import state_bytes
+
+        api = self._api
+        self._ensure_context(prefill.positions + reserve)
+        self._pending = None
+        layout = self._cache_layout()
+        if layout is None:
+            return False
+        data = state_bytes(layout, prefill)
+        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        api.llama_memory_clear(api.llama_get_memory(self._ctx), True)
+        if api.llama_state_seq_set_data(self._ctx, buffer, len(data), 0) != len(data):
+            api.llama_memory_clear(api.llama_get_memory(self._ctx), True)
+            return False
+        self._pending = np.asarray(prefill.logits, dtype=np.float32)
+        self._position = prefill.positions
+        return True
+
     def feed(self, token: int) -> None:
         """Append one token after the last decoded position (teacher forcing, scoring)."""
         self._decode_one(int(token), self._position)
+        self._pending = None
         self._position += 1
 
     def next_logits(self) -> np.ndarray:
@@ -260,27 +309,32 @@ class LlamaDecoder:
         top_p: float = 0.95,
         seed: int | None = None,
         cancel: threading.Event | None = None,
+        prefilled: TorchPrefill | None = None,
     ) -> Iterator[int]:
         """Yield new token ids after ``prefix`` + ``ids`` (greedy at temperature 0).
 
-        Stops after an EOS id (not yielded), at ``max_new_tokens``, or before the next token
-        once ``cancel`` is set. The same order of warpers as transformers' sampling: logits
-        divided by ``temperature``, then the top-p nucleus, then one draw.
+        ``prefilled``: the same prefix and ids already run through PyTorch (``llama_kv``);
+        its cache is loaded instead of prefilling here, if this context can take it.
+
+        Stops after an EOS id (yielded last, as ``model.generate`` returns it), at
+        ``max_new_tokens``, or before the next token once ``cancel`` is set. The same order of
+        warpers as transformers' sampling: logits divided by ``temperature``, then the top-p
+        nucleus, then one draw.
         """
         rng = np.random.default_rng(seed)
         eos = set(eos_token_ids)
         with self._lock:
-            self.prefill(prefix, ids, reserve=max_new_tokens)
+            if prefilled is None or not self.load_prefill(prefilled, reserve=max_new_tokens):
+                self.prefill(prefix, ids, reserve=max_new_tokens)
             for step in range(max_new_tokens):
                 if cancel is not None and cancel.is_set():
                     return
                 token = _choose(self._last_logits(), temperature, top_p, rng)
+                yield token
                 if token in eos:
                     return
-                yield token
                 if step + 1 < max_new_tokens:
-                    self._decode_one(token, self._position)
-                    self._position += 1
+                    self.feed(token)
 
     def close(self) -> None:
         """Free the context, the step batch and the model (idempotent)."""
@@ -332,6 +386,11 @@ class LlamaDecoder:
         try:
             if streamer is not None:
                 streamer.put(torch.empty((1, 0), dtype=torch.long))
+            prefilled = None
+            if self.prefill_backbone is not None:
+                from lpm_local.chat.llama_kv import torch_prefill
+
+                prefilled = torch_prefill(self.prefill_backbone, ids, prefix)
             for token in self.tokens(
                 soft,
                 ids[0].tolist(),
@@ -341,6 +400,7 @@ class LlamaDecoder:
                 top_p=top_p,
                 seed=seed,
                 cancel=cancel,
+                prefilled=prefilled,
             ):
                 new.append(token)
                 if streamer is not None:
