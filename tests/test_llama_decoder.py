@@ -337,7 +337,7 @@ def test_the_bench_says_why_it_skips_llama_cpp_for_a_non_gguf_backbone(tiny_back
 @needs_llama
 @needs_smol
 @pytest.mark.realmodel
-def test_the_bench_measures_the_three_paths_interleaved(smol):
+def test_the_bench_measures_the_decode_paths_interleaved(smol):
     from lpm_local.memory.frozen import load_frozen_memory
     from lpm_local.research.eval.decode_compare import PATHS, compare_decoders
 
