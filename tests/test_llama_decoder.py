@@ -7,7 +7,8 @@ reference's do, within the tolerance the quantized arithmetic allows, through bo
 routes (the reference's own KV cache handed to llama.cpp, ``chat/llama_kv.py``; llama.cpp fed
 the embeddings). On SmolLM2: streaming, cancellation and seeded sampling behave as on the
 reference path. The fallback (no extra, not a GGUF backbone, ``LPM_DECODER=transformers``) is
-checked on the tiny model, which has no GGUF for llama.cpp to run.
+checked on the tiny model, which has no GGUF for llama.cpp to run; with the extra, llama.cpp is
+the default for a GGUF backbone.
 """
 
 from __future__ import annotations
@@ -104,9 +105,16 @@ def smol():
     return _load("smollm2-135m")
 
 
-def test_the_transformers_path_is_the_default(tiny_backbone, monkeypatch):
+@needs_llama
+@needs_smol
+@pytest.mark.realmodel
+def test_with_the_extra_a_gguf_backbone_replies_through_llama_cpp(smol, monkeypatch):
     monkeypatch.delenv("LPM_DECODER", raising=False)
-    assert open_decoder(tiny_backbone) is None
+    decoder = open_decoder(smol)
+    assert decoder is not None and decoder.prefill_backbone is smol
+    decoder.close()
+    monkeypatch.setenv("LPM_DECODER", "transformers")  # the opt-out
+    assert open_decoder(smol) is None
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from lpm_local import locations
@@ -28,9 +29,10 @@ from lpm_local.backbones.registry import BackboneSpec, registry
 from lpm_local.errors import ModelNotAvailable
 
 log = logging.getLogger(__name__)
+Progress = Callable[[str, "float | None"], None]
 
 
-def gguf_file_for(backbone_name: str) -> Path | None:
+def gguf_file_for(backbone_name: str, *, progress: Progress | None = None) -> Path | None:
     """The GGUF file a registry backbone was converted from, or None: not a GGUF backbone, its
     package (or a part) is gone, or the parts do not match their pinned sha256."""
     spec = registry().get(backbone_name)
@@ -38,7 +40,7 @@ def gguf_file_for(backbone_name: str) -> Path | None:
         return None
     try:
         if spec.is_multipart:
-            return assembled_gguf(spec)
+            return assembled_gguf(spec, progress=progress)
         return gguf_cache.gguf_source(
             spec.gguf_module, spec.gguf_file, install_hint=spec.install_hint
         )
@@ -52,7 +54,9 @@ def assembled_path(name: str) -> Path:
     return locations.model_cache_dir(name).with_name(f"{name}.gguf")
 
 
-def assembled_gguf(spec: BackboneSpec, *, target: Path | None = None) -> Path:
+def assembled_gguf(
+    spec: BackboneSpec, *, target: Path | None = None, progress: Progress | None = None
+) -> Path:
     """The assembled, verified GGUF of a multi-part ``spec``, assembling it first if needed.
 
     Raises ``ModelNotAvailable`` when a part is missing or the concatenation does not match
@@ -74,8 +78,7 @@ def assembled_gguf(spec: BackboneSpec, *, target: Path | None = None) -> Path:
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
-            log.info("assembling %s for llama.cpp (first use only)", target.name)
-            built = parts.assemble(tmp, lambda stage, fraction=None: None)
+            built = parts.assemble(tmp, progress or (lambda stage, fraction=None: None))
             os.chmod(built, locations.PRIVATE_FILE_MODE)
             _marker(target).unlink(missing_ok=True)  # a stale marker must not vouch for the new
             os.replace(built, target)

@@ -1,18 +1,21 @@
 """Replies through llama.cpp, with the soft prompt in front, for backbones that came from a GGUF.
 
-The transformers path decodes SmolLM2-135M at ~0.2x llama.cpp's speed on a small CPU (fp32
-matmuls against llama.cpp's quantized kernels). llama.cpp accepts a batch of input embeddings
-as well as token ids, so the soft prompt goes in exactly as it does in the reference path: the
-M prefix vectors first (positions 0..M-1), then the prompt's token ids, then one token per step
-from the KV cache. The GGUF file is the one the backbone was converted from, so the weights and
+The transformers path decodes the embedded backbones at ~0.2x llama.cpp's speed on a small CPU
+(fp32 matmuls against llama.cpp's quantized kernels), but prefills a prompt faster than
+llama.cpp does. So PyTorch prefills the soft prompt and the prompt in one pass, exactly as the
+reference path does, and its KV cache is handed to llama.cpp (``chat/llama_kv.py``), which then
+decodes one token per step. Where the handoff cannot write llama.cpp's cache, llama.cpp takes
+the soft prompt itself, as a batch of input embeddings (positions 0..M-1) before the prompt's
+token ids. The GGUF file is the one the backbone was converted from, so the weights and
 the vocabulary are the same; only the arithmetic differs (llama.cpp multiplies in quantized
 form), which keeps next-token logits within a few percent (rel-L2) of the reference.
 
 Only replies take this path. Scoring and the refit need gradients and stay in PyTorch.
 
 The dependency is the optional extra ``lpm-local[fast]`` (``llama-cpp-python``, compiled from
-source at install); ``LPM_DECODER=llama.cpp`` turns it on, and without the extra (or the
-switch) ``open_decoder`` returns None and the engine keeps its transformers path.
+source at install). With it installed this is the reply path of a GGUF backbone on the CPU;
+``LPM_DECODER=transformers`` opts out, and without the extra ``open_decoder`` returns None and
+the engine keeps its transformers path.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import numpy as np
 from lpm_local.backbones.gguf_file import gguf_file_for
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
     from lpm_local.backbones.loader import Backbone
@@ -38,7 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENV_SWITCH = "LPM_DECODER"  # "llama.cpp" turns the fast path on; anything else: transformers
+ENV_SWITCH = "LPM_DECODER"  # "transformers" keeps replies in PyTorch; unset: llama.cpp if it can
+OPT_OUT = ("transformers", "torch", "pytorch", "off")
 # The context is sized to the request (prompt + prefix + reply) rounded up to this, so a short
 # chat does not hold a KV cache for the model's whole window; it grows when a longer one comes.
 CONTEXT_STEP = 1024
@@ -52,20 +58,23 @@ def llama_cpp_available() -> bool:
         return False
 
 
-def open_decoder(backbone: Backbone) -> LlamaDecoder | None:
+def open_decoder(
+    backbone: Backbone, *, progress: Callable[[str, float | None], None] | None = None
+) -> LlamaDecoder | None:
     """A llama.cpp decoder for ``backbone`` where one can serve it, else None (the caller keeps
-    the transformers path): ``LPM_DECODER=llama.cpp`` asks for it, the extra is installed, and
-    the backbone is a GGUF one on the CPU.
+    the transformers path): the extra is installed, the backbone is a GGUF one on the CPU, and
+    ``LPM_DECODER`` is not ``transformers``. ``progress`` hears the one-time assembly of a
+    multi-part GGUF (Qwen2.5-0.5B: ~0.5 GB written next to the converted cache).
 
-    Opt-in for now: greedy replies differ from the transformers path where its two best tokens
-    are nearly tied, and one such tie is the embedded model's answer to "What is the capital of
-    France?" (transformers: Paris; llama.cpp: a list of French landmarks, as llama.cpp itself
-    answers)."""
-    if os.environ.get(ENV_SWITCH, "").strip().lower() not in ("llama.cpp", "llama_cpp", "fast"):
+    The default by measurement (README "Speed"): decode at 0.9-1.0x llama.cpp's own speed on
+    both embedded backbones and a first token no later than the transformers path's (its
+    prefill is the transformers path's). Greedy replies equal the transformers path's until a
+    step where its two best tokens are within a few tenths of a logit; there they may part."""
+    if os.environ.get(ENV_SWITCH, "").strip().lower() in OPT_OUT:
         return None
     if backbone.device.type != "cpu" or not llama_cpp_available():
         return None
-    path = gguf_file_for(backbone.name)
+    path = gguf_file_for(backbone.name, progress=progress)
     if path is None:
         return None
     try:
