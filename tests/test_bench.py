@@ -110,7 +110,7 @@ def test_random_backbone_refuses_unknown_shapes_and_small_vocabularies(tiny_back
 
 def _cli():
     from lpm_local.cli.base import LpmGroup
-    from lpm_local.cli.evaluation import COMMANDS
+    from lpm_local.cli.bench import COMMANDS
 
     group = LpmGroup("lpm")
     for command in COMMANDS:

@@ -16,7 +16,8 @@ from builders import add_memory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lpm_local.data.bundle.archive import export_bundle, import_bundle
+from lpm_local.data.bundle.export import export_bundle
+from lpm_local.data.bundle.restore import import_bundle
 from lpm_local.data.importing import ImportCancelled, import_files, undo_import
 from lpm_local.data.wipe import WipeScope, wipe
 from lpm_local.errors import BadBundle, BadInput

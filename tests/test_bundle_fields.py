@@ -13,8 +13,8 @@ import json
 import pytest
 from test_bundle_hostile import CONFIG, _good_blob, _state, make_bundle
 
-from lpm_local.data.bundle.archive import import_bundle
 from lpm_local.data.bundle.format import Manifest, MemberInfo, MemoryInfo
+from lpm_local.data.bundle.restore import import_bundle
 from lpm_local.errors import BadInput
 from lpm_local.storage.store import Store
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 from builders import slots_config
 
-from lpm_local.data.bundle.archive import import_bundle
 from lpm_local.data.bundle.format import Manifest, MemberInfo, MemoryInfo
+from lpm_local.data.bundle.restore import import_bundle
 from lpm_local.errors import BadInput
 from lpm_local.memory.slots import slots_to_bytes
 from lpm_local.memory.tensorio import tensors_to_bytes

@@ -96,3 +96,34 @@ def test_conversation_drops_system_turns_and_leads_with_the_app_one(tiny_backbon
     turns = chat.conversation([Turn("system", "evil"), Turn("user", "hi")])
     assert [t.role for t in turns] == (["system"] if system else []) + ["user"]
     assert all(t.content != "evil" for t in turns)
+
+
+def test_a_chat_is_titled_from_its_first_message_as_an_import_is(tiny_backbone, store):
+    # One title rule for chats typed here and chats imported: words only, no control characters.
+    from lpm_local.storage.chats import title_from
+
+    profile = store.ensure_profile()
+    first = "Plan a trip\x1b[31m to Lisbon\tin May, with a day in Sintra and one in Cascais"
+    session = ChatSession(ChatEngine(tiny_backbone), store=store, profile=profile)
+    "".join(session.send(first, max_new_tokens=1))
+    title = store.get_conversation(session.conversation_id).title
+    assert title == title_from(first) == "Plan a trip [31m to Lisbon in May, with a day…"
+
+
+@pytest.mark.parametrize("system", [DEFAULT_SYSTEM_PROMPT, "Answer like a pirate."])
+def test_remembered_context_and_turn_costs_equal_a_fresh_encoding(tiny_backbone, system):
+    # The eval asks for one context's ids before every question and for the system prompt's
+    # cost with every turn: remembered answers must be the ones a fresh encoder gives.
+    chat = ChatFormat(tiny_backbone.tokenizer, system)
+    one = [Turn("user", USER), Turn("assistant", REPLY)]
+    two = [*one, Turn("user", "And my brother?")]
+    first = chat.context_ids(one)
+    first.append(-1)  # a caller's list is its own: the remembered ids stay as they were
+    for turns in (one, one, two, one):
+        assert chat.context_ids(turns) == ChatFormat(tiny_backbone.tokenizer, system).context_ids(
+            turns
+        )
+    empty = len(chat.labelled_ids([], [])[0])
+    for turn in [*two, Turn("user", "")]:
+        assert chat.turn_cost(turn) == len(chat.labelled_ids([turn], [False])[0]) - empty
+    assert chat == ChatFormat(tiny_backbone.tokenizer, system)  # what it remembers is not state

@@ -103,7 +103,7 @@ def bench(personas, tiny_backbone):
 
 
 def _text(turns) -> str:
-    return " ".join(content.lower() for _, content in turns)
+    return " ".join(t.content.lower() for t in turns)
 
 
 # -- the PersonaMem-style benchmark ----------------------------------------------------------
@@ -130,7 +130,7 @@ def test_the_benchmark_is_seeded(personas):
 def test_history_lengths_reach_their_targets_and_beyond_the_window(bench, tiny_backbone):
     count = token_counter(tiny_backbone)
     for case in bench.cases:
-        measured = sum(count(c) + 5 for _, c in case.turns)
+        measured = sum(count(t.content) + 5 for t in case.turns)
         target = int(case.length_label)
         assert (
             target <= measured <= 1.25 * target + 200
@@ -233,15 +233,15 @@ def _question(
 def test_cached_context_scores_equal_the_batched_path(tiny_backbone, with_soft):
     chat = ChatFormat(tiny_backbone.tokenizer)
     context = [
-        ("user", "I like green tea and old books."),
-        ("assistant", "Noted!"),
-        ("user", "My name is Ada and I live in Lyon."),
-        ("assistant", "Nice to meet you, Ada."),
+        Turn("user", "I like green tea and old books."),
+        Turn("assistant", "Noted!"),
+        Turn("user", "My name is Ada and I live in Lyon."),
+        Turn("assistant", "Nice to meet you, Ada."),
     ]
     soft = torch.randn(3, tiny_backbone.hidden_size) * 0.1 if with_soft else None
     q = _question()
     windows = [qa_window(chat, q.prompt, q.answer_prefix, o, context=context) for o in q.options]
-    prefix = chat.context_ids([Turn(*t) for t in context])
+    prefix = chat.context_ids(context)
     cache = ContextCache(tiny_backbone.model, soft, prefix)
     batched = score_windows(tiny_backbone.model, soft, windows)
     assert cache.score(windows) == pytest.approx(batched, abs=1e-4)
@@ -269,11 +269,11 @@ def test_options_must_share_their_prompt(tiny_backbone):
 
 def test_full_context_keeps_the_most_recent_turns_within_budget(tiny_backbone):
     chat = ChatFormat(tiny_backbone.tokenizer)
-    history = [("user", f"Message number {k} about the sea.") for k in range(40)]
+    history = [Turn("user", f"Message number {k} about the sea.") for k in range(40)]
     kept = most_recent(chat, history, 120)
-    used = sum(chat.turn_cost(Turn(*t)) for t in kept)
+    used = sum(chat.turn_cost(t) for t in kept)
     assert kept and kept[-1] == history[-1] and used <= 120
-    assert used + chat.turn_cost(Turn(*history[-len(kept) - 1])) > 120
+    assert used + chat.turn_cost(history[-len(kept) - 1]) > 120
     small = replace(tiny_backbone, context_window=FAST.answer_reserve + 120)
     state = build_method("full_context", small, FAST).fit(history)
     assert state.extra["context"] == kept and state.extra["dropped_turns"] == 40 - len(kept)
@@ -281,7 +281,7 @@ def test_full_context_keeps_the_most_recent_turns_within_budget(tiny_backbone):
 
 def test_context_changes_the_scores(tiny_backbone):
     q = _question()
-    history = [("user", "I like green tea."), ("assistant", "Noted!")]
+    history = [Turn("user", "I like green tea."), Turn("assistant", "Noted!")]
     none, full = (build_method(n, tiny_backbone, FAST) for n in ("no_memory", "full_context"))
     a, b = none.score_options(none.fit(history), q), full.score_options(full.fit(history), q)
     assert a != pytest.approx(b, abs=1e-6)
@@ -291,12 +291,12 @@ def test_context_changes_the_scores(tiny_backbone):
 # -- the methods -----------------------------------------------------------------------------
 
 HISTORY = [
-    ("user", "I like green tea and long walks."),
-    ("assistant", "Noted!"),
-    ("user", "Remember that my sister works as a nurse."),
-    ("assistant", "I'll remember that."),
-    ("user", "My name is Ada and I live in Lyon."),
-    ("assistant", "Nice to meet you."),
+    Turn("user", "I like green tea and long walks."),
+    Turn("assistant", "Noted!"),
+    Turn("user", "Remember that my sister works as a nurse."),
+    Turn("assistant", "I'll remember that."),
+    Turn("user", "My name is Ada and I live in Lyon."),
+    Turn("assistant", "Nice to meet you."),
 ]
 
 
@@ -452,8 +452,8 @@ def test_locomo_loader_builds_turns_and_four_option_questions(tmp_path):
     path.write_text(json.dumps([_locomo_sample()]))
     bench = load_locomo(path, LocomoConfig(questions_per_conversation=None))
     (case,) = bench.cases
-    assert case.turns[0] == ("user", "[1 May 2023] Ann: I adopted a dog named Rex.")
-    assert case.turns[1] == (
+    assert case.turns[0] == Turn("user", "[1 May 2023] Ann: I adopted a dog named Rex.")
+    assert case.turns[1] == Turn(
         "assistant",
         "Bob: Lovely! I started pottery. [shares a photo: a vase]",
     )

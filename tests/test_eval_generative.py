@@ -112,7 +112,7 @@ class Answerer(BackboneMethod):
         return UserState(tuple(history))
 
     def _best(self, state, question) -> int | None:
-        text = " ".join(c.lower() for _, c in state.history)
+        text = " ".join(t.content.lower() for t in state.history)
         where = [text.rfind(o.lower().rstrip(".")) for o in question.options]
         return max(range(len(where)), key=where.__getitem__) if max(where) >= 0 else None
 

@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 from test_eval import FAST, _cli, _eval_args, fake_personas
 
+from lpm_local.chat.encoding import Turn
 from lpm_local.research.eval.cases import token_counter
 from lpm_local.research.eval.methods import RECALL_METHODS, build_method
 from lpm_local.research.eval.recall import QTYPES, RecallConfig, build_recall
@@ -40,7 +41,7 @@ def test_users_and_questions_are_the_synthetic_generators(personas, tiny_backbon
             (q.options, q.correct) for q in user.questions
         ]
         assert len(trained) == len(heldout) == len(user.persona.facts) <= 5
-        history = " ".join(c for _, c in case.turns).lower()
+        history = " ".join(t.content for t in case.turns).lower()
         for q in case.questions:
             assert q.cutoff == len(case.turns)  # asked after the one session
             assert q.options[q.correct].lower().rstrip(".")[2:] in history
@@ -55,7 +56,7 @@ def test_users_and_questions_are_the_synthetic_generators(personas, tiny_backbon
 
 
 def test_the_ablations_change_one_thing_each(tiny_backbone):
-    history = [("user", "I keep bees in Lyon."), ("assistant", "Noted!")]
+    history = [Turn("user", "I keep bees in Lyon."), Turn("assistant", "Noted!")]
     lpm, untrained, unfitted = (
         build_method(n, tiny_backbone, FAST) for n in ("lpm", "lpm_untrained", "lpm_unfitted")
     )

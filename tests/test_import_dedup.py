@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from sqlite_utils import Database
 
 from lpm_local.cli import main
-from lpm_local.data.bundle.archive import export_bundle, import_bundle
+from lpm_local.data.bundle.export import export_bundle
+from lpm_local.data.bundle.restore import import_bundle
 from lpm_local.data.importing import import_files, undo_import
 from lpm_local.storage.migrations import migrations
 from lpm_local.storage.records import NewMessage

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lpm_local.chat.encoding import Turn
 from lpm_local.research.synthetic import (
     RECALL_TEMPLATES,
     SyntheticConfig,
@@ -51,7 +52,7 @@ def test_recall_questions_are_well_formed(personas):
     gen = SyntheticUsers(personas, "test", seed=0, config=SyntheticConfig(max_facts=5))
     for user in gen.users(10):
         facts = set(user.persona.facts)
-        history = " ".join(c for _, c in user.history())
+        history = " ".join(t.content for t in user.history())
         assert len(facts) == 5 and all(f[:-1].lower() in history.lower() for f in facts)
         for q in user.questions:
             assert q.qtype == "recall_fact" and len(set(q.options)) == 4
@@ -71,6 +72,14 @@ def test_sessions_are_ordered_in_time(personas):
     assert all(t.role in ("user", "assistant") for s in user.sessions for t in s.turns)
 
 
+def test_history_is_the_chats_turns_without_their_stamps(personas):
+    user = SyntheticUsers(personas, "train", seed=0, config=SyntheticConfig(n_sessions=2)).user(1)
+    said = [t for s in user.sessions for t in s.turns]
+    assert all(isinstance(t, Turn) for t in said)  # a synthetic turn is a chat turn
+    assert user.history() == [Turn(t.role, t.content) for t in said]
+    assert all(type(t) is Turn for t in user.history())
+
+
 def test_preference_change_is_only_known_after_it_happens(personas):
     cfg = SyntheticConfig(n_sessions=3, preference_changes=1)
     gen = SyntheticUsers(personas, "train", seed=0, config=cfg)
@@ -79,9 +88,9 @@ def test_preference_change_is_only_known_after_it_happens(personas):
     for user in users:
         pref = user.persona.preferences[0]
         changed = pref.changed_in[-1]
-        before = " ".join(c for _, c in user.history(changed - 1))
+        before = " ".join(t.content for t in user.history(changed - 1))
         assert pref.current not in before and pref.values[0] in before
-        assert pref.current in " ".join(c for _, c in user.history())
+        assert pref.current in " ".join(t.content for t in user.history())
         latest = [q for q in user.questions if q.qtype == "latest_preference"][0]
         assert latest.options[latest.correct] == pref.current and pref.values[0] in latest.options
 

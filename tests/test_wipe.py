@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from lpm_local import locations
 from lpm_local.cli import wipe as wipe_cli
 from lpm_local.cli.base import LpmGroup
-from lpm_local.data.bundle.archive import export_bundle
+from lpm_local.data.bundle.export import export_bundle
 from lpm_local.data.importing import import_files
 from lpm_local.data.wipe import (
     WipeScope,

@@ -1,6 +1,6 @@
 """Import, export and wipe, as the TUI calls them.
 
-The library (``lpm_local.data.importing``, ``lpm_local.data.bundle.archive``,
+The library (``lpm_local.data.importing``, ``lpm_local.data.bundle.export``,
 ``lpm_local.data.wipe``) is the only place these things happen; this module calls it and hands
 its reports' own lines (``ImportSummary.lines()``, ``WipeReport.lines()``) to the dialogs. A
 wipe is the CLI's wipe: ``wipe_and_verify`` deletes, vacuums and then scans every file under the
@@ -63,7 +63,7 @@ class DataOps:
     def export(self, path: Path, *, with_history: bool = False) -> list[str]:
         # Imported here: the bundle code reads tensors and so imports torch, which the TUI
         # must not wait for before its first paint.
-        from lpm_local.data.bundle.archive import export_bundle
+        from lpm_local.data.bundle.export import export_bundle
 
         a = self.assistant
         result = export_bundle(

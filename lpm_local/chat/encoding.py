@@ -25,7 +25,7 @@ import json
 import re
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lpm_local.errors import BadInput, ModelNotAvailable
 
@@ -89,6 +89,10 @@ class ChatFormat:
 
     tokenizer: object
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    # Results that depend only on the two fields above (and, for "context", on the turns
+    # stored with them): the eval asks for the same context before every question and for the
+    # system prompt's cost with every turn. Not part of equality, never handed out mutable.
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def conversation(self, turns: Sequence[Turn]) -> list[Turn]:
         """``turns`` as the model sees them: the app's system turn, then user/assistant turns."""
@@ -133,15 +137,22 @@ class ChatFormat:
         KV cache of the context can hold. Found as the common prefix of two different probe
         questions, because templates may render the last turn differently once a question
         follows (Qwen3 drops an empty think block); callers reusing it check the prefix."""
-        a = self.prompt_ids([*turns, Turn("user", "a")])
-        b = self.prompt_ids([*turns, Turn("user", "b")])
+        key = tuple(turns)
+        memo = self._memo.get("context")  # (turns, ids) of the last call: one entry is enough
+        if memo is not None and memo[0] == key:
+            return list(memo[1])
+        a = self.prompt_ids([*key, Turn("user", "a")])
+        b = self.prompt_ids([*key, Turn("user", "b")])
         n = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        self._memo["context"] = (key, tuple(a[:n]))
         return a[:n]
 
     def turn_cost(self, turn: Turn) -> int:
         """Tokens one turn adds to a conversation (its scaffold and content)."""
         with_turn = self.labelled_ids([turn], [False])[0]
-        return len(with_turn) - len(self.labelled_ids([], [])[0])
+        if "base" not in self._memo:  # the conversation without turns: the system prompt
+            self._memo["base"] = len(self.labelled_ids([], [])[0])
+        return len(with_turn) - self._memo["base"]
 
 
 def control_token_ids(tokenizer) -> frozenset[int]:

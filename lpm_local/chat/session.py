@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from lpm_local.chat.encoding import DEFAULT_SYSTEM_PROMPT, ChatFormat, Turn, recent_window
 from lpm_local.chat.stops import StopScanner
+from lpm_local.storage.chats import title_from
 
 if TYPE_CHECKING:
     import torch
@@ -148,14 +149,6 @@ class ChatSession:
 
     def _store_message(self, role: str, content: str) -> int:
         if self.conversation_id is None:
-            title = _title_from(content)
+            title = title_from(content) or "New chat"  # a message of no words
             self.conversation_id = self.store.create_conversation(self.profile.id, title).id
         return self.store.add_message(self.conversation_id, role, content).id
-
-
-def _title_from(text: str, limit: int = 48) -> str:
-    """A conversation title from its first message: the first line, shortened on a word."""
-    first = " ".join(text.split())
-    if len(first) <= limit:
-        return first or "New chat"
-    return first[:limit].rsplit(" ", 1)[0] + "…"

@@ -26,6 +26,7 @@ def main() -> None:
 def _register() -> None:
     # Command modules import torch lazily, inside the commands, so `lpm --help` stays fast.
     from lpm_local.cli import (
+        bench,
         bundles,
         chats,
         chatting,
@@ -50,6 +51,7 @@ def _register() -> None:
         forget,
         research,
         evaluation,
+        bench,
         info,
         config,
         serve,

@@ -81,13 +81,17 @@ def finish_progress_line() -> None:
         click.echo("\r\033[K", err=True, nl=False)
 
 
-profile_option = click.option(
-    "--profile",
-    "profile",
-    metavar="NAME",
-    default=None,
-    help="The profile to act on (default: the active one).",
-)
+def load_with_progress(model: str | None, quantize: str | None, device: str | None, prefix: str):
+    """``load_backbone`` with its progress on stderr under ``prefix`` (e.g. "eval: ")."""
+    from lpm_local.backbones.loader import load_backbone
+
+    backbone = load_backbone(
+        model, quantize=quantize, device=device, progress=stderr_progress(prefix)
+    )
+    finish_progress_line()
+    return backbone
+
+
 yes_option = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 
 
@@ -131,8 +135,11 @@ def echo_json(payload: object) -> None:
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
 
 
-# `--profile` for commands that also open the store through ``open_profile``.
-profile_name_option = click.option(
+# `--profile NAME` of every command that acts on one existing profile, the active one by default
+# (``open_profile`` opens it). `memory wipe`, `memory import` and `serve` have their own, as
+# their --profile means something else: what to wipe, where to restore (default: the profile
+# named in the bundle), and the profile requests use when they name none.
+profile_option = click.option(
     "--profile",
     "profile_name",
     metavar="NAME",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from lpm_local.cli.base import progress_bar
+from lpm_local.cli.base import profile_option, progress_bar
 from lpm_local.errors import visible
 from lpm_local.storage.store import Store
 
@@ -18,19 +18,17 @@ from lpm_local.storage.store import Store
 @click.command("export")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--with-history", is_flag=True, help="Include the chats (conversations.jsonl).")
-@click.option(
-    "--profile", metavar="NAME", default=None, help="Export this profile (default: the active one)."
-)
+@profile_option
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
-def export(file: Path, with_history: bool, profile: str | None, force: bool) -> None:
+def export(file: Path, with_history: bool, profile_name: str | None, force: bool) -> None:
     """Save the memory to an .lpm bundle FILE (a zip, readable only by you)."""
-    from lpm_local.data.bundle.archive import export_bundle
+    from lpm_local.data.bundle.export import export_bundle
 
     with Store.open() as store, progress_bar("exporting") as progress:
         result = export_bundle(
             store,
             file,
-            profile=profile,
+            profile=profile_name,
             with_history=with_history,
             overwrite=force,
             progress=progress,
@@ -61,7 +59,7 @@ def export(file: Path, with_history: bool, profile: str | None, force: bool) -> 
 @click.option("--dry-run", is_flag=True, help="Check the bundle and show what would be restored.")
 def import_(file: Path, profile: str | None, dry_run: bool) -> None:
     """Restore memory (and chats, if it has them) from an .lpm bundle FILE."""
-    from lpm_local.data.bundle.archive import import_bundle
+    from lpm_local.data.bundle.restore import import_bundle
 
     with Store.open() as store, progress_bar("restoring") as progress:
         result = import_bundle(

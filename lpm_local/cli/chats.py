@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from lpm_local import locations
-from lpm_local.cli.base import LpmGroup, open_profile, profile_name_option
+from lpm_local.cli.base import LpmGroup, open_profile, profile_option
 from lpm_local.data.chat_export import FORMATS, chat_dict
 from lpm_local.errors import BadInput
 
@@ -73,7 +73,7 @@ def chats() -> None:
     help="Only chats whose title or messages contain TEXT (any case).",
 )
 @click.option("--json", "as_json", is_flag=True, help="A JSON list instead of the table.")
-@profile_name_option
+@profile_option
 def list_command(limit: int, query: str | None, as_json: bool, profile_name: str | None) -> None:
     """List your chats, most recent first, with their ids."""
     store, profile = open_profile(profile_name)
@@ -111,7 +111,7 @@ def _one_line(text: str, limit: int) -> str:
 @chats.command("show")
 @click.argument("chat_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="The chat and its messages as JSON.")
-@profile_name_option
+@profile_option
 def show_command(chat_id: str, as_json: bool, profile_name: str | None) -> None:
     """Print chat ID with all its messages."""
     store, profile = open_profile(profile_name)
@@ -146,7 +146,7 @@ def show_command(chat_id: str, as_json: bool, profile_name: str | None) -> None:
     default=None,
     help="Write to FILE (mode 0600) instead of stdout.",
 )
-@profile_name_option
+@profile_option
 def export_command(
     chat_id: str | None,
     everything: bool,
@@ -180,7 +180,7 @@ def export_command(
 @chats.command("rename")
 @click.argument("chat_id", metavar="ID")
 @click.argument("title")
-@profile_name_option
+@profile_option
 def rename_command(chat_id: str, title: str, profile_name: str | None) -> None:
     """Give chat ID a new TITLE."""
     title = _one_line(title, 200)
@@ -214,7 +214,7 @@ def rename_command(chat_id: str, title: str, profile_name: str | None) -> None:
     default=None,
     help="Override the backbone's default quantization.",
 )
-@profile_name_option
+@profile_option
 def delete_command(
     chat_id: str,
     yes: bool,

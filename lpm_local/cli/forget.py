@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from lpm_local.cli.base import open_profile, profile_name_option
+from lpm_local.cli.base import open_profile, profile_option
 from lpm_local.cli.memory import (
     foreground_refit,
     load_frozen,
@@ -25,7 +25,7 @@ from lpm_local.cli.memory import (
     help="Do not refit now; leave a request for the app (or `lpm memory refit`).",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@profile_name_option
+@profile_option
 @model_option
 @quantize_option
 def forget(

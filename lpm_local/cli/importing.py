@@ -11,7 +11,14 @@ from pathlib import Path
 
 import click
 
-from lpm_local.cli.base import echo_json, json_option, profile_option, progress_bar, yes_option
+from lpm_local.cli.base import (
+    echo_json,
+    json_option,
+    open_profile,
+    profile_option,
+    progress_bar,
+    yes_option,
+)
 from lpm_local.errors import LpmError, visible
 from lpm_local.storage.store import Store
 
@@ -22,7 +29,7 @@ from lpm_local.storage.store import Store
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Check the files and show what would be added.")
 @profile_option
-def import_(files: tuple[Path, ...], dry_run: bool, profile: str | None) -> None:
+def import_(files: tuple[Path, ...], dry_run: bool, profile_name: str | None) -> None:
     """Import chat logs from other apps (format detected from the content).
 
     ChatGPT and Claude exports (conversations.json, shards or the .zip), Open WebUI, ShareGPT,
@@ -37,7 +44,7 @@ def import_(files: tuple[Path, ...], dry_run: bool, profile: str | None) -> None
             summary = import_files(
                 store,
                 files,
-                profile=profile,
+                profile=profile_name,
                 dry_run=dry_run,
                 progress=progress,
                 cancel=threading.Event(),
@@ -65,10 +72,10 @@ def imports() -> None:
 @imports.command("list")
 @profile_option
 @json_option
-def imports_list(profile: str | None, as_json: bool) -> None:
+def imports_list(profile_name: str | None, as_json: bool) -> None:
     """List the imports of a profile, oldest first."""
-    with Store.open() as store:
-        owner = store.active_profile() if profile is None else store.get_profile(profile)
+    store, owner = open_profile(profile_name)
+    with store:
         records = store.list_imports(owner.id)
     if as_json:
         echo_json(

@@ -17,7 +17,7 @@ from lpm_local.cli.base import (
     finish_progress_line,
     json_option,
     open_profile,
-    profile_name_option,
+    profile_option,
     stderr_progress,
 )
 from lpm_local.errors import BadInput
@@ -56,7 +56,7 @@ def _loss(value: float | None) -> str:
 
 
 @memory.command()
-@profile_name_option
+@profile_option
 @json_option
 def status(profile_name: str | None, as_json: bool) -> None:
     """Show whether memory is on, its current version, the last refit and what is pending."""
@@ -153,7 +153,7 @@ def _last_refit(record) -> str:
 
 
 @memory.command()
-@profile_name_option
+@profile_option
 @model_option
 @quantize_option
 @click.option(
@@ -248,7 +248,7 @@ def _version_json(v) -> dict | None:
 
 
 @memory.command()
-@profile_name_option
+@profile_option
 @json_option
 def history(profile_name: str | None, as_json: bool) -> None:
     """List the memory versions with their losses; * marks the current one."""
@@ -287,7 +287,7 @@ def _version_id(text: str) -> int:
 
 @memory.command()
 @click.argument("version")
-@profile_name_option
+@profile_option
 def rollback(version: str, profile_name: str | None) -> None:
     """Make an earlier memory VERSION current (ids from `lpm memory history`)."""
     from lpm_local.memory.versions import rollback as do_rollback
@@ -303,14 +303,14 @@ def rollback(version: str, profile_name: str | None) -> None:
 
 
 @memory.command()
-@profile_name_option
+@profile_option
 def on(profile_name: str | None) -> None:
     """Switch memory on: replies are shaped by it and it learns from new chats."""
     _switch(profile_name, True)
 
 
 @memory.command()
-@profile_name_option
+@profile_option
 def off(profile_name: str | None) -> None:
     """Switch memory off: replies come from the bare model and nothing is learned."""
     _switch(profile_name, False)
@@ -333,7 +333,7 @@ def _switch(profile_name: str | None, enabled: bool) -> None:
     default=None,
     help="Also show which slots this reply attended to, as a heatmap.",
 )
-@profile_name_option
+@profile_option
 @model_option
 @quantize_option
 def show(

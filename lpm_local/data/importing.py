@@ -16,7 +16,7 @@ Guarantees:
 - Model compute never runs here: an import only asks for a refit (``request_refit``), which the
   process that owns the memory runtime picks up.
 
-A bundle (``.lpm``) given to ``import_files`` is handed to ``lpm_local.data.bundle.archive``.
+A bundle (``.lpm``) given to ``import_files`` is handed to ``lpm_local.data.bundle.restore``.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def _import_one(
 ) -> FileResult:
     fmt = detect_format(path)
     if fmt == BUNDLE_FORMAT:
-        from lpm_local.data.bundle.archive import (
+        from lpm_local.data.bundle.restore import (
             import_bundle,  # torch, only when a bundle is given
         )
 

@@ -1,6 +1,6 @@
 """What every import source shares: its identity (sha256), cancellation, the result per file.
 
-Chat logs (``importing``) and ``.lpm`` bundles (``bundle.archive``) are both import sources; this
+Chat logs (``importing``) and ``.lpm`` bundles (``bundle.restore``) are both import sources; this
 module is what they have in common, so neither needs the other.
 """
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from lpm_local.chat.encoding import Turn
+
 SPLITS = ("train", "valid", "test")
 QUESTION_TYPES = ("recall_fact", "latest_preference", "preference_evolution")
 
@@ -65,9 +67,11 @@ class Persona:
 
 
 @dataclass(frozen=True)
-class Turn:
-    role: str  # "user" | "assistant"
-    content: str
+class SyntheticTurn(Turn):
+    """A chat turn of a synthetic session, plus when it was said and why it is there. It is a
+    ``Turn``, so anything that encodes chats takes it as it is; ``history`` hands out plain
+    ``Turn``s, because what was said is all a method may learn from."""
+
     timestamp: str  # ISO 8601
     kind: str = "chat"  # "fact" | "ack" | "preference" | "recall_q" | "recall_a" | "chat"
 
@@ -76,7 +80,7 @@ class Turn:
 class Session:
     index: int
     started_at: str
-    turns: tuple[Turn, ...]
+    turns: tuple[SyntheticTurn, ...]
 
 
 @dataclass(frozen=True)
@@ -97,10 +101,11 @@ class SyntheticUser:
     sessions: tuple[Session, ...]
     questions: tuple[Question, ...]
 
-    def history(self, upto_session: int | None = None) -> list[tuple[str, str]]:
-        """(role, content) turns of sessions 0..upto_session (all when None), in order."""
+    def history(self, upto_session: int | None = None) -> list[Turn]:
+        """The turns of sessions 0..upto_session (all when None), in order, without their
+        timestamps and kinds."""
         last = len(self.sessions) - 1 if upto_session is None else upto_session
-        return [(t.role, t.content) for s in self.sessions[: last + 1] for t in s.turns]
+        return [Turn(t.role, t.content) for s in self.sessions[: last + 1] for t in s.turns]
 
 
 @dataclass(frozen=True)
@@ -212,7 +217,7 @@ class SyntheticUsers:
 
     def _sessions(self, rng: random.Random, persona: Persona) -> list[Session]:
         cfg = self.config
-        per_session: list[list[Turn]] = [[] for _ in range(cfg.n_sessions)]
+        per_session: list[list[tuple[str, str, str]]] = [[] for _ in range(cfg.n_sessions)]
         start = datetime.fromisoformat(cfg.start_date)
         for i, fact in enumerate(persona.facts):  # spread facts over sessions, in order
             s = i * cfg.n_sessions // len(persona.facts)
@@ -237,7 +242,7 @@ class SyntheticUsers:
                 raw = [("user", prompt, "recall_q"), ("assistant", prefix + fact, "recall_a")] + raw
             t0 = start + timedelta(days=cfg.days_between_sessions * s)
             turns = tuple(
-                Turn(role, text, (t0 + timedelta(minutes=2 * j)).isoformat(), kind)
+                SyntheticTurn(role, text, (t0 + timedelta(minutes=2 * j)).isoformat(), kind)
                 for j, (role, text, kind) in enumerate(raw)
             )
             sessions.append(Session(s, t0.isoformat(), turns))

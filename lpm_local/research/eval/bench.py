@@ -326,7 +326,7 @@ def _refit(backbone, chat, frozen, slots, settings: BenchSettings, count) -> dic
     app = RefitSettings()
     history = filler_history(random.Random("bench:refit"), settings.refit_history_tokens, count)
     windows = make_windows(chat, history, app.window)
-    tokens = sum(count(c) + 5 for _, c in history)
+    tokens = sum(count(t.content) + 5 for t in history)
     start = time.perf_counter()
     result = fit_slots(
         backbone.model,

@@ -1,10 +1,10 @@
 """What every benchmark produces and every method consumes: cases, questions, benchmarks.
 
-A ``EvalCase`` is one user (or one LoCoMo conversation): a chat history as ``(role, content)``
-turns and the questions asked about it. Each question carries a ``cutoff``: the number of
-history turns that exist when it is asked. The runner fits and conditions every method on
-``turns[:cutoff]`` only, so no question can see what the user said after it (time leakage is
-ruled out by construction, and tested).
+An ``EvalCase`` is one user (or one LoCoMo conversation): a chat history as ``Turn``s (the chat's
+own turn type; user and assistant turns only) and the questions asked about it. Each question
+carries a ``cutoff``: the number of history turns that exist when it is asked. The runner fits
+and conditions every method on ``turns[:cutoff]`` only, so no question can see what the user
+said after it (time leakage is ruled out by construction, and tested).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-HistoryTurn = tuple[str, str]  # (role, content); role "user" | "assistant"
+from lpm_local.chat.encoding import Turn
+
 TokenCounter = Callable[[str], int]
 
 # Question types as a table column header fits them.
@@ -79,12 +80,15 @@ class EvalCase:
 
     benchmark: str
     case_id: str
-    turns: tuple[HistoryTurn, ...]
+    turns: tuple[Turn, ...]
     questions: tuple[EvalQuestion, ...]
     length_label: str = ""  # the history-length bucket this case belongs to (e.g. "1k")
     meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        # A bare (role, content) pair would only fail later, deep inside a method's fit.
+        if not all(isinstance(t, Turn) for t in self.turns):
+            raise TypeError(f"{self.case_id}: history turns must be Turn objects")
         for q in self.questions:
             if q.cutoff > len(self.turns):
                 raise ValueError(
@@ -92,7 +96,7 @@ class EvalCase:
                     f"{len(self.turns)} turns of the history"
                 )
 
-    def history(self, cutoff: int) -> tuple[HistoryTurn, ...]:
+    def history(self, cutoff: int) -> tuple[Turn, ...]:
         """The turns a question with this cutoff may see."""
         return self.turns[:cutoff]
 
@@ -119,6 +123,6 @@ class Benchmark:
         return sum(len(c.questions) for c in self.cases)
 
 
-def history_token_count(turns: Sequence[HistoryTurn], count: TokenCounter) -> int:
+def history_token_count(turns: Sequence[Turn], count: TokenCounter) -> int:
     """Tokens of a history in a ChatML-like template (content + ~5 template tokens per turn)."""
-    return sum(count(content) + 5 for _, content in turns)
+    return sum(count(turn.content) + 5 for turn in turns)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import random
 
-from lpm_local.research.eval.cases import HistoryTurn, TokenCounter, history_token_count
+from lpm_local.chat.encoding import Turn
+from lpm_local.research.eval.cases import TokenCounter, history_token_count
 
 TASKS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (
@@ -234,7 +235,7 @@ TASKS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
 )
 
 
-def filler_exchange(rng: random.Random, avoid: int | None = None) -> tuple[int, list[HistoryTurn]]:
+def filler_exchange(rng: random.Random, avoid: int | None = None) -> tuple[int, list[Turn]]:
     """(task index, [user request, the assistant's answer of 3-5 sentences in their original
     order]); ``avoid``: a task index not to repeat back to back."""
     task = rng.randrange(len(TASKS) - (avoid is not None))
@@ -244,20 +245,20 @@ def filler_exchange(rng: random.Random, avoid: int | None = None) -> tuple[int, 
     k = rng.randint(3, min(5, len(sentences)))
     chosen = sorted(rng.sample(range(len(sentences)), k))
     return task, [
-        ("user", rng.choice(requests)),
-        ("assistant", " ".join(sentences[i] for i in chosen)),
+        Turn("user", rng.choice(requests)),
+        Turn("assistant", " ".join(sentences[i] for i in chosen)),
     ]
 
 
 def filler_sessions(
     rng: random.Random, budget_tokens: int, count: TokenCounter, *, max_exchanges: int = 3
-) -> list[list[HistoryTurn]]:
+) -> list[list[Turn]]:
     """Sessions of 1..``max_exchanges`` filler exchanges totalling about ``budget_tokens``
     (the last exchange may overshoot by one exchange; a budget <= 0 gives no session)."""
-    sessions: list[list[HistoryTurn]] = []
+    sessions: list[list[Turn]] = []
     spent, last = 0, None
     while spent < budget_tokens:
-        session: list[HistoryTurn] = []
+        session: list[Turn] = []
         for _ in range(rng.randint(1, max_exchanges)):
             last, exchange = filler_exchange(rng, last)
             session += exchange
@@ -268,8 +269,6 @@ def filler_sessions(
     return sessions
 
 
-def filler_history(
-    rng: random.Random, budget_tokens: int, count: TokenCounter
-) -> list[HistoryTurn]:
+def filler_history(rng: random.Random, budget_tokens: int, count: TokenCounter) -> list[Turn]:
     """A flat filler history of about ``budget_tokens`` tokens (used by ``lpm bench``)."""
     return [turn for session in filler_sessions(rng, budget_tokens, count) for turn in session]

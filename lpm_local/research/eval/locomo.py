@@ -25,14 +25,15 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from lpm_local.chat.encoding import Turn
 from lpm_local.errors import BadInput
 from lpm_local.research.eval.cases import (
     Benchmark,
     EvalCase,
     EvalQuestion,
-    HistoryTurn,
     TokenCounter,
     approx_tokens,
+    history_token_count,
 )
 
 CATEGORIES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop"}
@@ -90,11 +91,11 @@ def load_locomo(
     )
 
 
-def conversation_turns(sample: dict, where: str) -> list[HistoryTurn]:
+def conversation_turns(sample: dict, where: str) -> list[Turn]:
     conv = _get(sample, "conversation", dict, where)
     a, b = _get(conv, "speaker_a", str, where), _get(conv, "speaker_b", str, where)
     numbers = sorted(int(m.group(1)) for k in conv if (m := re.fullmatch(r"session_(\d+)", k)))
-    turns: list[HistoryTurn] = []
+    turns: list[Turn] = []
     for n in numbers:
         session = _get(conv, f"session_{n}", list, where)
         date = conv.get(f"session_{n}_date_time")
@@ -110,7 +111,7 @@ def conversation_turns(sample: dict, where: str) -> list[HistoryTurn]:
                 content += f" [shares a photo: {turn['blip_caption']}]"
             if k == 0 and isinstance(date, str):
                 content = f"[{date}] {content}"
-            turns.append(("user" if speaker == a else "assistant", content))
+            turns.append(Turn("user" if speaker == a else "assistant", content))
     return turns
 
 
@@ -136,7 +137,7 @@ def _case(sample, where: str, config: LocomoConfig, count_tokens: TokenCounter) 
     rng = random.Random(f"locomo:{config.seed}:{sample_id}")
     chosen = _sample(rng, items, config.questions_per_conversation)
     questions = [_question(rng, sample_id, item, items, len(turns)) for item in chosen]
-    tokens = sum(count_tokens(c) + 5 for _, c in turns)
+    tokens = history_token_count(turns, count_tokens)
     # One length bucket for all conversations (each is far beyond an 8K window): the report's
     # by-length view is PersonaMem's; per-conversation lengths stay in the meta and records.
     return EvalCase(

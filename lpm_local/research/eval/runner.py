@@ -283,9 +283,18 @@ def _settings(backbone, benches, names, config: EvalConfig, users: int, seed: in
             "dtype": str(backbone.dtype),
             "quantization": backbone.quantization,
         },
+        # Turns as (role, content) pairs: the digest is what a resumed run compares, so its
+        # input keeps the shape every existing checkpoint was written with.
         "benchmarks": {
             b.name: digest(
-                [(c.case_id, c.turns, [asdict(q) for q in c.questions]) for c in b.cases]
+                [
+                    (
+                        c.case_id,
+                        [(t.role, t.content) for t in c.turns],
+                        [asdict(q) for q in c.questions],
+                    )
+                    for c in b.cases
+                ]
             )
             for b in benches
         },

@@ -18,9 +18,9 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from lpm_local.chat.encoding import ChatFormat
-from lpm_local.memory.windows import Window, WindowConfig, as_turn, make_windows, qa_window
-from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
+from lpm_local.chat.encoding import ChatFormat, Turn
+from lpm_local.memory.windows import Window, WindowConfig, make_windows, qa_window
+from lpm_local.research.eval.cases import EvalQuestion
 from lpm_local.research.eval.scoring import ContextCache, prompt_length, score_windows
 
 # Per-method default learning rates, used when no lr grid search ran (``lpm eval --lr-grid``).
@@ -81,7 +81,7 @@ class MethodSettings:
 class UserState:
     """What a method keeps for one user after ``fit`` (never shared between users)."""
 
-    history: tuple[HistoryTurn, ...]
+    history: tuple[Turn, ...]
     trainable: int = 0  # per-user trainable numbers
     tensor: torch.Tensor | None = None  # fitted soft prompt / slots / vector (CPU fp32)
     extra: dict = field(default_factory=dict)  # method-specific (LoRA weights, retrieval index)
@@ -92,7 +92,7 @@ class Conditioning:
     """What goes before the question: soft prefix [M, H] and history turns in the prompt."""
 
     soft: torch.Tensor | None = None
-    context: tuple[HistoryTurn, ...] = ()
+    context: tuple[Turn, ...] = ()
     cacheable: bool = False  # the same for every question of a state: prefill it once
 
 
@@ -100,7 +100,7 @@ class Conditioning:
 class Method(Protocol):
     name: str
 
-    def fit(self, history: Sequence[HistoryTurn]) -> UserState: ...
+    def fit(self, history: Sequence[Turn]) -> UserState: ...
 
     def score_options(
         self, state: UserState, question: EvalQuestion, options: Sequence[str] | None = None
@@ -137,7 +137,7 @@ class BackboneMethod:
 
     # -- what subclasses provide -------------------------------------------------------------
 
-    def fit(self, history: Sequence[HistoryTurn]) -> UserState:
+    def fit(self, history: Sequence[Turn]) -> UserState:
         return UserState(tuple(history))
 
     def condition(self, state: UserState, question: EvalQuestion) -> Conditioning:
@@ -203,17 +203,19 @@ class BackboneMethod:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def training_windows(self, history: Sequence[HistoryTurn]) -> list[Window]:
+    def training_windows(self, history: Sequence[Turn]) -> list[Window]:
         return make_windows(self.chat, history, self.settings.window)
 
-    def user_seed(self, history: Sequence[HistoryTurn]) -> int:
+    def user_seed(self, history: Sequence[Turn]) -> int:
         """A per-user seed (the same for every fit of one user): inits differ across users,
         and prompt tuning and LPM start from the same point for the same user."""
-        head = repr(tuple(history[:4])).encode("utf-8", "surrogatepass")
+        # The repr of (role, content) pairs: the seeds of every recorded run were made from it.
+        head = repr(tuple((t.role, t.content) for t in history[:4]))
+        head = head.encode("utf-8", "surrogatepass")
         return (self.settings.seed * 100_003 + zlib.crc32(head)) % (2**31)
 
-    def context_ids(self, context: Sequence[HistoryTurn]) -> list[int]:
-        return self.chat.context_ids([as_turn(t) for t in context])
+    def context_ids(self, context: Sequence[Turn]) -> list[int]:
+        return self.chat.context_ids(context)
 
     def _windows(
         self, cond: Conditioning, question: EvalQuestion, options: Sequence[str]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lpm_local.memory.windows import as_turn
-from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
+from lpm_local.chat.encoding import Turn
+from lpm_local.research.eval.cases import EvalQuestion
 from lpm_local.research.eval.methods.base import BackboneMethod, Conditioning, UserState
 
 
@@ -19,7 +19,7 @@ class FullContext(BackboneMethod):
     name = "full_context"
     label = "full context (truncated to the window)"
 
-    def fit(self, history: Sequence[HistoryTurn]) -> UserState:
+    def fit(self, history: Sequence[Turn]) -> UserState:
         budget = max(0, self.backbone.context_window - self.settings.answer_reserve)
         kept = most_recent(self.chat, history, budget)
         return UserState(
@@ -37,13 +37,11 @@ class FullContext(BackboneMethod):
         }
 
 
-def most_recent(
-    chat, history: Sequence[HistoryTurn], budget_tokens: int
-) -> tuple[HistoryTurn, ...]:
+def most_recent(chat, history: Sequence[Turn], budget_tokens: int) -> tuple[Turn, ...]:
     """The longest suffix of whole turns whose ChatML tokens fit in ``budget_tokens``."""
     spent, start = 0, len(history)
     for i in range(len(history) - 1, -1, -1):
-        cost = chat.turn_cost(as_turn(history[i]))
+        cost = chat.turn_cost(history[i])
         if spent + cost > budget_tokens:
             break
         spent += cost

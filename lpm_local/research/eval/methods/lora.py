@@ -15,9 +15,10 @@ from contextlib import contextmanager
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
+from lpm_local.chat.encoding import Turn
 from lpm_local.memory.fitting import _batches as fitting_batches  # the soft-prompt fits' batches
 from lpm_local.memory.lm import mean_loss
-from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
+from lpm_local.research.eval.cases import EvalQuestion
 from lpm_local.research.eval.methods.base import (
     BackboneMethod,
     Conditioning,
@@ -43,7 +44,7 @@ class PerUserLora(BackboneMethod):
         )
         self._attached: UserState | None = None
 
-    def fit(self, history: Sequence[HistoryTurn]) -> UserState:
+    def fit(self, history: Sequence[Turn]) -> UserState:
         seed = self.user_seed(history)
         windows = self.training_windows(history)
         with self._adapter(None, seed) as peft_model:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lpm_local.chat.encoding import Turn
 from lpm_local.memory.fitting import fit_slots
 from lpm_local.memory.frozen import load_frozen_memory
-from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
+from lpm_local.research.eval.cases import EvalQuestion
 from lpm_local.research.eval.methods.base import (
     BackboneMethod,
     Conditioning,
@@ -31,7 +32,7 @@ class LatentPersonalMemory(BackboneMethod):
         super().__init__(backbone, settings)
         self.frozen = load_frozen_memory(backbone)
 
-    def fit(self, history: Sequence[HistoryTurn]) -> UserState:
+    def fit(self, history: Sequence[Turn]) -> UserState:
         seed = self.user_seed(history)
         slots = self.frozen.fresh_slots(list(history), seed=seed)
         windows = self.training_windows(history)

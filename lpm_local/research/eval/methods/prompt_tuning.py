@@ -14,10 +14,11 @@ from collections.abc import Sequence
 
 from peft import PromptTuningConfig, PromptTuningInit
 
+from lpm_local.chat.encoding import Turn
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.fitting import fit_slots
 from lpm_local.memory.slots import init_slots
-from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
+from lpm_local.research.eval.cases import EvalQuestion
 from lpm_local.research.eval.methods.base import (
     BackboneMethod,
     Conditioning,
@@ -46,7 +47,7 @@ class PromptTuning(BackboneMethod):
             hidden_size=hidden, slot_dim=hidden, n_slots=tokens, n_soft_tokens=tokens, heads=1
         )
 
-    def fit(self, history: Sequence[HistoryTurn]) -> UserState:
+    def fit(self, history: Sequence[Turn]) -> UserState:
         seed = self.user_seed(history)
         weight = self.model.get_input_embeddings().weight
         prompt = init_slots(self.memory_config, weight, seed=seed)  # [M, H]: vocabulary samples

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
+from lpm_local.chat.encoding import Turn
 from lpm_local.errors import ModelNotAvailable
-from lpm_local.research.eval.cases import EvalQuestion, HistoryTurn
+from lpm_local.research.eval.cases import EvalQuestion
 from lpm_local.research.eval.methods.base import (
     BackboneMethod,
     Conditioning,
@@ -87,8 +88,8 @@ class Retrieval(BackboneMethod):
         super().__init__(backbone, settings)
         self.embedder = embedder or load_minilm(str(backbone.device))
 
-    def fit(self, history: Sequence[HistoryTurn]) -> UserState:
-        vectors = self.embedder.encode([content for _, content in history])
+    def fit(self, history: Sequence[Turn]) -> UserState:
+        vectors = self.embedder.encode([turn.content for turn in history])
         return UserState(tuple(history), extra={"index": vectors})
 
     def condition(self, state: UserState, question: EvalQuestion) -> Conditioning:
