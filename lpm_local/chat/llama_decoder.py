@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lpm_local.backbones.gguf_file import gguf_file_for
+from lpm_local.chat.sampling import choose_token
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -185,7 +186,7 @@ class LlamaDecoder:
             from lpm_local.chat.llama_kv import probe_layout
 
             api = self._api
-            self._decode_tokens([0], 0)
+            self._decode_batch(0, ids=[0])
             size = api.llama_state_seq_get_size(self._ctx, 0)
             buffer = (ctypes.c_uint8 * size)()
             written = api.llama_state_seq_get_data(self._ctx, buffer, size, 0)
@@ -201,37 +202,28 @@ class LlamaDecoder:
             )  # False: probed, not understood (kept so it is not probed again)
         return self._layout or None
 
-    def _decode_embeddings(self, vectors: np.ndarray, start: int, *, last_logits: bool) -> None:
+    def _decode_batch(
+        self, start: int, *, ids: Sequence[int] = (), vectors: np.ndarray | None = None
+    ) -> None:
+        """Prefill token ``ids`` or embedding ``vectors`` [n, H] at positions ``start``..,
+        with logits for the last position only."""
         api = self._api
-        count = vectors.shape[0]
-        batch = api.llama_batch_init(count, self.hidden_size, 1)
+        count = len(ids) if vectors is None else vectors.shape[0]
+        batch = api.llama_batch_init(count, 0 if vectors is None else self.hidden_size, 1)
         try:
-            flat = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)
-            ctypes.memmove(batch.embd, flat.ctypes.data, flat.nbytes)
+            if vectors is not None:
+                flat = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)
+                ctypes.memmove(batch.embd, flat.ctypes.data, flat.nbytes)
             for i in range(count):
-                batch.pos[i] = start + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = 1 if (last_logits and i == count - 1) else 0
-            batch.n_tokens = count
-            self._check(api.llama_decode(self._ctx, batch), "soft prompt")
-        finally:
-            api.llama_batch_free(batch)
-
-    def _decode_tokens(self, ids: Sequence[int], start: int) -> None:
-        """Prefill ``ids`` at positions ``start``.. with logits for the last one only."""
-        api = self._api
-        count = len(ids)
-        batch = api.llama_batch_init(count, 0, 1)
-        try:
-            for i, token in enumerate(ids):
-                batch.token[i] = int(token)
+                if vectors is None:
+                    batch.token[i] = int(ids[i])
                 batch.pos[i] = start + i
                 batch.n_seq_id[i] = 1
                 batch.seq_id[i][0] = 0
                 batch.logits[i] = 1 if i == count - 1 else 0
             batch.n_tokens = count
-            self._check(api.llama_decode(self._ctx, batch), "prompt")
+            what = "prompt" if vectors is None else "soft prompt"
+            self._check(api.llama_decode(self._ctx, batch), what)
         finally:
             api.llama_batch_free(batch)
 
@@ -270,8 +262,8 @@ class LlamaDecoder:
         self._ensure_context(m + len(ids) + reserve)
         self._pending = None
         if m:
-            self._decode_embeddings(soft, 0, last_logits=False)
-        self._decode_tokens(ids, m)
+            self._decode_batch(0, vectors=soft)
+        self._decode_batch(m, ids=ids)
         self._position = m + len(ids)
 
     def load_prefill(self, prefill: TorchPrefill, *, reserve: int = 0) -> bool:
@@ -338,7 +330,7 @@ class LlamaDecoder:
             for step in range(max_new_tokens):
                 if cancel is not None and cancel.is_set():
                     return
-                token = _choose(self._last_logits(), temperature, top_p, rng)
+                token = choose_token(self._last_logits(), temperature, top_p, rng)
                 yield token
                 if token in eos:
                     return
@@ -418,21 +410,3 @@ class LlamaDecoder:
             if streamer is not None:
                 streamer.end()
         return torch.tensor([new], dtype=torch.long)
-
-
-def _choose(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
-    """Greedy at temperature 0, else a draw from the top-p nucleus of softmax(logits / T)."""
-    if temperature <= 0:
-        return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / temperature
-    scaled -= scaled.max()
-    probs = np.exp(scaled)
-    probs /= probs.sum()
-    if top_p < 1.0:
-        order = np.argsort(-probs)
-        cumulative = np.cumsum(probs[order])
-        # Keep the smallest set whose mass reaches top_p (always at least the top token).
-        keep = order[: int(np.searchsorted(cumulative, top_p) + 1)]
-        kept = probs[keep] / probs[keep].sum()
-        return int(keep[rng.choice(len(keep), p=kept)])
-    return int(rng.choice(len(probs), p=probs))
