@@ -1,14 +1,16 @@
 """The llama.cpp decode path (``chat/llama_decoder.py``) against the transformers reference.
 
-On both embedded backbones (SmolLM2-135M Q4_1; Qwen2.5-Coder-0.5B, slow), from the GGUF each
-was converted from: with memory off the greedy reply is the reference's up to the first step
-where the reference itself nearly ties; with a soft prompt in front the logits move as the
-reference's do, within the tolerance the quantized arithmetic allows, through both prefill
-routes (the reference's own KV cache handed to llama.cpp, ``chat/llama_kv.py``; llama.cpp fed
-the embeddings). On SmolLM2: streaming, cancellation and seeded sampling behave as on the
-reference path. The fallback (no extra, not a GGUF backbone, ``LPM_DECODER=transformers``) is
-checked on the tiny model, which has no GGUF for llama.cpp to run; with the extra, llama.cpp is
-the default for a GGUF backbone.
+On the tiny Qwen3 written as an fp32 GGUF (``tiny_gguf.py``; no real weights needed): with
+memory off the greedy reply is the reference's, token for token, through both prefill routes
+(the reference's own KV cache handed to llama.cpp, ``chat/llama_kv.py``; llama.cpp fed the
+embeddings), and a soft prompt moves the logits as it does in the reference. On both embedded
+backbones (SmolLM2-135M Q4_1; Qwen2.5-Coder-0.5B, slow), from the GGUF each was converted
+from: the greedy reply is the reference's up to the first step where the reference itself
+nearly ties (quantized arithmetic), every clear choice is the same, and the soft prompt moves
+the logits as the reference's do within the tolerance stated below. On SmolLM2: streaming,
+cancellation and seeded sampling behave as on the reference path. The fallback (no extra, not
+a GGUF backbone, ``LPM_DECODER=transformers``) is checked without llama.cpp; with the extra,
+llama.cpp is the default for a GGUF backbone.
 """
 
 from __future__ import annotations
@@ -87,6 +89,63 @@ def test_the_switch_forces_the_transformers_path(tiny_backbone, monkeypatch):
 
 def test_an_engine_without_decoder_is_the_reference(tiny_backbone):
     assert ChatEngine(tiny_backbone).decoder is None
+
+
+# ---------------------------------------------------------------- llama.cpp on the tiny model
+# The tiny Qwen3 written as an fp32 GGUF (tests/tiny_gguf.py): no quantization between the two
+# paths, only llama.cpp's f16 KV cache and its order of summation (next-token logits within
+# rel-L2 6e-4 of the reference, measured), so the greedy replies must be the same tokens.
+TINY_REL_L2 = 5e-3
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_qwen3_dir, tiny_backbone, tmp_path_factory):
+    """(reference engine, llama.cpp engine with the handoff, llama.cpp prefilling itself)."""
+    from tiny_gguf import write_tiny_gguf
+
+    from lpm_local.chat.llama_decoder import LlamaDecoder
+
+    path = write_tiny_gguf(tiny_qwen3_dir, tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf")
+    hidden = tiny_backbone.hidden_size
+    handoff = LlamaDecoder(path, hidden_size=hidden, threads=1, prefill_backbone=tiny_backbone)
+    own = LlamaDecoder(path, hidden_size=hidden, threads=1)
+    yield ChatEngine(tiny_backbone), ChatEngine(tiny_backbone, decoder=handoff), own
+    handoff.close()
+    own.close()
+
+
+@needs_llama
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_tiny_memory_off_greedy_equals_the_reference(tiny_llama, prompt):
+    reference, fast, own = tiny_llama
+    ids = reference.encode([Turn("user", prompt)])
+    want = reference.generate(ids, None, max_new_tokens=NEW_TOKENS)
+    assert torch.equal(fast.generate(ids, None, max_new_tokens=NEW_TOKENS), want)
+    own_engine = ChatEngine(reference.backbone, decoder=own)
+    assert torch.equal(own_engine.generate(ids, None, max_new_tokens=NEW_TOKENS), want)
+
+
+@needs_llama
+@pytest.mark.parametrize("route", ["handoff", "llama.cpp prefill"])
+def test_tiny_soft_prompt_moves_the_logits_as_the_reference(tiny_llama, frozen, route):
+    reference, fast, own = tiny_llama
+    slots = frozen.fresh_slots([("user", "I keep bees in Lisbon."), ("assistant", "Nice.")], seed=0)
+    soft = frozen.soft(slots, PROMPTS[0])[0].detach()
+    ids = reference.encode([Turn("user", PROMPTS[0])])
+    first = int(reference.logits(ids, soft)[0, -1].argmax())
+    longer = torch.cat([ids, torch.tensor([[first]])], dim=1)
+    if route == "handoff":
+        decoder = fast.decoder
+        assert decoder.load_prefill(torch_prefill(reference.backbone, ids, soft), reserve=4)
+    else:
+        decoder = own
+        decoder.prefill(soft.float().numpy(), ids[0].tolist(), reserve=4)
+    decoder.feed(first)
+    got = decoder.next_logits()
+    want = reference.logits(longer, soft)[0, -1].float().numpy()
+    bare = reference.logits(longer, None)[0, -1].float().numpy()
+    assert rel_l2(got, want) < TINY_REL_L2 < rel_l2(bare, want)  # the prefix matters, and lands
+    assert np.array_equal(np.argsort(-got)[:5], np.argsort(-want)[:5])
 
 
 # ---------------------------------------------------------------- llama.cpp on the real backbones
