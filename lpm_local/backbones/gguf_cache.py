@@ -83,7 +83,7 @@ def ensure_gguf_cache(
     if is_cache_valid(target, source):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(target.parent / f".{target.name}.lock"):
+    with exclusive(target.parent / f".{target.name}.lock"):
         if is_cache_valid(target, source):  # another process converted while we waited
             return target
         _remove_leftovers(target)
@@ -216,7 +216,7 @@ def _remove_leftovers(target: Path) -> None:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
+def exclusive(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``lock_path`` (released when the process dies)."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

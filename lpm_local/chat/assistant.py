@@ -122,7 +122,7 @@ def open_assistant(
             model or settings.model or None, quantize=quantize, progress=progress
         )
         # llama.cpp replies where the [fast] extra can serve this backbone; else transformers.
-        engine = ChatEngine(backbone, decoder=open_decoder(backbone))
+        engine = ChatEngine(backbone, decoder=open_decoder(backbone, progress=progress))
         memory = MemoryRuntime(
             store,
             backbone,

@@ -1,18 +1,21 @@
 """Replies through llama.cpp, with the soft prompt in front, for backbones that came from a GGUF.
 
-The transformers path decodes SmolLM2-135M at ~0.2x llama.cpp's speed on a small CPU (fp32
-matmuls against llama.cpp's quantized kernels). llama.cpp accepts a batch of input embeddings
-as well as token ids, so the soft prompt goes in exactly as it does in the reference path: the
-M prefix vectors first (positions 0..M-1), then the prompt's token ids, then one token per step
-from the KV cache. The GGUF file is the one the backbone was converted from, so the weights and
+The transformers path decodes the embedded backbones at ~0.2x llama.cpp's speed on a small CPU
+(fp32 matmuls against llama.cpp's quantized kernels), but prefills a prompt faster than
+llama.cpp does. So PyTorch prefills the soft prompt and the prompt in one pass, exactly as the
+reference path does, and its KV cache is handed to llama.cpp (``chat/llama_kv.py``), which then
+decodes one token per step. Where the handoff cannot write llama.cpp's cache, llama.cpp takes
+the soft prompt itself, as a batch of input embeddings (positions 0..M-1) before the prompt's
+token ids. The GGUF file is the one the backbone was converted from, so the weights and
 the vocabulary are the same; only the arithmetic differs (llama.cpp multiplies in quantized
 form), which keeps next-token logits within a few percent (rel-L2) of the reference.
 
 Only replies take this path. Scoring and the refit need gradients and stay in PyTorch.
 
 The dependency is the optional extra ``lpm-local[fast]`` (``llama-cpp-python``, compiled from
-source at install); ``LPM_DECODER=llama.cpp`` turns it on, and without the extra (or the
-switch) ``open_decoder`` returns None and the engine keeps its transformers path.
+source at install). With it installed this is the reply path of a GGUF backbone on the CPU;
+``LPM_DECODER=transformers`` opts out, and without the extra ``open_decoder`` returns None and
+the engine keeps its transformers path.
 """
 
 from __future__ import annotations
@@ -28,16 +31,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lpm_local.errors import ModelNotAvailable
+from lpm_local.backbones.gguf_file import gguf_file_for
+from lpm_local.chat.sampling import choose_token
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
     from lpm_local.backbones.loader import Backbone
+    from lpm_local.chat.llama_kv import CacheLayout, TorchPrefill
 
 log = logging.getLogger(__name__)
 
-ENV_SWITCH = "LPM_DECODER"  # "llama.cpp" turns the fast path on; anything else: transformers
+ENV_SWITCH = "LPM_DECODER"  # "transformers" keeps replies in PyTorch; unset: llama.cpp if it can
+OPT_OUT = ("transformers", "torch", "pytorch", "off")
 # The context is sized to the request (prompt + prefix + reply) rounded up to this, so a short
 # chat does not hold a KV cache for the model's whole window; it grows when a longer one comes.
 CONTEXT_STEP = 1024
@@ -51,41 +59,27 @@ def llama_cpp_available() -> bool:
         return False
 
 
-def gguf_file_for(backbone_name: str) -> Path | None:
-    """The GGUF file a registry backbone was converted from, or None (not a GGUF backbone, or
-    its package is gone and only the converted cache is left)."""
-    from lpm_local.backbones import gguf_cache
-    from lpm_local.backbones.registry import registry
-
-    spec = registry().get(backbone_name)
-    if spec is None or spec.source != "gguf":
-        return None
-    try:
-        return gguf_cache.gguf_source(
-            spec.gguf_module, spec.gguf_file, install_hint=spec.install_hint
-        )
-    except ModelNotAvailable:
-        return None
-
-
-def open_decoder(backbone: Backbone) -> LlamaDecoder | None:
+def open_decoder(
+    backbone: Backbone, *, progress: Callable[[str, float | None], None] | None = None
+) -> LlamaDecoder | None:
     """A llama.cpp decoder for ``backbone`` where one can serve it, else None (the caller keeps
-    the transformers path): ``LPM_DECODER=llama.cpp`` asks for it, the extra is installed, and
-    the backbone is a GGUF one on the CPU.
+    the transformers path): the extra is installed, the backbone is a GGUF one on the CPU, and
+    ``LPM_DECODER`` is not ``transformers``. ``progress`` hears the one-time assembly of a
+    multi-part GGUF (Qwen2.5-0.5B: ~0.5 GB written next to the converted cache).
 
-    Opt-in for now: greedy replies differ from the transformers path where its two best tokens
-    are nearly tied, and one such tie is the embedded model's answer to "What is the capital of
-    France?" (transformers: Paris; llama.cpp: a list of French landmarks, as llama.cpp itself
-    answers)."""
-    if os.environ.get(ENV_SWITCH, "").strip().lower() not in ("llama.cpp", "llama_cpp", "fast"):
+    The default by measurement (README "Speed"): decode at 0.9-1.0x llama.cpp's own speed on
+    both embedded backbones and a first token no later than the transformers path's (its
+    prefill is the transformers path's). Greedy replies equal the transformers path's until a
+    step where its two best tokens are within a few tenths of a logit; there they may part."""
+    if os.environ.get(ENV_SWITCH, "").strip().lower() in OPT_OUT:
         return None
     if backbone.device.type != "cpu" or not llama_cpp_available():
         return None
-    path = gguf_file_for(backbone.name)
+    path = gguf_file_for(backbone.name, progress=progress)
     if path is None:
         return None
     try:
-        return LlamaDecoder(path, hidden_size=backbone.hidden_size)
+        return LlamaDecoder(path, hidden_size=backbone.hidden_size, prefill_backbone=backbone)
     except (OSError, RuntimeError, ValueError) as exc:
         # A broken build or an unreadable file must not stop the chat: say so, use the fallback.
         log.warning("llama.cpp decoder unavailable (%s); using transformers", exc)
@@ -112,7 +106,17 @@ class LlamaDecoder:
     memory; the object also frees it when collected.
     """
 
-    def __init__(self, gguf_path: Path, *, hidden_size: int, threads: int | None = None):
+    def __init__(
+        self,
+        gguf_path: Path,
+        *,
+        hidden_size: int,
+        threads: int | None = None,
+        prefill_backbone: Backbone | None = None,
+    ):
+        """``prefill_backbone``: the same model in PyTorch, to compute each prompt's KV cache
+        (faster than llama.cpp's prefill on a CPU: ``chat/llama_kv.py``); None: llama.cpp
+        prefills too."""
         from llama_cpp import llama_cpp as api
 
         # llama-cpp-python routes llama.cpp's log through this logger and prints every load step
@@ -141,6 +145,10 @@ class LlamaDecoder:
         self._ctx = None
         self.n_ctx = 0
         self._step = api.llama_batch_init(1, 0, 1)  # one token per decode step, reused
+        self.prefill_backbone = prefill_backbone
+        self._layout: CacheLayout | None = None  # learned per context (probe_layout)
+        self._pending: np.ndarray | None = None  # logits of a prefill done in PyTorch
+        self._position = 0
 
     # -- the native context ---------------------------------------------------------------
 
@@ -169,38 +177,53 @@ class LlamaDecoder:
         if not ctx:
             raise RuntimeError(f"llama.cpp could not make a context of {size} positions")
         self._ctx, self.n_ctx = ctx, size
+        self._layout = None
 
-    def _decode_embeddings(self, vectors: np.ndarray, start: int, *, last_logits: bool) -> None:
+    def _cache_layout(self) -> CacheLayout | None:
+        """The KV state layout of this context, read from the state llama.cpp writes for one
+        decoded token (then cleared); None when it is not one ``llama_kv`` can write."""
+        if self._layout is None:
+            from lpm_local.chat.llama_kv import probe_layout
+
+            api = self._api
+            self._decode_batch(0, ids=[0])
+            size = api.llama_state_seq_get_size(self._ctx, 0)
+            buffer = (ctypes.c_uint8 * size)()
+            written = api.llama_state_seq_get_data(self._ctx, buffer, size, 0)
+            api.llama_memory_clear(api.llama_get_memory(self._ctx), True)
+            rope = api.llama_model_rope_type(self._model)
+            self._layout = (
+                probe_layout(
+                    bytes(buffer)[:written],
+                    n_layer=int(api.llama_model_n_layer(self._model)),
+                    permute_keys=rope == api.LLAMA_ROPE_TYPE_NORM,
+                )
+                or False
+            )  # False: probed, not understood (kept so it is not probed again)
+        return self._layout or None
+
+    def _decode_batch(
+        self, start: int, *, ids: Sequence[int] = (), vectors: np.ndarray | None = None
+    ) -> None:
+        """Prefill token ``ids`` or embedding ``vectors`` [n, H] at positions ``start``..,
+        with logits for the last position only."""
         api = self._api
-        count = vectors.shape[0]
-        batch = api.llama_batch_init(count, self.hidden_size, 1)
+        count = len(ids) if vectors is None else vectors.shape[0]
+        batch = api.llama_batch_init(count, 0 if vectors is None else self.hidden_size, 1)
         try:
-            flat = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)
-            ctypes.memmove(batch.embd, flat.ctypes.data, flat.nbytes)
+            if vectors is not None:
+                flat = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)
+                ctypes.memmove(batch.embd, flat.ctypes.data, flat.nbytes)
             for i in range(count):
-                batch.pos[i] = start + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = 1 if (last_logits and i == count - 1) else 0
-            batch.n_tokens = count
-            self._check(api.llama_decode(self._ctx, batch), "soft prompt")
-        finally:
-            api.llama_batch_free(batch)
-
-    def _decode_tokens(self, ids: Sequence[int], start: int) -> None:
-        """Prefill ``ids`` at positions ``start``.. with logits for the last one only."""
-        api = self._api
-        count = len(ids)
-        batch = api.llama_batch_init(count, 0, 1)
-        try:
-            for i, token in enumerate(ids):
-                batch.token[i] = int(token)
+                if vectors is None:
+                    batch.token[i] = int(ids[i])
                 batch.pos[i] = start + i
                 batch.n_seq_id[i] = 1
                 batch.seq_id[i][0] = 0
                 batch.logits[i] = 1 if i == count - 1 else 0
             batch.n_tokens = count
-            self._check(api.llama_decode(self._ctx, batch), "prompt")
+            what = "prompt" if vectors is None else "soft prompt"
+            self._check(api.llama_decode(self._ctx, batch), what)
         finally:
             api.llama_batch_free(batch)
 
@@ -215,6 +238,8 @@ class LlamaDecoder:
         self._check(self._api.llama_decode(self._ctx, step), "next token")
 
     def _last_logits(self) -> np.ndarray:
+        if self._pending is not None:
+            return self._pending
         pointer = self._api.llama_get_logits_ith(self._ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
 
@@ -235,14 +260,39 @@ class LlamaDecoder:
             raise ValueError(f"prefix must be [M, {self.hidden_size}], got {list(soft.shape)}")
         m = 0 if soft is None else soft.shape[0]
         self._ensure_context(m + len(ids) + reserve)
+        self._pending = None
         if m:
-            self._decode_embeddings(soft, 0, last_logits=False)
-        self._decode_tokens(ids, m)
+            self._decode_batch(0, vectors=soft)
+        self._decode_batch(m, ids=ids)
         self._position = m + len(ids)
+
+    def load_prefill(self, prefill: TorchPrefill, *, reserve: int = 0) -> bool:
+        """Clear the cache and fill it with a prefill computed in PyTorch (keys and values of
+        every position, the last logits); ``reserve`` positions are kept free for the reply.
+        False (the cache left empty) when this context's layout is not one that can be
+        written: the caller prefills through llama.cpp instead."""
+        from lpm_local.chat.llama_kv import state_bytes
+
+        api = self._api
+        self._ensure_context(prefill.positions + reserve)
+        self._pending = None
+        layout = self._cache_layout()
+        if layout is None:
+            return False
+        data = state_bytes(layout, prefill)
+        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        api.llama_memory_clear(api.llama_get_memory(self._ctx), True)
+        if api.llama_state_seq_set_data(self._ctx, buffer, len(data), 0) != len(data):
+            api.llama_memory_clear(api.llama_get_memory(self._ctx), True)
+            return False
+        self._pending = np.asarray(prefill.logits, dtype=np.float32)
+        self._position = prefill.positions
+        return True
 
     def feed(self, token: int) -> None:
         """Append one token after the last decoded position (teacher forcing, scoring)."""
         self._decode_one(int(token), self._position)
+        self._pending = None
         self._position += 1
 
     def next_logits(self) -> np.ndarray:
@@ -260,27 +310,32 @@ class LlamaDecoder:
         top_p: float = 0.95,
         seed: int | None = None,
         cancel: threading.Event | None = None,
+        prefilled: TorchPrefill | None = None,
     ) -> Iterator[int]:
         """Yield new token ids after ``prefix`` + ``ids`` (greedy at temperature 0).
 
-        Stops after an EOS id (not yielded), at ``max_new_tokens``, or before the next token
-        once ``cancel`` is set. The same order of warpers as transformers' sampling: logits
-        divided by ``temperature``, then the top-p nucleus, then one draw.
+        ``prefilled``: the same prefix and ids already run through PyTorch (``llama_kv``);
+        its cache is loaded instead of prefilling here, if this context can take it.
+
+        Stops after an EOS id (yielded last, as ``model.generate`` returns it), at
+        ``max_new_tokens``, or before the next token once ``cancel`` is set. The same order of
+        warpers as transformers' sampling: logits divided by ``temperature``, then the top-p
+        nucleus, then one draw.
         """
         rng = np.random.default_rng(seed)
         eos = set(eos_token_ids)
         with self._lock:
-            self.prefill(prefix, ids, reserve=max_new_tokens)
+            if prefilled is None or not self.load_prefill(prefilled, reserve=max_new_tokens):
+                self.prefill(prefix, ids, reserve=max_new_tokens)
             for step in range(max_new_tokens):
                 if cancel is not None and cancel.is_set():
                     return
-                token = _choose(self._last_logits(), temperature, top_p, rng)
+                token = choose_token(self._last_logits(), temperature, top_p, rng)
+                yield token
                 if token in eos:
                     return
-                yield token
                 if step + 1 < max_new_tokens:
-                    self._decode_one(token, self._position)
-                    self._position += 1
+                    self.feed(token)
 
     def close(self) -> None:
         """Free the context, the step batch and the model (idempotent)."""
@@ -332,6 +387,11 @@ class LlamaDecoder:
         try:
             if streamer is not None:
                 streamer.put(torch.empty((1, 0), dtype=torch.long))
+            prefilled = None
+            if self.prefill_backbone is not None:
+                from lpm_local.chat.llama_kv import torch_prefill
+
+                prefilled = torch_prefill(self.prefill_backbone, ids, prefix)
             for token in self.tokens(
                 soft,
                 ids[0].tolist(),
@@ -341,6 +401,7 @@ class LlamaDecoder:
                 top_p=top_p,
                 seed=seed,
                 cancel=cancel,
+                prefilled=prefilled,
             ):
                 new.append(token)
                 if streamer is not None:
@@ -349,21 +410,3 @@ class LlamaDecoder:
             if streamer is not None:
                 streamer.end()
         return torch.tensor([new], dtype=torch.long)
-
-
-def _choose(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
-    """Greedy at temperature 0, else a draw from the top-p nucleus of softmax(logits / T)."""
-    if temperature <= 0:
-        return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / temperature
-    scaled -= scaled.max()
-    probs = np.exp(scaled)
-    probs /= probs.sum()
-    if top_p < 1.0:
-        order = np.argsort(-probs)
-        cumulative = np.cumsum(probs[order])
-        # Keep the smallest set whose mass reaches top_p (always at least the top token).
-        keep = order[: int(np.searchsorted(cumulative, top_p) + 1)]
-        kept = probs[keep] / probs[keep].sum()
-        return int(keep[rng.choice(len(keep), p=kept)])
-    return int(rng.choice(len(probs), p=probs))

@@ -3,7 +3,10 @@
 ``lpm bench`` calls ``compare_decoders`` for a GGUF-sourced backbone: the same chat prompt is
 answered ``rounds`` times by each path, the paths interleaved round by round so that a change in
 the machine's load (other processes share it) hits all of them alike. The two LPM paths carry
-the soft prompt in front (fresh slots through the projector, as a first chat would); llama.cpp
+the soft prompt in front (fresh slots through the projector, as a first chat would); ours
+through llama.cpp runs twice, with the prompt prefilled by PyTorch and its KV cache handed over
+(what replies do, ``chat/llama_kv.py``) and with llama.cpp prefilling the embeddings itself (the
+fallback, and the path before the handoff); llama.cpp
 itself (``llama_cpp.Llama``, the high-level API on the same GGUF file) gets the bare prompt, as a
 user of llama.cpp would run it. Reported: decode tokens/s (after the first token), prefill
 tokens/s (prompt and prefix positions over the time to the first token), time to first token,
@@ -23,7 +26,8 @@ from lpm_local.chat.encoding import Turn
 Progress = Callable[[str, "float | None"], None]
 PROMPT = "Tell me a long story about a lighthouse keeper and a storm."
 REFERENCE = "llama.cpp"
-PATHS = ("transformers", "lpm+llama.cpp", REFERENCE)
+OWN_PREFILL = "lpm+llama.cpp, llama.cpp prefill"
+PATHS = ("transformers", "lpm+llama.cpp", OWN_PREFILL, REFERENCE)
 
 
 def _rss() -> int:
@@ -62,12 +66,20 @@ def compare_decoders(
     soft, _ = frozen.soft(slots, PROMPT)
     loaded: dict[str, int] = {}
     before = _rss()
-    decoder = LlamaDecoder(path, hidden_size=backbone.hidden_size)
+    decoder = LlamaDecoder(path, hidden_size=backbone.hidden_size, prefill_backbone=backbone)
     fast_engine = ChatEngine(backbone, decoder=decoder)
     loaded["lpm+llama.cpp"] = _rss() - before
+    own = LlamaDecoder(path, hidden_size=backbone.hidden_size, threads=decoder.threads)
+    own_engine = ChatEngine(backbone, decoder=own)
     before = _rss()
+    # n_threads_batch too: its default is every core, and prefill threads that spin against
+    # other processes' work made llama.cpp's own prefill 3-20x slower than ours on this machine.
     plain = llama_cpp.Llama(
-        model_path=str(path), n_ctx=2048, n_threads=decoder.threads, verbose=False
+        model_path=str(path),
+        n_ctx=2048,
+        n_threads=decoder.threads,
+        n_threads_batch=decoder.threads,
+        verbose=False,
     )
     loaded[REFERENCE] = _rss() - before
     eos = set(reference_engine.eos_token_ids)
@@ -85,6 +97,10 @@ def compare_decoders(
         )
 
     def llama_run() -> dict:
+        # Forget the previous round's prompt: ``generate`` keeps the longest cached prefix of
+        # the same prompt, and then only the last token is prefilled (a "time to first token"
+        # of one decode step, 0.19 s against our 4.0 s for the full prompt in the first bench).
+        plain.reset()
         started = time.perf_counter()
         first, count = None, 0
         for token in plain.generate(prompt_ids, top_k=1, temp=0.0, reset=True):
@@ -100,6 +116,7 @@ def compare_decoders(
     runs = {
         "transformers": lambda: lpm_run(reference_engine),
         "lpm+llama.cpp": lambda: lpm_run(fast_engine),
+        OWN_PREFILL: lambda: lpm_run(own_engine),
         REFERENCE: llama_run,
     }
     for run in runs.values():  # warm-up: first calls pay for allocations and page faults
@@ -110,6 +127,7 @@ def compare_decoders(
         for name in PATHS:
             samples[name].append(runs[name]())
     decoder.close()
+    own.close()
     plain.close()
     paths = {name: _summary(samples[name], loaded.get(name)) for name in PATHS}
     base = paths[REFERENCE]["decode_tokens_per_s"]["median"]
