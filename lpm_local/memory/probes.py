@@ -10,7 +10,7 @@ and nothing a model made up.
 
 Measured on a six-fact persona with Qwen2.5-0.5B: generic recall prompts ("What do you remember
 about me?") left the memory at 0 of 6 answered by generation; questions written per message
-are what moved it (README, "Where the memory stands").
+are what moved it (README, "Does the assistant *say* what it remembers?").
 
 Generation is greedy and batched (a decode step of eight prompts costs about what one costs on a
 CPU); between batches the refit yields to chat turns and checks for cancellation.

@@ -24,12 +24,12 @@ if TYPE_CHECKING:
     from lpm_local.memory.refit import RefitSettings
     from lpm_local.storage.store import Store
 
-# (question, start of the answer): how the app asks its memory to say what the user told it. The
-# answer is the message told back ("You grew up in Tampere"), in the voice the probes use.
+# The open questions that ask the memory what the user told it; the answer is the message told
+# back ("You grew up in Tampere"), in the voice the probes use.
 RECALL_PROMPTS = (
-    ("What do you remember about me?", ""),
-    ("What do you know about me?", ""),
-    ("Remind me what I told you about myself.", ""),
+    "What do you remember about me?",
+    "What do you know about me?",
+    "Remind me what I told you about myself.",
 )
 
 
@@ -151,8 +151,8 @@ def add_recall_examples(
     probed = {p.message for p in probes}
     rest = [(c, m) for c, m in users if m not in probed][:budget]
     for made, (conv_id, content) in enumerate(rest):
-        prompt, answer_prefix = RECALL_PROMPTS[made % len(RECALL_PROMPTS)]
-        _add(examples, [qa_window(chat, prompt, answer_prefix, told_back(content))], conv_id)
+        prompt = RECALL_PROMPTS[made % len(RECALL_PROMPTS)]
+        _add(examples, [qa_window(chat, prompt, "", told_back(content))], conv_id)
     return len(probes)
 
 
