@@ -44,7 +44,8 @@ class MethodSettings:
     window: WindowConfig = field(
         default_factory=lambda: WindowConfig(context_turns=0, target_turns=2)
     )
-    # Soft tokens of per-user prompt tuning: 8 x hidden, the same state as LPM's 8 slots.
+    # Soft tokens of per-user prompt tuning: 8 x hidden, the same state as LPM's 8 slots (and
+    # LPM's soft tokens on a backbone without a trained projector).
     soft_tokens: int = 8
     # LoRA rank and scale on the attention query/value maps: "small", as per-user adapters are.
     lora_rank: int = 8

@@ -10,11 +10,12 @@ says so.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from lpm_local.chat.encoding import Turn
 from lpm_local.memory.fitting import fit_slots
-from lpm_local.memory.frozen import load_frozen_memory
+from lpm_local.memory.frozen import default_config, load_frozen_memory
 from lpm_local.research.eval.cases import EvalQuestion
 from lpm_local.research.eval.methods.base import (
     BackboneMethod,
@@ -31,6 +32,18 @@ class LatentPersonalMemory(BackboneMethod):
     def __init__(self, backbone, settings: MethodSettings | None = None):
         super().__init__(backbone, settings)
         self.frozen = load_frozen_memory(backbone)
+        if (
+            not self.frozen.shipped
+            and self.frozen.config.n_soft_tokens != self.settings.soft_tokens
+        ):
+            # Without a trained projector LPM is prompt tuning from the salient start: it gets
+            # prompt tuning's number of soft tokens, so both hold the same per-user state (the
+            # app's own default for such a backbone, ``frozen.PROMPT_TUNING_TOKENS``, may differ).
+            tokens = self.settings.soft_tokens
+            config = dataclasses.replace(
+                default_config(backbone.hidden_size), n_slots=tokens, n_soft_tokens=tokens
+            )
+            self.frozen = load_frozen_memory(backbone, config)
 
     def fit(self, history: Sequence[Turn]) -> UserState:
         seed = self.user_seed(history)
