@@ -10,7 +10,13 @@ import pytest
 from lpm_local.chat.encoding import ChatFormat, Turn
 from lpm_local.memory import probes
 from lpm_local.memory.perspective import in_users_voice, told_back
-from lpm_local.memory.probes import Probe, parse_questions, worth_probing, write_probes
+from lpm_local.memory.probes import (
+    Probe,
+    excerpt,
+    parse_questions,
+    worth_probing,
+    write_probes,
+)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +68,14 @@ def test_questions_are_parsed_one_per_line_in_the_users_voice():
     assert parse_questions(reply, 5) == ["What is my cat's name?", "What colour is my cat?"]
     assert parse_questions(reply, 1) == ["What is my cat's name?"]
     assert parse_questions("No questions here.", 2) == []
+
+
+def test_a_long_message_is_cut_at_a_sentence_for_the_prompt_and_the_answer():
+    pasted = "I grew up in Tampere. " + "This is a long pasted document. " * 200
+    cut = excerpt(pasted, 100)
+    assert len(cut) <= 100 and cut.endswith(".") and cut.startswith("I grew up in Tampere.")
+    assert excerpt("short one", 100) == "short one"
+    assert excerpt("word " * 50, 30) == ("word " * 6).strip()  # no sentence end: at a word
 
 
 def test_only_messages_that_may_hold_a_fact_are_probed():

@@ -38,7 +38,8 @@ QUESTION_PROMPT = (
 )
 # A message this short rarely holds a fact worth a question ("ok", "thanks!").
 MIN_MESSAGE_CHARS = 12
-# Longer messages are cut for the question prompt: the questions are about their first part.
+# Longer messages are cut, for the question prompt and for the answer told back: a pasted
+# document would otherwise become one training window of thousands of tokens.
 MAX_MESSAGE_CHARS = 600
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|Q\d*[:.)])\s*")
 
@@ -57,6 +58,18 @@ class ProbeSettings:
     questions_per_message: int = 2
     max_new_tokens: int = 48
     batch_size: int = 8
+
+
+def excerpt(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """The message, or its first ``limit`` characters ended at a sentence (else a word)."""
+    text = message.strip()
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    end = max(head.rfind(". "), head.rfind("! "), head.rfind("? "), head.rfind("\n"))
+    if end >= limit // 2:
+        return head[: end + 1].rstrip()
+    return head.rsplit(" ", 1)[0] if " " in head else head
 
 
 def worth_probing(message: str) -> bool:
@@ -85,7 +98,7 @@ def write_probes(
         batch = list(messages[start : start + settings.batch_size])
         replies = _generate(backbone, chat, batch, settings.max_new_tokens)
         for message, reply in zip(batch, replies, strict=True):
-            answer = told_back(message.strip())
+            answer = told_back(excerpt(message))
             for question in parse_questions(reply, settings.questions_per_message):
                 probes.append(Probe(question, answer, message))
         if between_batches is not None:
@@ -112,7 +125,7 @@ def parse_questions(reply: str, limit: int) -> list[str]:
 def _generate(backbone, chat: ChatFormat, messages: list[str], max_new_tokens: int) -> list[str]:
     """Greedy replies to the question prompt for each message, left-padded into one batch."""
     prompts = [
-        chat.prompt_ids([Turn("user", QUESTION_PROMPT.format(message=m[:MAX_MESSAGE_CHARS]))])
+        chat.prompt_ids([Turn("user", QUESTION_PROMPT.format(message=excerpt(m)))])
         for m in messages
     ]
     tokenizer = backbone.tokenizer

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lpm_local.memory.perspective import told_back
-from lpm_local.memory.probes import worth_probing, write_probes
+from lpm_local.memory.probes import excerpt, worth_probing, write_probes
 from lpm_local.memory.windows import Window, WindowConfig, make_windows, qa_window
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def add_recall_examples(
     rest = [(c, m) for c, m in users if m not in probed][:budget]
     for made, (conv_id, content) in enumerate(rest):
         prompt = RECALL_PROMPTS[made % len(RECALL_PROMPTS)]
-        _add(examples, [qa_window(chat, prompt, "", told_back(content))], conv_id)
+        _add(examples, [qa_window(chat, prompt, "", told_back(excerpt(content)))], conv_id)
     return len(probes)
 
 
