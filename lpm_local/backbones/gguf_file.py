@@ -61,14 +61,7 @@ def assembled_gguf(
 
     Raises ``ModelNotAvailable`` when a part is missing or the concatenation does not match
     the pinned size and sha256 (nothing is kept then)."""
-    parts = gguf_parts.locate_parts(
-        spec.name,
-        spec.gguf_parts,
-        filename=spec.gguf_file,
-        size=spec.gguf_size,
-        sha256=spec.gguf_sha256,
-        version=spec.gguf_version,
-    )
+    parts = spec.locate_parts()
     target = Path(target) if target is not None else assembled_path(spec.name)
     if _is_current(target, parts):
         return target

@@ -181,14 +181,7 @@ def _resolve_spec(spec: BackboneSpec, report: Progress) -> Path:
 def _gguf_source(spec: BackboneSpec) -> Path | gguf_parts.GgufParts:
     """The installed GGUF of ``spec``: one file, or its located parts (not yet assembled)."""
     if spec.is_multipart:
-        return gguf_parts.locate_parts(
-            spec.name,
-            spec.gguf_parts,
-            filename=spec.gguf_file,
-            size=spec.gguf_size,
-            sha256=spec.gguf_sha256,
-            version=spec.gguf_version,
-        )
+        return spec.locate_parts()
     return gguf_cache.gguf_source(spec.gguf_module, spec.gguf_file, install_hint=spec.install_hint)
 
 

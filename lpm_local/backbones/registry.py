@@ -18,7 +18,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: same parser, older name
     import tomli as tomllib  # type: ignore[no-redef]
 
-from lpm_local.backbones.gguf_parts import GgufPart
+from lpm_local.backbones.gguf_parts import GgufPart, GgufParts, locate_parts
 from lpm_local.backbones.gguf_parts import install_hint as parts_install_hint
 from lpm_local.errors import ModelNotAvailable
 
@@ -91,6 +91,18 @@ class BackboneSpec:
     def is_multipart(self) -> bool:
         """True when the GGUF is assembled from several packages (``gguf_parts``)."""
         return bool(self.gguf_parts)
+
+    def locate_parts(self) -> GgufParts:
+        """The installed slices of a multi-part GGUF, checked against the pinned size and
+        sha256 when assembled (``gguf_parts.locate_parts``; raises ``ModelNotAvailable``)."""
+        return locate_parts(
+            self.name,
+            self.gguf_parts,
+            filename=self.gguf_file,
+            size=self.gguf_size,
+            sha256=self.gguf_sha256,
+            version=self.gguf_version,
+        )
 
     @property
     def packages(self) -> tuple[str, ...]:
