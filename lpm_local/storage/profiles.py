@@ -75,22 +75,27 @@ class ProfileQueries(StoreCore):
         # Read first: listing profiles while another process imports must not queue for the
         # write gate; only a missing default needs the write transaction.
         with self._snapshot():
-            name = self.get_setting(ACTIVE_PROFILE_KEY)
-            if name is not None:
-                try:
-                    return self.get_profile(name)
-                except NotFound:
-                    pass
+            profile = self._named_active_profile()
+            if profile is not None:
+                return profile
         with self.transaction():
-            name = self.get_setting(ACTIVE_PROFILE_KEY)
-            if name is not None:
-                try:
-                    return self.get_profile(name)
-                except NotFound:
-                    pass
+            # Read again under the write gate: another process may have set it meanwhile.
+            profile = self._named_active_profile()
+            if profile is not None:
+                return profile
             profile = self.ensure_profile(DEFAULT_PROFILE)
             self.set_setting(ACTIVE_PROFILE_KEY, profile.name)
             return profile
+
+    def _named_active_profile(self) -> Profile | None:
+        """The profile the ``active_profile`` setting names, or None (unset, or gone)."""
+        name = self.get_setting(ACTIVE_PROFILE_KEY)
+        if name is None:
+            return None
+        try:
+            return self.get_profile(name)
+        except NotFound:
+            return None
 
     def set_active_profile(self, name: str) -> Profile:
         """Make an existing profile the active one (``NotFound`` otherwise)."""
