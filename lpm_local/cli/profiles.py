@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import click
 
-from lpm_local.cli.base import echo_json, json_option, progress_bar, yes_option
-from lpm_local.errors import LpmError
+from lpm_local.cli.base import echo_json, json_option, yes_option
 from lpm_local.storage.store import Store
 
 
@@ -69,18 +68,9 @@ def profile_switch(name: str) -> None:
 @yes_option
 def profile_delete(name: str, yes: bool) -> None:
     """Delete profile NAME with all its chats, memory and imports, beyond recovery."""
-    from lpm_local.data.wipe import WipeScope, wipe_and_verify
+    from lpm_local.cli.wipe import confirmed_wipe
 
-    with Store.open() as store:
-        scope = WipeScope.of(store, "profile", name)
-        if not yes:
-            click.confirm(f"Delete {scope.describe()}? This cannot be undone", abort=True)
-        with progress_bar("deleting") as progress:
-            report = wipe_and_verify(store, scope, progress=progress)
-    for line in report.lines():
-        click.echo(line)
-    if not report.verified:
-        raise LpmError("the wipe could not be verified: see the files listed above")
+    confirmed_wipe("profile", name, yes=yes, verb="Delete", doing="deleting")
 
 
 COMMANDS = [profile]

@@ -32,18 +32,24 @@ def wipe(memory_only: bool, profile: str | None, everything: bool, yes: bool) ->
     Deleted data is zeroed and the database rebuilt (VACUUM), bundles of it lying in the data
     dir are removed, and every file there is scanned to verify that nothing of it remains.
     """
-    from lpm_local.data.wipe import WipeScope, wipe_and_verify
-
     if everything and (memory_only or profile):
         raise click.UsageError("--all cannot be combined with --memory-only or --profile")
     if not (everything or memory_only or profile):
         raise click.UsageError("say what to wipe: --memory-only, --profile NAME or --all")
     kind = "all" if everything else "memory" if memory_only else "profile"
+    confirmed_wipe(kind, profile, yes=yes, verb="Wipe", doing="wiping")
+
+
+def confirmed_wipe(kind: str, profile: str | None, *, yes: bool, verb: str, doing: str) -> None:
+    """Ask (unless ``yes``), wipe and verify; print the report; fail if it was not verified.
+    The one path for `lpm memory wipe` and `lpm profile delete`."""
+    from lpm_local.data.wipe import WipeScope, wipe_and_verify
+
     with Store.open() as store:
         scope = WipeScope.of(store, kind, profile)
         if not yes:
-            click.confirm(f"Wipe {scope.describe()}? This cannot be undone", abort=True)
-        with progress_bar("wiping") as progress:
+            click.confirm(f"{verb} {scope.describe()}? This cannot be undone", abort=True)
+        with progress_bar(doing) as progress:
             report = wipe_and_verify(store, scope, progress=progress)
     for line in report.lines():
         click.echo(line)
