@@ -16,7 +16,8 @@ def _run(stops, chunks) -> tuple[str, bool]:
         out.append(shown)
         if stopped:
             return "".join(out), True
-    return "".join(out) + scanner.flush(), False
+    tail = scanner.flush()
+    return "".join(out) + tail, scanner.stopped
 
 
 def _expected(stops, text) -> tuple[str, bool]:
@@ -40,6 +41,16 @@ def test_a_stop_split_across_chunks_is_held_back_then_dropped():
     assert scanner.feed("Hello Obs") == ("Hello ", False)
     assert scanner.feed("erver: more") == ("", True)
     assert scanner.flush() == ""
+
+
+def test_a_longer_stop_that_starts_earlier_wins_over_one_inside_it():
+    # Found by the property above: the stop "\n" arrives inside ":\n:", which starts earlier.
+    scanner = StopScanner(["\n", ":\n:"])
+    assert scanner.feed(":\n") == ("", False)
+    assert scanner.feed(":") == ("", True)
+    scanner = StopScanner(["\n", ":\n:"])
+    assert scanner.feed(":\n") == ("", False)
+    assert scanner.flush() == ":" and scanner.stopped  # the stream ended: "\n" was the stop
 
 
 def test_a_false_start_is_released():

@@ -131,6 +131,7 @@ class ChatSession:
                 if result.stopped:
                     break
         tail = scanner.flush()
+        result.stopped = scanner.stopped  # the stream may end inside a held-back stop string
         if tail:
             result.reply += tail
             yield tail

@@ -27,19 +27,32 @@ class StopScanner:
         if not self.stops:
             return chunk, False
         text = self._held + chunk
-        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        if hits:
+        keep = self._partial_tail(text)
+        first = self._first_hit(text)
+        # A stop found here ends the reply, unless a longer stop that starts before it may still
+        # be completing in the held tail (":\n" of ":\n:" before the stop "\n"): then wait.
+        if first is not None and len(text) - keep >= first:
             self.stopped = True
             self._held = ""
-            return text[: min(hits)], True
-        keep = self._partial_tail(text)
+            return text[:first], True
         self._held = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep], False
 
     def flush(self) -> str:
-        """The held-back tail once the stream has ended without reaching a stop string."""
+        """The held-back tail once the stream has ended (cut at a stop string it holds; then
+        ``stopped`` is True)."""
         held, self._held = self._held, ""
-        return "" if self.stopped else held
+        if self.stopped:
+            return ""
+        first = self._first_hit(held)
+        if first is not None:
+            self.stopped = True
+            return held[:first]
+        return held
+
+    def _first_hit(self, text: str) -> int | None:
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        return min(hits) if hits else None
 
     def _partial_tail(self, text: str) -> int:
         """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
