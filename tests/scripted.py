@@ -96,8 +96,10 @@ class ScriptedMemory:
         queries: int = 4,
         heads: int = 2,
         hidden: int = 16,
+        groups: int = 0,
     ) -> None:
         self.store, self.profile = store, profile
+        self.groups = groups  # > 0: slot_info describes a routed bank, ``slots / groups`` rows each
         self.n, self.m, self.heads, self.hidden = slots, queries, heads, hidden
         self._state = RuntimeState()
         self.listeners: list[Callable[[RefitEvent], None]] = []
@@ -203,6 +205,19 @@ class ScriptedMemory:
 
     def slot_info(self, attention: torch.Tensor | None = None) -> list[SlotDescription]:
         """Hostile labels and sources on purpose: the inspector must show them literally."""
+        if self.groups:
+            size = self.n // self.groups
+            return [
+                SlotDescription(
+                    index=g,
+                    label=f"[b]group {g}[/b]",
+                    usage=1 / (g + 1),
+                    usage_history=[1 / (g + 1)],
+                    kind="group",
+                    rows=tuple(range(g * size, (g + 1) * size)),
+                )
+                for g in range(self.groups)
+            ]
         return [
             SlotDescription(
                 index=i,
@@ -272,6 +287,7 @@ class ScriptedFactory:
     """
 
     memory: bool = False
+    memory_groups: int = 0  # a routed bank of this many groups (``ScriptedMemory(groups=)``)
     reply: Reply = echo
     hold: bool = False
     delay: float = 0.0
@@ -304,7 +320,9 @@ class ScriptedFactory:
             backbone=backbone,
             engine=engine,
             profile=profile,
-            memory=ScriptedMemory(store, profile) if self.memory else None,
+            memory=(
+                ScriptedMemory(store, profile, groups=self.memory_groups) if self.memory else None
+            ),
         )
         self.made.append(assistant)
         return assistant

@@ -1,6 +1,6 @@
 """What the app says about its backbones: the CPU/GPU defaults, `lpm models` and `lpm doctor`
 (per backbone: is a trained projector shipped?), and the one-line notice when the memory runs
-as prompt tuning because none ships."""
+as a routed bank because none ships."""
 
 from __future__ import annotations
 
@@ -40,10 +40,10 @@ def test_one_default_per_device_from_the_registry():
 
 def test_memory_kind_follows_the_shipped_projector(tmp_path, monkeypatch):
     assert models.memory_kind("smollm2-135m") == "trained projector"
-    assert models.memory_kind("qwen3-4b") == "prompt tuning (no projector)"
-    assert models.memory_kind("/a/local/dir") == "prompt tuning (no projector)"
+    assert models.memory_kind("qwen3-4b") == "routed bank (no projector)"
+    assert models.memory_kind("/a/local/dir") == "routed bank (no projector)"
     monkeypatch.setattr(models, "models_dir", lambda: tmp_path)
-    assert models.memory_kind("smollm2-135m") == "prompt tuning (no projector)"
+    assert models.memory_kind("smollm2-135m") == "routed bank (no projector)"
 
 
 def test_lpm_models_shows_default_status_and_memory(no_cuda):
@@ -59,7 +59,7 @@ def test_lpm_models_shows_default_status_and_memory(no_cuda):
     for name in models.names():
         kind = models.memory_kind(name)
         assert kind in rows[name], (name, rows[name])
-    assert "prompt tuning from the salient start" in result.output
+    assert "the memory is a routed bank" in result.output
 
 
 def test_lpm_doctor_says_what_the_memory_is(no_cuda):
@@ -78,12 +78,12 @@ def test_lpm_doctor_says_what_the_memory_is(no_cuda):
 
 def test_a_backbone_without_projector_says_so_once(tiny_qwen3_dir):
     """The tiny Qwen3 (a local directory) has no shipped projector: the assistant's notice says
-    the memory is prompt tuning, and `lpm ask` prints it on stderr, not into the answer."""
+    the memory is a routed bank, and `lpm ask` prints it on stderr, not into the answer."""
     with open_assistant(str(tiny_qwen3_dir), quantize="none", background_refits=False) as assistant:
         assert assistant.memory.frozen.shipped is False
         assert assistant.notice == (
             f"memory on {tiny_qwen3_dir}: no trained projector ships for it yet, so it runs as "
-            "prompt tuning from the salient start"
+            "a routed slot bank (soft tokens filed per message, read by nearness)"
         )
     args = ["ask", "hi", "--model", str(tiny_qwen3_dir), "--quantize", "none"]
     result = CliRunner().invoke(main, [*args, "--max-new-tokens", "2"])

@@ -127,8 +127,13 @@ def test_tiny_memory_off_greedy_equals_the_reference(tiny_llama, prompt):
 
 @needs_llama
 @pytest.mark.parametrize("route", ["handoff", "llama.cpp prefill"])
-def test_tiny_soft_prompt_moves_the_logits_as_the_reference(tiny_llama, frozen, route):
+def test_tiny_soft_prompt_moves_the_logits_as_the_reference(tiny_llama, tiny_backbone, route):
+    from lpm_local.memory.frozen import load_frozen_memory, prompt_tuning_config
+
     reference, fast, own = tiny_llama
+    # A flat 32-token prefix from the salient words: the one whose top-5 order this was measured
+    # with (the random tiny model has near-ties there; the bank's prefix lands on one of them).
+    frozen = load_frozen_memory(tiny_backbone, prompt_tuning_config(tiny_backbone.hidden_size))
     slots = frozen.fresh_slots([("user", "I keep bees in Lisbon."), ("assistant", "Nice.")], seed=0)
     soft = frozen.soft(slots, PROMPTS[0])[0].detach()
     ids = reference.encode([Turn("user", PROMPTS[0])])

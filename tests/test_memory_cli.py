@@ -167,7 +167,9 @@ def test_refit_in_the_foreground_then_show(tiny_qwen3_dir):
     # No --model: the backbone the memory was fitted for (the tiny model's directory).
     shown = run("memory", "show", "--reply", str(reply.id))
     assert shown.exit_code == 0, shown.output
-    assert shown.output.count("slot ") >= config.n_slots and "usage" in shown.output
+    # The tiny model's default memory is a routed bank: listed by group, mapped by group.
+    assert config.routed and shown.output.count("group ") >= config.route_groups
+    assert "usage" in shown.output and f"{config.route_groups - 1:>2}\n" in shown.output
     assert "mass%" in shown.output and any(b in shown.output for b in "▁▂▃▄▅▆▇█")
     one_line_error(run("memory", "show", "--reply", "99999"), "no memory attention")
 

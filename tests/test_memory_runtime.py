@@ -94,7 +94,10 @@ def add_history(store: Store, profile_id: int, n_convs: int = 2, n_exchanges: in
 
 
 def test_identity_projector_is_deterministic_and_is_prompt_tuning(tiny_backbone):
-    a, b = load_frozen_memory(tiny_backbone), load_frozen_memory(tiny_backbone)
+    from lpm_local.memory.frozen import prompt_tuning_config
+
+    config = prompt_tuning_config(tiny_backbone.hidden_size)
+    a, b = load_frozen_memory(tiny_backbone, config), load_frozen_memory(tiny_backbone, config)
     assert not a.shipped and a.projector_sha256 == b.projector_sha256
     slots = torch.randn(a.config.n_slots, a.config.slot_dim)
     soft, attention = a.soft(slots, "I like green tea")
@@ -202,7 +205,8 @@ def test_reply_attention_is_kept_and_feeds_slot_usage(store, frozen, make_runtim
     assert version_id == version.id
     assert torch.equal(stored, session.last.attention)
     info = runtime.slot_info()
-    assert len(info) == frozen.config.n_slots
+    assert frozen.config.routed  # the default memory of a backbone without a trained projector
+    assert len(info) == frozen.config.route_groups and {s.kind for s in info} == {"group"}
     assert all(isinstance(s.label, str) and s.label for s in info)
     assert sum(s.usage for s in info) == pytest.approx(1.0, abs=1e-4)
     assert all(len(s.usage_history) == 1 for s in info)
@@ -370,10 +374,10 @@ def test_shipped_projector_is_used_and_no_memory_before_the_first_refit(
     store, tiny_backbone, tmp_path, monkeypatch, make_runtime
 ):
     from lpm_local.backbones import registry as models
-    from lpm_local.memory.frozen import default_config
+    from lpm_local.memory.frozen import prompt_tuning_config
     from lpm_local.memory.projector import Projector
 
-    config = default_config(tiny_backbone.hidden_size)
+    config = prompt_tuning_config(tiny_backbone.hidden_size)
     Projector(config).save(tmp_path / "projector.safetensors")
     monkeypatch.setattr(models, "projector_path", lambda name: tmp_path / "projector.safetensors")
     frozen = load_frozen_memory(tiny_backbone)

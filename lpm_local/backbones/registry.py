@@ -183,10 +183,11 @@ def memory_kind(backbone_name: str) -> str:
     """What the memory is on this backbone, in a few words for `lpm models` / `lpm doctor`.
 
     With a trained projector the slots are read through it; without one (a backbone nobody has
-    trained a projector for yet, or a local directory) the memory is plain prompt tuning: the
-    identity projector, whose soft tokens are the slots, started from the salient tokens.
+    trained a projector for yet, or a local directory) the memory is a routed slot bank
+    (``memory/routing.py``): one group of soft tokens per user message, each turn reading the
+    groups nearest to it, with no trained weights.
     """
-    return "trained projector" if projector_path(backbone_name) else "prompt tuning (no projector)"
+    return "trained projector" if projector_path(backbone_name) else "routed bank (no projector)"
 
 
 def projector_path(backbone_name: str) -> Path | None:

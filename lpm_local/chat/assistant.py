@@ -35,7 +35,7 @@ class Assistant:
     @property
     def notice(self) -> str | None:
         """One line a front end shows when the assistant opens, or None: today, that no trained
-        projector ships for this backbone, so the memory runs as plain prompt tuning."""
+        projector ships for this backbone, so the memory runs as a routed slot bank."""
         return memory_notice(self.memory)
 
     def new_session(
@@ -146,14 +146,14 @@ def open_assistant(
 def memory_notice(memory: MemoryConditioner | None) -> str | None:
     """The line saying the memory runs without a trained projector, if it does.
 
-    Without one, the memory still works (the identity projector makes each slot a soft token,
-    started from the history's salient tokens), but it is not the trained design, and the user
-    should hear that once rather than find out from weaker recall.
+    Without one, the memory still works (a routed bank: each turn reads the groups of soft
+    tokens filed under the messages nearest to it), but it is not the trained design, and the
+    user should hear that once rather than find out from weaker recall.
     """
     frozen = getattr(memory, "frozen", None)
     if frozen is None or frozen.shipped:
         return None
     return (
         f"memory on {frozen.backbone.name}: no trained projector ships for it yet, so it runs "
-        "as prompt tuning from the salient start"
+        "as a routed slot bank (soft tokens filed per message, read by nearness)"
     )

@@ -65,7 +65,8 @@ def models(as_json: bool) -> None:
     click.echo(
         "\n* = used when no --model is given. `--model PATH` loads any local HF directory."
         "\nmemory: a trained projector reads the memory slots into soft tokens; without one"
-        "\nthe slots are the soft tokens themselves (prompt tuning from the salient start)."
+        "\nthe memory is a routed bank: soft tokens filed per message, each turn reading the"
+        "\ngroups nearest to it."
     )
 
 

@@ -357,12 +357,15 @@ def show(
         click.echo("no memory yet: it is fitted after a few chats (or run `lpm memory refit`)")
     for s in slots:
         reply = f"  this reply {s.reply_usage:5.1%}" if s.reply_usage is not None else ""
-        click.echo(f"slot {s.index}: {s.label or '?'}")
+        click.echo(f"{s.kind} {s.index}: {s.label or '?'}")
         click.echo(f"  usage {s.usage:5.1%} over {len(s.usage_history)} recent replies{reply}")
         click.echo(f"  shaped by: {', '.join(s.sources) if s.sources else '-'}")
     if attention is not None:
         click.echo(f"\nreply #{reply_id} (memory version #{used_version}):")
-        click.echo(heatmap(attention))
+        columns = None
+        if frozen.config.routed and attention.shape[-1] == frozen.config.n_slots:  # by group
+            columns = [frozen.projector.token_rows(g) for g in range(frozen.config.route_groups)]
+        click.echo(heatmap(attention, columns))
 
 
 COMMANDS = [memory]

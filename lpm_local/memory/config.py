@@ -48,13 +48,24 @@ class MemoryConfig:
     # Std of the random part of vocabulary-sampled slot init, relative to the embedding RMS:
     # small, so a fresh memory starts near real token embeddings.
     init_noise: float = 0.0
+    # A routed bank (``routing.py``): 0 = a flat memory, every slot read by every turn. G > 0:
+    # the slots are G groups of (1 key row + n_soft_tokens / route_pick token rows), and each
+    # turn reads the ``route_pick`` groups whose keys are nearest to its message.
+    route_groups: int = 0
+    route_pick: int = 0
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "n_slots", "slot_dim", "n_soft_tokens", "heads", "head_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"MemoryConfig.{name} must be a positive int, got {value!r}")
-        if self.identity_path and self.n_slots != self.n_soft_tokens:
+        for name in ("route_groups", "route_pick"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"MemoryConfig.{name} must be an int >= 0, got {value!r}")
+        if self.route_groups or self.route_pick:
+            self._check_routing()
+        elif self.identity_path and self.n_slots != self.n_soft_tokens:
             raise ValueError(
                 f"identity_path needs n_slots == n_soft_tokens, got {self.n_slots} != "
                 f"{self.n_soft_tokens}"
@@ -68,6 +79,33 @@ class MemoryConfig:
             raise ValueError(f"salient_max_tokens must be >= 2, got {self.salient_max_tokens}")
         if not 0.0 <= self.init_noise < 10.0:
             raise ValueError(f"MemoryConfig.init_noise must be in [0, 10), got {self.init_noise}")
+
+    def _check_routing(self) -> None:
+        if not 0 < self.route_pick <= self.route_groups:
+            raise ValueError(
+                f"routing needs 0 < route_pick <= route_groups, got {self.route_pick}, "
+                f"{self.route_groups}"
+            )
+        if self.identity_path or self.n_soft_tokens % self.route_pick:
+            raise ValueError(
+                "a routed bank needs identity_path=False and n_soft_tokens divisible by route_pick"
+            )
+        if self.slot_dim != self.hidden_size:
+            raise ValueError("a routed bank's rows are soft tokens: slot_dim must be hidden_size")
+        if self.n_slots != self.route_groups * (self.group_tokens + 1):
+            raise ValueError(
+                f"a bank of {self.route_groups} groups of {self.group_tokens} tokens has "
+                f"{self.route_groups * (self.group_tokens + 1)} rows, not n_slots={self.n_slots}"
+            )
+
+    @property
+    def routed(self) -> bool:
+        return self.route_groups > 0
+
+    @property
+    def group_tokens(self) -> int:
+        """Token rows per group of a routed bank (0 for a flat memory)."""
+        return self.n_soft_tokens // self.route_pick if self.routed else 0
 
     @property
     def per_user_numbers(self) -> int:

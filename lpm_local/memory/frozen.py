@@ -19,6 +19,13 @@ from lpm_local.chat.encoding import DEFAULT_SYSTEM_PROMPT, ChatFormat
 from lpm_local.errors import BadBundle, CorruptDatabase, ModelNotAvailable
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.projector import Projector, prompt_tuning_projector
+from lpm_local.memory.routing import (
+    RoutedProjector,
+    bank_config,
+    bank_slots,
+    extend_bank,
+    route_features,
+)
 from lpm_local.memory.salient import salient_slots
 from lpm_local.memory.slots import slots_from_bytes
 from lpm_local.storage.records import MemoryVersion
@@ -30,25 +37,38 @@ IDENTITY_SEED = 0
 MAX_QUERY_TOKENS = 2048
 
 
-# Soft tokens (= slots) of a memory without a trained projector. Measured on a six-fact persona
-# with Qwen2.5-0.5B, recall examples, lr 0.0038: 8 soft tokens answered 1 of 6 after 20 and 40
-# steps (the facts ran together: "You're Maren, she plays the fish."), 32 answered 3 of 6 after
-# 20, with the training loss at step 5 at 1.44 against 2.82. Still 32 tokens of KV per turn,
-# 375x less than 12K tokens of history in context.
+# Soft tokens a turn reads from a memory without a trained projector. Measured on a six-fact
+# persona with Qwen2.5-0.5B, recall examples, lr 0.0038: 8 soft tokens answered 1 of 6 after 20
+# and 40 steps (the facts ran together: "You're Maren, she plays the fish."), 32 answered 3 of 6
+# after 20. Still 32 tokens of KV per turn, 375x less than 12K tokens of history in context.
 PROMPT_TUNING_TOKENS = 32
+# Groups of the routed bank such a backbone's memory is (``routing.py``), and groups per turn:
+# 32 groups of 8 tokens, 4 read per turn (the 32 soft tokens above). Measured on a 16-fact
+# persona with Qwen2.5-0.5B (the app's import, refit and ask): a flat memory of 32 soft tokens
+# answered 5 of 16 facts, the bank 10 of 16, no memory 0; both refits ~25 min at load 3.
+BANK_GROUPS = 32
+BANK_PICK = 4
 
 
-def default_config(hidden_size: int) -> MemoryConfig:
-    """The memory shape for a backbone without shipped weights: ``PROMPT_TUNING_TOKENS``
-    full-width slots, as prompt tuning with that many tokens (heads that divide the hidden
-    size)."""
+def prompt_tuning_config(hidden_size: int, tokens: int = PROMPT_TUNING_TOKENS) -> MemoryConfig:
+    """A flat memory of ``tokens`` full-width slots read by the identity projector: prompt
+    tuning with that many tokens (heads that divide the hidden size)."""
     heads = next(h for h in (4, 2, 1) if hidden_size % h == 0)
     return MemoryConfig(
         hidden_size=hidden_size,
         slot_dim=hidden_size,
         heads=heads,
-        n_slots=PROMPT_TUNING_TOKENS,
-        n_soft_tokens=PROMPT_TUNING_TOKENS,
+        n_slots=tokens,
+        n_soft_tokens=tokens,
+    )
+
+
+def default_config(hidden_size: int) -> MemoryConfig:
+    """The memory shape for a backbone without shipped weights: a routed bank of
+    ``BANK_GROUPS`` groups, ``BANK_PICK`` of them (``PROMPT_TUNING_TOKENS`` soft tokens) per
+    turn."""
+    return bank_config(
+        hidden_size, soft_tokens=PROMPT_TUNING_TOKENS, groups=BANK_GROUPS, pick=BANK_PICK
     )
 
 
@@ -57,7 +77,7 @@ class FrozenMemory:
     """Backbone + projector for one backbone; shared by every profile using it."""
 
     backbone: object  # lpm_local.backbones.loader.Backbone
-    projector: Projector
+    projector: Projector | RoutedProjector
     config: MemoryConfig
     projector_sha256: str
     shipped: bool  # trained weights from lpm_local/backbones/<name>/, else the identity projector
@@ -77,6 +97,13 @@ class FrozenMemory:
         """(soft [M, H] fp32, attention [heads, M, N]) for one message; never takes a gradient
         (grad mode is per thread: this holds whatever a refit thread is doing)."""
         ids = self.chat.text_ids(user_text)[-MAX_QUERY_TOKENS:]
+        if self.config.routed:
+            # Read afresh every turn (not from the fit's remembered readings): a chat message is
+            # new, and the bench times this call as the per-turn cost.
+            features = route_features(self.backbone.model, [ids])
+            with torch.no_grad():
+                soft, attention = self.projector(slots.to(self.device), features)
+            return soft[0], attention[0]
         with torch.no_grad():
             if ids:
                 q = self.backbone.embed(torch.tensor([ids], device=self.device)).float()
@@ -90,7 +117,16 @@ class FrozenMemory:
         """Slots before any refit [N, d_s] fp32 on CPU: the embeddings of the history's salient
         tokens (``salient.py``), topped up with vocabulary-token init (the usual prompt-tuning
         start), which is all a profile without history gets."""
+        if self.config.routed:
+            return bank_slots(self.backbone.model, self.chat, turns, self.config, seed=seed)
         return salient_slots(self.backbone.model, self.chat, turns, self.config, seed=seed)
+
+    def grown_slots(self, slots: torch.Tensor, turns: list[tuple[str, str]]) -> torch.Tensor:
+        """A refit's starting slots: a routed bank gives its empty groups to the messages that
+        have none yet (``routing.extend_bank``); a flat memory starts where it is."""
+        if not self.config.routed:
+            return slots
+        return extend_bank(self.backbone.model, self.chat, slots, turns, self.config)
 
     def decode(self, version: MemoryVersion) -> torch.Tensor:
         """A version's slots [N, d_s] fp32 on CPU, or ``BadBundle`` saying why they cannot be
@@ -134,9 +170,12 @@ def load_frozen_memory(
             projector, shipped = candidate, True
     if projector is None:
         config = config or default_config(backbone.hidden_size)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(IDENTITY_SEED)
-            projector = prompt_tuning_projector(config)
+        if config.routed:
+            projector = RoutedProjector(config)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(IDENTITY_SEED)
+                projector = prompt_tuning_projector(config)
     if projector.config.hidden_size != backbone.hidden_size:
         raise ModelNotAvailable(
             f"projector for hidden size {projector.config.hidden_size} cannot "

@@ -44,6 +44,8 @@ class SlotDescription:
     usage_history: list[float] = field(default_factory=list)  # oldest reply first
     sources: list[str] = field(default_factory=list)  # "#12 title", most influential first
     reply_usage: float | None = None  # this slot's mass in the reply being inspected
+    kind: str = "slot"  # "group": a routed bank's group of token rows, shown as one
+    rows: tuple[int, ...] = ()  # a group's slot rows (columns of a reply's attention)
 
 
 # -- labels --------------------------------------------------------------------------------------
@@ -55,7 +57,7 @@ def slot_labels(frozen, slots: torch.Tensor, k: int = 3) -> list[str]:
     weight = frozen.backbone.model.get_input_embeddings().weight
     with torch.no_grad():
         s = slots.float().to(weight.device)
-        written = p.out(p.value(s)) + (p.identity(s) if p.identity is not None else 0)  # [N, H]
+        written = p.writes(s)  # [N, H]
         emb = torch.nn.functional.normalize(weight.float(), dim=-1)  # [V, H]
         sims = torch.nn.functional.normalize(written, dim=-1) @ emb.T  # [N, V]
         control = [
@@ -67,7 +69,11 @@ def slot_labels(frozen, slots: torch.Tensor, k: int = 3) -> list[str]:
         sims[:, control] = -2.0
         top = sims.topk(min(k * 8, sims.shape[1]), dim=-1).indices.tolist()
     labels = []
-    for ids in top:
+    keys = set(p.key_rows())
+    for row, ids in enumerate(top):
+        if row in keys:  # a routed bank's key: a reading of a message, not a word
+            labels.append("(routing key)")
+            continue
         # A lone byte of a multi-byte character decodes to U+FFFD: not a word, skip it.
         words = [w for w in (_printable(tok.decode([i])) for i in ids) if w and "\ufffd" not in w][
             :k
@@ -268,7 +274,7 @@ def describe(
     # A reply read by another memory shape (before a refit changed it) has no per-slot share here.
     fits = attention is not None and attention.shape[-1] == n
     reply = slot_mass(attention) if fits else None
-    return [
+    rows = [
         SlotDescription(
             i,
             labels[i],
@@ -279,6 +285,35 @@ def describe(
         )
         for i in range(n)
     ]
+    return by_group(frozen.projector, slots, rows) if frozen.config.routed else rows
+
+
+def by_group(projector, slots: torch.Tensor, rows: list[SlotDescription]) -> list[SlotDescription]:
+    """A routed bank seen by group: each group's words (the first label of each token row), its
+    rows' usage and reply share summed, their sources merged; an empty group says so."""
+    groups = []
+    for g, key in enumerate(projector.key_rows()):
+        members = [rows[r] for r in projector.token_rows(g)]
+        words = [m.label.split(" · ")[0] for m in members if m.label]
+        label = " · ".join(dict.fromkeys(words))
+        if not bool(slots[key].abs().sum() > 0):
+            label = f"(empty: no message filed here yet) {label}"
+        reply = None
+        if members[0].reply_usage is not None:
+            reply = sum(m.reply_usage or 0.0 for m in members)
+        groups.append(
+            SlotDescription(
+                g,
+                label,
+                sum(m.usage for m in members),
+                [sum(values) for values in zip(*(m.usage_history for m in members))],
+                list(dict.fromkeys(src for m in members for src in m.sources)),
+                reply,
+                kind="group",
+                rows=tuple(projector.token_rows(g)),
+            )
+        )
+    return groups
 
 
 def describe_slots(runtime, attention: torch.Tensor | None = None) -> list[SlotDescription]:
@@ -287,16 +322,23 @@ def describe_slots(runtime, attention: torch.Tensor | None = None) -> list[SlotD
     return describe(runtime.store, runtime.frozen, runtime.profile.id, slots, version_id, attention)
 
 
-def heatmap(attention: torch.Tensor) -> str:
+def heatmap(attention: torch.Tensor, columns: list[list[int]] | None = None) -> str:
     """A reply's attention as text: a row per soft token, a column per slot (mean over heads),
-    each cell a block scaled to the largest cell; the last row is each slot's share in %."""
+    each cell a block scaled to the largest cell; the last row is each slot's share in %.
+    ``columns`` sums slots into one column each (a routed bank's groups)."""
     grid = attention.float().mean(dim=0)  # [M, N]
+    mass = slot_mass(attention)
+    name = "slot"
+    if columns is not None:
+        grid = torch.stack([grid[:, rows].sum(dim=1) for rows in columns], dim=1)
+        mass = torch.stack([mass[rows].sum() for rows in columns])
+        name = "group"
     n, top = grid.shape[1], float(grid.max()) or 1.0
-    lines = [f"{'slot':>6}  " + " ".join(f"{i:>2}" for i in range(n))]
+    width = max(6, len(f"soft {grid.shape[0] - 1}"))  # row labels line up past soft 9
+    lines = [f"{name:>{width}}  " + " ".join(f"{i:>2}" for i in range(n))]
     for m, row in enumerate(grid.tolist()):
-        lines.append(f"{'soft ' + str(m):>6}  " + " ".join(_block(v / top) * 2 for v in row))
-    mass = slot_mass(attention).tolist()
-    lines.append(f"{'mass%':>6}  " + " ".join(f"{round(100 * v):>2}" for v in mass))
+        lines.append(f"{'soft ' + str(m):>{width}}  " + " ".join(_block(v / top) * 2 for v in row))
+    lines.append(f"{'mass%':>{width}}  " + " ".join(f"{round(100 * v):>2}" for v in mass.tolist()))
     return "\n".join(lines)
 
 

@@ -37,6 +37,11 @@ FORMAT = "lpm-projector/1"
 class Projector(nn.Module):
     """Cross-attention from M input-conditioned queries to N slots, writing M soft tokens."""
 
+    # What the query is made of: the message's token embeddings (``lm.query_inputs``). The routed
+    # bank (``routing.RoutedProjector``) reads the backbone's hidden states instead.
+    reads = "token_embeddings"
+    kind = "identity"  # what a report calls it when it is not shipped (trained) weights
+
     def __init__(self, config: MemoryConfig):
         super().__init__()
         self.config = config
@@ -96,6 +101,16 @@ class Projector(nn.Module):
         if self.identity is not None:
             soft = soft + self.identity(slots)
         return soft, attention
+
+    def writes(self, slots: torch.Tensor) -> torch.Tensor:
+        """What each slot writes through the projector [N, H] (the inspector labels it)."""
+        slots = slots.float()
+        written = self.out(self.value(slots))
+        return written + self.identity(slots) if self.identity is not None else written
+
+    def key_rows(self) -> list[int]:
+        """Rows that route rather than write: none in a cross-attention projector."""
+        return []
 
     @staticmethod
     def _pool(

@@ -243,6 +243,8 @@ def _refit(
     base = loaded.slots
     if base is None:  # no usable version yet: the salient tokens of the history being fitted
         base = frozen.fresh_slots(recent_turns(examples), seed=profile_id)
+    else:  # a routed bank files new messages in its empty groups
+        base = frozen.grown_slots(base, recent_turns(examples))
     common = {
         "refit_id": refit_id,
         "base_version_id": base_id,

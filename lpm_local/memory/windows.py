@@ -29,10 +29,18 @@ class Window:
     input_ids: tuple[int, ...]
     labels: tuple[int, ...]  # IGNORE where not a target
     query_ids: tuple[int, ...] = ()  # content of the user message the prefix is computed for
+    # Content of the window's first user target: what a routed memory (``routing.py``) files a
+    # window under when no user message precedes its targets.
+    topic_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.input_ids) != len(self.labels):
             raise ValueError("input_ids and labels differ in length")
+
+    @property
+    def route_ids(self) -> tuple[int, ...]:
+        """The message a routed memory chooses its groups by: the query, else the topic."""
+        return self.query_ids or self.topic_ids
 
     @property
     def n_targets(self) -> int:
@@ -91,7 +99,9 @@ def _window(chat: ChatFormat, ctx: list[Turn], targets: list[Turn], config: Wind
         ctx = ctx[1:]
     users = [t.content for t in ctx if t.role == "user"]
     query = tuple(chat.text_ids(users[-1])) if users else ()
-    return Window(tuple(ids[: config.max_tokens]), tuple(labels[: config.max_tokens]), query)
+    asked = [t.content for t in targets if t.role == "user"]
+    topic = tuple(chat.text_ids(asked[0])) if asked else ()
+    return Window(tuple(ids[: config.max_tokens]), tuple(labels[: config.max_tokens]), query, topic)
 
 
 def qa_window(

@@ -89,7 +89,15 @@ class InspectorScreen(Screen[None]):
     def _fill_slots(self, slots: list[SlotDescription]) -> None:
         table = self.query_one(DataTable)
         table.clear(columns=True)
-        table.add_columns("slot", "this reply", "usage", "recent", "label", "sources")
+        # A routed bank is listed by group (``SlotDescription.kind``), a flat memory by slot.
+        kind = slots[0].kind if slots else "slot"
+        if kind == "group" and self.attention is not None:
+            import torch  # already loaded: the attention is a tensor
+
+            # A bank's reply read 32 of its hundreds of rows: the map shows one column per group.
+            grouped = [self.attention[..., list(s.rows)].sum(dim=-1) for s in slots]
+            self.query_one(Heatmap).set_attention(torch.stack(grouped, dim=-1))
+        table.add_columns(kind, "this reply", "usage", "recent", "label", "sources")
         this_reply = slot_usage(to_grid(self.attention)) if self.attention is not None else []
         if not slots:
             table.add_row(
@@ -103,7 +111,7 @@ class InspectorScreen(Screen[None]):
             return
         for slot in slots:
             share = slot.reply_usage
-            if share is None and slot.index < len(this_reply):
+            if share is None and kind == "slot" and slot.index < len(this_reply):
                 share = this_reply[slot.index]
             table.add_row(
                 Text(str(slot.index)),

@@ -191,7 +191,8 @@ def run_bench(
         "torch_threads": torch.get_num_threads(),
         "kv_bytes_per_token": kv_bytes_per_token(backbone),
         "soft_tokens": frozen.config.n_soft_tokens,
-        "projector": "shipped" if frozen.shipped else "identity",
+        # "projector" is the overhead measured below; this says which projector it was.
+        "projector_kind": "shipped" if frozen.shipped else frozen.projector.kind,
         "settings": asdict(settings),
         # Other processes share the machine: the load says how much these timings can be trusted.
         "load_average_start": list(os.getloadavg()),

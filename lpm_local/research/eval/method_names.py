@@ -3,8 +3,9 @@ registry read the same lists (``--help`` must not import torch to know them)."""
 
 from __future__ import annotations
 
-# Order of the report's rows. ``e2p`` and the two LPM ablations are extras (not in the default
-# set); the recall benchmark's table is no memory, full context, prompt tuning and the LPM rows.
+# Order of the report's rows. ``e2p``, the two LPM ablations and the routed bank are extras
+# (not in the default set); the recall benchmark's table is no memory, full context, prompt
+# tuning and the LPM rows.
 METHODS = (
     "no_memory",
     "full_context",
@@ -15,6 +16,7 @@ METHODS = (
     "e2p",
     "lpm_untrained",
     "lpm_unfitted",
+    "lpm_bank",
 )
 DEFAULT_METHODS = METHODS[:6]
 RECALL_METHODS = (
@@ -25,4 +27,11 @@ RECALL_METHODS = (
     "lpm_unfitted",
     "lpm",
 )
-FITTED = ("prompt_tuning", "lora", "lpm", "e2p", "lpm_untrained")  # methods with a learning rate
+FITTED = (
+    "prompt_tuning",
+    "lora",
+    "lpm",
+    "e2p",
+    "lpm_untrained",
+    "lpm_bank",
+)  # methods with a learning rate

@@ -39,6 +39,8 @@ def method_class(name: str) -> type[BackboneMethod]:
         from lpm_local.research.eval.methods.lpm_ablations import UntrainedProjectorLpm as cls
     elif name == "lpm_unfitted":
         from lpm_local.research.eval.methods.lpm_ablations import UnfittedLpm as cls
+    elif name == "lpm_bank":
+        from lpm_local.research.eval.methods.lpm_bank import RoutedBankLpm as cls
     else:
         raise BadInput(f"unknown method {name!r}", hint=f"choose from {', '.join(METHODS)}")
     return cls

@@ -26,7 +26,14 @@ from lpm_local.research.eval.scoring import ContextCache, prompt_length, score_w
 # Per-method default learning rates, used when no lr grid search ran (``lpm eval --lr-grid``).
 # 3e-2 won the recall table's search for 8 full-width soft tokens at 10 steps (grid 1e-2, 3e-2,
 # 1e-1 on validation users, by margin); LoRA updates weight matrices and takes less.
-DEFAULT_LRS = {"prompt_tuning": 3e-2, "lpm": 3e-2, "lpm_untrained": 3e-2, "e2p": 3e-2, "lora": 1e-3}
+DEFAULT_LRS = {
+    "prompt_tuning": 3e-2,
+    "lpm": 3e-2,
+    "lpm_untrained": 3e-2,
+    "lpm_bank": 3e-2,
+    "e2p": 3e-2,
+    "lora": 1e-3,
+}
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,11 @@ says so.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 from lpm_local.chat.encoding import Turn
 from lpm_local.memory.fitting import fit_slots
-from lpm_local.memory.frozen import default_config, load_frozen_memory
+from lpm_local.memory.frozen import load_frozen_memory, prompt_tuning_config
 from lpm_local.research.eval.cases import EvalQuestion
 from lpm_local.research.eval.methods.base import (
     BackboneMethod,
@@ -32,17 +31,11 @@ class LatentPersonalMemory(BackboneMethod):
     def __init__(self, backbone, settings: MethodSettings | None = None):
         super().__init__(backbone, settings)
         self.frozen = load_frozen_memory(backbone)
-        if (
-            not self.frozen.shipped
-            and self.frozen.config.n_soft_tokens != self.settings.soft_tokens
-        ):
+        if not self.frozen.shipped:
             # Without a trained projector LPM is prompt tuning from the salient start: it gets
             # prompt tuning's number of soft tokens, so both hold the same per-user state (the
-            # app's own default for such a backbone, ``frozen.PROMPT_TUNING_TOKENS``, may differ).
-            tokens = self.settings.soft_tokens
-            config = dataclasses.replace(
-                default_config(backbone.hidden_size), n_slots=tokens, n_soft_tokens=tokens
-            )
+            # app's own memory for such a backbone is a routed bank: the ``lpm_bank`` method).
+            config = prompt_tuning_config(backbone.hidden_size, self.settings.soft_tokens)
             self.frozen = load_frozen_memory(backbone, config)
 
     def fit(self, history: Sequence[Turn]) -> UserState:

@@ -1,0 +1,189 @@
+"""The routed slot bank (``memory/routing.py``) on the tiny Qwen3: more slots than soft tokens,
+each message reading the groups whose keys are nearest, keys fixed through a fit, empty groups
+filled from new messages, and the app's refit and chat running on it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lpm_local.memory.config import MemoryConfig
+from lpm_local.memory.fitting import fit_slots
+from lpm_local.memory.frozen import load_frozen_memory
+from lpm_local.memory.refit import RefitSettings, run_refit
+from lpm_local.memory.routing import RoutedProjector, route_features
+from lpm_local.memory.scheduler import locked_refit
+from lpm_local.memory.slots import slots_from_bytes
+from lpm_local.memory.windows import make_windows, qa_window
+from lpm_local.storage.records import NewMessage
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def bank_config(hidden: int, groups: int = 6, pick: int = 2, tokens: int = 4) -> MemoryConfig:
+    return MemoryConfig(
+        hidden_size=hidden,
+        slot_dim=hidden,
+        heads=1,
+        n_slots=groups * (tokens + 1),
+        n_soft_tokens=pick * tokens,
+        identity_path=False,
+        route_groups=groups,
+        route_pick=pick,
+    )
+
+
+HISTORY = [
+    ("user", "My cat is called Pixel and she is grey."),
+    ("assistant", "A lovely name."),
+    ("user", "I play the bassoon in an orchestra on Sundays."),
+    ("assistant", "Wonderful."),
+    ("user", "My brother Jonas lives in Montreal."),
+    ("assistant", "A great city."),
+]
+
+
+def test_a_bank_needs_rows_for_every_key_and_token():
+    assert bank_config(64).n_slots == 30 and bank_config(64).group_tokens == 4
+    with pytest.raises(ValueError, match="rows"):
+        MemoryConfig(
+            hidden_size=64, slot_dim=64, heads=1, n_slots=24, n_soft_tokens=8,
+            identity_path=False, route_groups=6, route_pick=2,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="route_pick"):
+        MemoryConfig(
+            hidden_size=64, slot_dim=64, heads=1, n_slots=30, n_soft_tokens=8,
+            identity_path=False, route_groups=2, route_pick=4,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="identity_path"):
+        MemoryConfig(
+            hidden_size=64, slot_dim=64, heads=1, n_slots=30, n_soft_tokens=8,
+            route_groups=6, route_pick=2,
+        )  # fmt: skip
+    # A config written before routing existed still reads back as a flat memory.
+    assert not MemoryConfig.from_json(MemoryConfig().to_json()).routed
+
+
+def test_a_message_reads_the_groups_nearest_to_it_and_only_their_token_rows():
+    config = bank_config(8, groups=4, pick=2, tokens=3)
+    projector = RoutedProjector(config)
+    slots = torch.randn(config.n_slots, 8)
+    keys = torch.eye(8)[:4] * 5
+    for group, row in enumerate(projector.key_rows()):
+        slots[row] = keys[group]
+    query = (keys[3] + 0.5 * keys[1]).unsqueeze(0)  # nearest: group 3, then group 1
+    assert projector.choose(slots, query).tolist() == [[1, 3]]
+    slots.requires_grad_(True)
+    soft, attention = projector(slots, query)
+    assert soft.shape == (1, 6, 8) and attention.shape == (1, 1, 6, config.n_slots)
+    expected = projector.token_rows(1) + projector.token_rows(3)  # bank order
+    assert attention[0, 0].argmax(dim=-1).tolist() == expected
+    assert torch.equal(soft[0], slots[expected].detach())
+    (grad,) = torch.autograd.grad(soft.sum(), [slots])
+    touched = sorted(set(grad.abs().sum(dim=-1).nonzero().flatten().tolist()))
+    assert touched == expected  # no key row and no unchosen group receives a gradient
+
+
+def test_empty_groups_are_read_only_when_too_few_groups_hold_a_key():
+    config = bank_config(8, groups=4, pick=2, tokens=1)
+    projector = RoutedProjector(config)
+    slots = torch.zeros(config.n_slots, 8)
+    slots[projector.key_rows()[2]] = torch.ones(8)
+    picked = projector.choose(slots, -torch.ones(1, 8))  # far from the only key, still first
+    assert 2 in picked[0].tolist()
+
+
+def test_the_bank_files_each_message_under_its_own_reading(tiny_backbone):
+    frozen = load_frozen_memory(tiny_backbone, bank_config(tiny_backbone.hidden_size))
+    assert isinstance(frozen.projector, RoutedProjector)
+    slots = frozen.fresh_slots(HISTORY, seed=0)
+    keys = slots[frozen.projector.key_rows()]
+    held = keys.abs().sum(dim=-1) > 0
+    assert held.tolist() == [True, True, True, False, False, False]
+    messages = [frozen.chat.text_ids(text) for role, text in HISTORY if role == "user"]
+    readings = route_features(tiny_backbone.model, messages)
+    assert torch.allclose(keys[:3], readings, atol=1e-5)  # in the order they were written
+    # Token rows of a filled group start from the words of its own message.
+    weight = tiny_backbone.model.get_input_embeddings().weight.detach()
+    first = slots[frozen.projector.token_rows(0)[0]]
+    assert any(torch.allclose(first, weight[i].float(), atol=1e-6) for i in messages[0])
+
+    later = [*HISTORY, ("user", "I grew up in Tampere, in Finland."), ("assistant", "Nice.")]
+    grown = frozen.grown_slots(slots, later)
+    assert torch.equal(grown[: 3 * 5], slots[: 3 * 5])  # groups with a key are left alone
+    assert (grown[frozen.projector.key_rows()].abs().sum(dim=-1) > 0).tolist() == [
+        True, True, True, True, False, False,
+    ]  # fmt: skip
+    assert torch.equal(frozen.grown_slots(grown, later), grown)  # nothing new: unchanged
+
+
+def test_a_fit_moves_the_chosen_token_rows_and_never_a_key(tiny_backbone):
+    frozen = load_frozen_memory(tiny_backbone, bank_config(tiny_backbone.hidden_size))
+    slots = frozen.fresh_slots(HISTORY, seed=0)
+    windows = make_windows(frozen.chat, HISTORY) + [
+        qa_window(frozen.chat, "What is my cat called?", "", "Your cat is called Pixel.")
+    ]
+    assert all(w.route_ids for w in windows)  # history windows are filed under their message
+    result = fit_slots(tiny_backbone.model, frozen.projector, slots, windows, steps=8, lr=0.05)
+    keys = frozen.projector.key_rows()
+    assert torch.equal(result.slots[keys], slots[keys])
+    assert result.train_losses[-1] < result.train_losses[0]
+    moved = (result.slots - slots).abs().sum(dim=-1) > 0
+    assert moved.any() and not moved[keys].any()
+
+
+def test_the_app_refits_and_answers_through_a_bank(tiny_backbone, store):
+    config = bank_config(tiny_backbone.hidden_size)
+    frozen = load_frozen_memory(tiny_backbone, config)
+    profile = store.ensure_profile()
+    for c in range(3):
+        conv = store.create_conversation(profile.id, f"facts {c}")
+        store.add_messages(conv.id, [NewMessage(role, text) for role, text in HISTORY])
+    settings = RefitSettings(steps=6, eval_every=2, patience=3, probed_messages=0)
+
+    def refit():
+        return locked_refit(
+            store, profile.id, lambda: run_refit(store, frozen, profile.id, settings=settings)
+        )
+
+    outcome = refit()
+    assert outcome.committed, outcome
+    slots, stored = slots_from_bytes(store.current_memory_version(profile.id).tensors)
+    assert stored == config and tuple(slots.shape) == (config.n_slots, config.slot_dim)
+    keys = frozen.projector.key_rows()
+    assert (slots[keys].abs().sum(dim=-1) > 0).sum().item() == 3  # one group per message
+
+    soft, attention = frozen.soft(slots, "What is my cat called?")
+    assert soft.shape == (config.n_soft_tokens, config.hidden_size)
+    assert attention.shape == (1, config.n_soft_tokens, config.n_slots)
+    assert attention.sum().item() == config.n_soft_tokens  # one slot per soft token
+
+    # A new message gets an empty group at the next refit; the filled ones keep their keys.
+    conv = store.create_conversation(profile.id, "more")
+    store.add_messages(
+        conv.id,
+        [NewMessage("user", "I grew up in Tampere, in Finland."), NewMessage("assistant", "Ok.")],
+    )
+    second = refit()
+    if second.committed:
+        grown, _ = slots_from_bytes(store.current_memory_version(profile.id).tensors)
+        assert (grown[keys].abs().sum(dim=-1) > 0).sum().item() == 4
+        assert torch.equal(grown[keys[:3]], slots[keys[:3]])
+
+
+def test_the_inspector_shows_a_bank_by_group(tiny_backbone, store):
+    from lpm_local.memory.inspection import describe, heatmap
+
+    frozen = load_frozen_memory(tiny_backbone, bank_config(tiny_backbone.hidden_size))
+    profile = store.ensure_profile()
+    slots = frozen.fresh_slots(HISTORY, seed=0)
+    _, attention = frozen.soft(slots, "Which instrument do I play?")
+    groups = describe(store, frozen, profile.id, slots, None, attention)
+    assert [g.kind for g in groups] == ["group"] * 6 and [g.index for g in groups] == list(range(6))
+    assert [g.label.startswith("(empty") for g in groups] == [False] * 3 + [True] * 3
+    assert sum(g.reply_usage for g in groups) == pytest.approx(1.0)  # two groups share it
+    assert sorted(g.reply_usage for g in groups)[-2:] == [pytest.approx(0.5)] * 2
+    columns = [frozen.projector.token_rows(g) for g in range(6)]
+    lines = heatmap(attention, columns).splitlines()
+    assert lines[0].split()[0] == "group" and len(lines[0].split()) == 7
+    assert sorted(int(x) for x in lines[-1].split()[1:])[-2:] == [50, 50]
