@@ -295,17 +295,22 @@ async def test_refit_progress_shows_while_chatting_goes_on():
         assert "version  #2 (2 saved)" in shown_text(app)
 
 
+async def inspect_a_reply(app, pilot, memory, *, refits: int) -> Heatmap:
+    """Refit the scripted memory, send a message, open the inspector on the reply (F4)."""
+    for _ in range(refits):
+        memory.refit_now()
+        await wait_for(pilot, lambda: not memory.state.running)
+    await send(pilot, "what do you know?")
+    await pilot.press("f4")
+    assert isinstance(app.screen, InspectorScreen)
+    return app.screen.query_one(Heatmap)
+
+
 async def test_inspector_heatmap_slots_rollback_and_forget():
     factory = ScriptedFactory(memory=True)
     async with running(factory, size=(120, 40)) as (app, pilot, _):
         memory, store = factory.assistant.memory, factory.assistant.store
-        for _ in range(2):
-            memory.refit_now()
-            await wait_for(pilot, lambda: not memory.state.running)
-        await send(pilot, "what do you know?")
-        await pilot.press("f4")
-        assert isinstance(app.screen, InspectorScreen)
-        heatmap = app.screen.query_one(Heatmap)
+        heatmap = await inspect_a_reply(app, pilot, memory, refits=2)
         assert len(heatmap.matrix()) == memory.m and len(heatmap.matrix()[0]) == memory.n
         text = shown_text(app)
         assert (
@@ -341,12 +346,7 @@ async def test_inspector_shows_a_routed_bank_by_group():
     factory = ScriptedFactory(memory=True, memory_groups=4)
     async with running(factory, size=(120, 40)) as (app, pilot, _):
         memory = factory.assistant.memory
-        memory.refit_now()
-        await wait_for(pilot, lambda: not memory.state.running)
-        await send(pilot, "what do you know?")
-        await pilot.press("f4")
-        assert isinstance(app.screen, InspectorScreen)
-        heatmap = app.screen.query_one(Heatmap)
+        heatmap = await inspect_a_reply(app, pilot, memory, refits=1)
         # One column per group (8 rows summed into 4), the table listed by group.
         assert len(heatmap.matrix()) == memory.m and len(heatmap.matrix()[0]) == 4
         assert sum(heatmap.matrix()[0]) == pytest.approx(1.0)
