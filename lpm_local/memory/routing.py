@@ -28,6 +28,7 @@ question reads the groups written for what it asks.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -114,18 +115,24 @@ class RoutedProjector(nn.Module):
         self.config = config
         self.identity = None
         self._readings: dict[tuple[int, ...], torch.Tensor] = {}
+        self._readings_lock = threading.Lock()
 
     def features(self, model: nn.Module, messages: Sequence[Sequence[int]]) -> torch.Tensor:
         """``route_features``, remembered per message: a fit reads the same windows every step
         and the backbone is frozen, so each message is read once per fit."""
-        missing = [tuple(m) for m in messages if tuple(m) not in self._readings]
+        keys = [tuple(m) for m in messages]
+        with self._readings_lock:  # one projector serves every profile's refit thread
+            known = {k: self._readings[k] for k in keys if k in self._readings}
+        missing = list(dict.fromkeys(k for k in keys if k not in known))
         if missing:
-            unique = list(dict.fromkeys(missing))
-            for ids, row in zip(unique, route_features(model, unique)):
-                if len(self._readings) >= READINGS_KEPT:
-                    self._readings.pop(next(iter(self._readings)))
-                self._readings[ids] = row
-        return torch.stack([self._readings[tuple(m)] for m in messages])
+            fresh = dict(zip(missing, route_features(model, missing)))
+            known.update(fresh)
+            with self._readings_lock:
+                for k, row in fresh.items():
+                    if len(self._readings) >= READINGS_KEPT:
+                        self._readings.pop(next(iter(self._readings)))
+                    self._readings[k] = row
+        return torch.stack([known[k] for k in keys])
 
     def key_rows(self) -> list[int]:
         step = self.config.group_tokens + 1
