@@ -599,6 +599,7 @@ def test_eval_command_rejects_bad_options(tiny_qwen3_dir):
 def test_first_ctrl_c_asks_the_eval_to_stop_and_the_second_aborts():
     import signal
     import threading
+    import time
 
     from lpm_local.cli.evaluation import stop_on_first_interrupt
 
@@ -607,12 +608,21 @@ def test_first_ctrl_c_asks_the_eval_to_stop_and_the_second_aborts():
     def interrupt() -> None:
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
+    def settle(until=lambda: False) -> None:
+        """Give the handler time to run: Python runs it at a later bytecode boundary of the main
+        thread, which on a loaded machine can be after the next statement."""
+        deadline = time.monotonic() + 5
+        while not until() and time.monotonic() < deadline:
+            time.sleep(0.001)
+
     before = signal.getsignal(signal.SIGINT)
     with stop_on_first_interrupt() as cancel:
         interrupt()
+        settle(cancel.is_set)
         assert cancel.is_set()  # the run stops at its next check and writes its report
         with pytest.raises(KeyboardInterrupt):
             interrupt()
+            settle()
     assert signal.getsignal(signal.SIGINT) is before
 
 

@@ -43,9 +43,9 @@ MAX_QUERY_TOKENS = 2048
 # after 20. Still 32 tokens of KV per turn, 375x less than 12K tokens of history in context.
 PROMPT_TUNING_TOKENS = 32
 # Groups of the routed bank such a backbone's memory is (``routing.py``), and groups per turn:
-# 32 groups of 8 tokens, 4 read per turn (the 32 soft tokens above). Measured on a 16-fact
-# persona with Qwen2.5-0.5B (the app's import, refit and ask): a flat memory of 32 soft tokens
-# answered 5 of 16 facts, the bank 10 of 16, no memory 0; both refits ~25 min at load 3.
+# 32 groups of 8 tokens, 4 read per turn (the 32 soft tokens above). Measured on two 16-fact
+# personas with Qwen2.5-0.5B (the app's import, refit and ask): a flat memory of 32 soft tokens
+# answered 5 and 8 of 16 facts, the bank 10 and 8, no memory 0 (README).
 BANK_GROUPS = 32
 BANK_PICK = 4
 
