@@ -300,7 +300,9 @@ def stop_on_first_interrupt():
 
     def first(signum, frame):
         cancel.set()
-        signal.signal(signal.SIGINT, previous)
+        # The second Ctrl-C raises KeyboardInterrupt, even in a process that started with SIGINT
+        # ignored or at the OS default (a background job of a shell): the first one got here.
+        signal.signal(signal.SIGINT, previous if callable(previous) else signal.default_int_handler)
         click.echo(
             "\nstopping after the current question; Ctrl-C again to abort without a report",
             err=True,
