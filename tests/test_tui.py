@@ -421,7 +421,10 @@ async def test_import_previews_then_imports_once(tmp_path):
         await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen))
         [conversation] = store.list_conversations(profile.id)
         assert conversation.message_count == 2
-        assert any("added 1 conversations" in n.message for n in app._notifications)
+        # The import's notice is posted from its worker, possibly after the screen switched back.
+        await wait_for(
+            pilot, lambda: any("added 1 conversations" in n.message for n in app._notifications)
+        )
         await wait_for(pilot, lambda: "imported" in shown_text(app))  # listed in the sidebar
         await app.screen.open_conversation(conversation.id)
         assert "I keep bees [@click=app.quit]x[/]" in shown_text(app)  # shown literally
