@@ -172,7 +172,7 @@ def test_the_app_refits_and_answers_through_a_bank(tiny_backbone, store):
 
 
 def test_the_inspector_shows_a_bank_by_group(tiny_backbone, store):
-    from lpm_local.memory.inspection import describe, heatmap
+    from lpm_local.memory.inspection import by_group_attention, describe, heatmap
 
     frozen = load_frozen_memory(tiny_backbone, bank_config(tiny_backbone.hidden_size))
     profile = store.ensure_profile()
@@ -183,7 +183,8 @@ def test_the_inspector_shows_a_bank_by_group(tiny_backbone, store):
     assert [g.label.startswith("(empty") for g in groups] == [False] * 3 + [True] * 3
     assert sum(g.reply_usage for g in groups) == pytest.approx(1.0)  # two groups share it
     assert sorted(g.reply_usage for g in groups)[-2:] == [pytest.approx(0.5)] * 2
-    columns = [frozen.projector.token_rows(g) for g in range(6)]
-    lines = heatmap(attention, columns).splitlines()
+    # A reply read by an older, flat memory of 32 slots has no per-group map.
+    assert by_group_attention(torch.ones(1, 32, 32) / 32, groups) is None
+    lines = heatmap(by_group_attention(attention, groups), "group").splitlines()
     assert lines[0].split()[0] == "group" and len(lines[0].split()) == 7
     assert sorted(int(x) for x in lines[-1].split()[1:])[-2:] == [50, 50]

@@ -341,7 +341,12 @@ def show(
 ) -> None:
     """Explain each memory slot: a label, how much replies use it, what shaped it."""
     from lpm_local.memory.frozen import current_slots
-    from lpm_local.memory.inspection import describe, heatmap, reply_attention
+    from lpm_local.memory.inspection import (
+        by_group_attention,
+        describe,
+        heatmap,
+        reply_attention,
+    )
 
     store, profile = open_profile(profile_name)
     with store:
@@ -362,10 +367,8 @@ def show(
         click.echo(f"  shaped by: {', '.join(s.sources) if s.sources else '-'}")
     if attention is not None:
         click.echo(f"\nreply #{reply_id} (memory version #{used_version}):")
-        columns = None
-        if frozen.config.routed and attention.shape[-1] == frozen.config.n_slots:  # by group
-            columns = [frozen.projector.token_rows(g) for g in range(frozen.config.route_groups)]
-        click.echo(heatmap(attention, columns))
+        grouped = by_group_attention(attention, slots)  # a bank: one column per group
+        click.echo(heatmap(attention) if grouped is None else heatmap(grouped, "group"))
 
 
 COMMANDS = [memory]

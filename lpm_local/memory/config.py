@@ -15,6 +15,11 @@ from dataclasses import asdict, dataclass, fields
 RETIRED_KEYS = frozenset({"encoder_heads", "encoder_max_tokens"})
 
 
+def heads_for(hidden_size: int) -> int:
+    """Attention heads for a memory of this width: the most of 4, 2, 1 that divide it."""
+    return next(h for h in (4, 2, 1) if hidden_size % h == 0)
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
     """Dimensions of the per-user slots and of the shared projector.

@@ -17,7 +17,7 @@ import torch
 
 from lpm_local.chat.encoding import DEFAULT_SYSTEM_PROMPT, ChatFormat
 from lpm_local.errors import BadBundle, CorruptDatabase, ModelNotAvailable
-from lpm_local.memory.config import MemoryConfig
+from lpm_local.memory.config import MemoryConfig, heads_for
 from lpm_local.memory.projector import Projector, prompt_tuning_projector
 from lpm_local.memory.routing import (
     RoutedProjector,
@@ -53,11 +53,10 @@ BANK_PICK = 4
 def prompt_tuning_config(hidden_size: int, tokens: int = PROMPT_TUNING_TOKENS) -> MemoryConfig:
     """A flat memory of ``tokens`` full-width slots read by the identity projector: prompt
     tuning with that many tokens (heads that divide the hidden size)."""
-    heads = next(h for h in (4, 2, 1) if hidden_size % h == 0)
     return MemoryConfig(
         hidden_size=hidden_size,
         slot_dim=hidden_size,
-        heads=heads,
+        heads=heads_for(hidden_size),
         n_slots=tokens,
         n_soft_tokens=tokens,
     )
@@ -118,7 +117,7 @@ class FrozenMemory:
         tokens (``salient.py``), topped up with vocabulary-token init (the usual prompt-tuning
         start), which is all a profile without history gets."""
         if self.config.routed:
-            return bank_slots(self.backbone.model, self.chat, turns, self.config, seed=seed)
+            return bank_slots(self.backbone.model, self.chat, self.projector, turns, seed=seed)
         return salient_slots(self.backbone.model, self.chat, turns, self.config, seed=seed)
 
     def grown_slots(self, slots: torch.Tensor, turns: list[tuple[str, str]]) -> torch.Tensor:
@@ -126,7 +125,7 @@ class FrozenMemory:
         have none yet (``routing.extend_bank``); a flat memory starts where it is."""
         if not self.config.routed:
             return slots
-        return extend_bank(self.backbone.model, self.chat, slots, turns, self.config)
+        return extend_bank(self.backbone.model, self.chat, self.projector, slots, turns)
 
     def decode(self, version: MemoryVersion) -> torch.Tensor:
         """A version's slots [N, d_s] fp32 on CPU, or ``BadBundle`` saying why they cannot be

@@ -291,12 +291,12 @@ def describe(
 def by_group(projector, slots: torch.Tensor, rows: list[SlotDescription]) -> list[SlotDescription]:
     """A routed bank seen by group: each group's words (the first label of each token row), its
     rows' usage and reply share summed, their sources merged; an empty group says so."""
-    groups = []
-    for g, key in enumerate(projector.key_rows()):
+    groups, filled = [], projector.filled(slots)
+    for g in range(projector.config.route_groups):
         members = [rows[r] for r in projector.token_rows(g)]
         words = [m.label.split(" · ")[0] for m in members if m.label]
         label = " · ".join(dict.fromkeys(words))
-        if not bool(slots[key].abs().sum() > 0):
+        if not filled[g]:
             label = f"(empty: no message filed here yet) {label}"
         reply = None
         if members[0].reply_usage is not None:
@@ -322,17 +322,25 @@ def describe_slots(runtime, attention: torch.Tensor | None = None) -> list[SlotD
     return describe(runtime.store, runtime.frozen, runtime.profile.id, slots, version_id, attention)
 
 
-def heatmap(attention: torch.Tensor, columns: list[list[int]] | None = None) -> str:
+def by_group_attention(
+    attention: torch.Tensor, slots: list[SlotDescription]
+) -> torch.Tensor | None:
+    """A reply's attention [heads, M, N] summed into one column per group [heads, M, G] when
+    ``slots`` describe a routed bank's groups (``by_group``) and the reply was read by a bank of
+    this shape; else None (a flat memory, or a reply read by an older memory shape)."""
+    if not slots or slots[0].kind != "group":
+        return None
+    if attention.shape[-1] != max(max(s.rows) for s in slots) + 1:  # a bank ends on a token row
+        return None
+    return torch.stack([attention[..., list(s.rows)].sum(dim=-1) for s in slots], dim=-1)
+
+
+def heatmap(attention: torch.Tensor, name: str = "slot") -> str:
     """A reply's attention as text: a row per soft token, a column per slot (mean over heads),
     each cell a block scaled to the largest cell; the last row is each slot's share in %.
-    ``columns`` sums slots into one column each (a routed bank's groups)."""
+    ``name`` heads the columns ("group" for ``by_group_attention``'s map)."""
     grid = attention.float().mean(dim=0)  # [M, N]
     mass = slot_mass(attention)
-    name = "slot"
-    if columns is not None:
-        grid = torch.stack([grid[:, rows].sum(dim=1) for rows in columns], dim=1)
-        mass = torch.stack([mass[rows].sum() for rows in columns])
-        name = "group"
     n, top = grid.shape[1], float(grid.max()) or 1.0
     width = max(6, len(f"soft {grid.shape[0] - 1}"))  # row labels line up past soft 9
     lines = [f"{name:>{width}}  " + " ".join(f"{i:>2}" for i in range(n))]

@@ -113,7 +113,7 @@ def soft_for(
     if projector is None:
         soft = slots if slots.dim() == 3 else slots.unsqueeze(0).expand(len(windows), -1, -1)
         return soft.float()
-    if projector.reads == "hidden_states":  # a routed bank: groups chosen per window's message
+    if projector.config.routed:  # a routed bank: groups chosen per window's message
         soft, _ = projector(slots, projector.features(model, [w.route_ids for w in windows]))
         return soft
     q, qmask = query_inputs(model, windows)

@@ -37,9 +37,6 @@ FORMAT = "lpm-projector/1"
 class Projector(nn.Module):
     """Cross-attention from M input-conditioned queries to N slots, writing M soft tokens."""
 
-    # What the query is made of: the message's token embeddings (``lm.query_inputs``). The routed
-    # bank (``routing.RoutedProjector``) reads the backbone's hidden states instead.
-    reads = "token_embeddings"
     kind = "identity"  # what a report calls it when it is not shipped (trained) weights
 
     def __init__(self, config: MemoryConfig):

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from lpm_local.chat.encoding import ChatFormat
-from lpm_local.memory.config import MemoryConfig
+from lpm_local.memory.config import MemoryConfig, heads_for
 from lpm_local.memory.salient import token_surprise, user_messages
 from lpm_local.memory.slots import init_slots
 from lpm_local.memory.windows import history_tokens
@@ -59,12 +59,11 @@ def bank_config(
 ) -> MemoryConfig:
     """A routed bank of ``groups`` groups, ``pick`` of them read per turn, ``soft_tokens`` soft
     tokens in all (``soft_tokens // pick`` token rows per group)."""
-    heads = next(h for h in (4, 2, 1) if hidden_size % h == 0)
     tokens = soft_tokens // pick
     return MemoryConfig(
         hidden_size=hidden_size,
         slot_dim=hidden_size,
-        heads=heads,
+        heads=heads_for(hidden_size),
         n_slots=groups * (tokens + 1),
         n_soft_tokens=soft_tokens,
         identity_path=False,
@@ -105,7 +104,6 @@ class RoutedProjector(nn.Module):
     same (soft, attention) pair as ``Projector``; the attention is one-hot (soft token m read
     slot n), repeated over ``config.heads`` so the inspector reads it like any other."""
 
-    reads = "hidden_states"
     kind = "routed bank"
 
     def __init__(self, config: MemoryConfig):
@@ -113,7 +111,6 @@ class RoutedProjector(nn.Module):
         if not config.routed:
             raise ValueError("RoutedProjector needs a MemoryConfig with route_groups > 0")
         self.config = config
-        self.identity = None
         self._readings: dict[tuple[int, ...], torch.Tensor] = {}
         self._readings_lock = threading.Lock()
 
@@ -138,6 +135,10 @@ class RoutedProjector(nn.Module):
         step = self.config.group_tokens + 1
         return list(range(0, self.config.n_slots, step))
 
+    def filled(self, slots: torch.Tensor) -> torch.Tensor:
+        """[G] bool: which groups hold a key (an all-zero key row marks an empty group)."""
+        return slots[self.key_rows()].detach().abs().sum(dim=-1) > 0
+
     def token_rows(self, group: int) -> list[int]:
         start = group * (self.config.group_tokens + 1) + 1
         return list(range(start, start + self.config.group_tokens))
@@ -146,7 +147,7 @@ class RoutedProjector(nn.Module):
         """Indices [B, pick] of the groups each message reads, in bank order."""
         c = self.config
         keys = slots[self.key_rows()].detach().float()  # [G, H]
-        held = keys.abs().sum(dim=-1) > 0
+        held = self.filled(slots)
         centre = keys[held].mean(dim=0) if held.any() else torch.zeros_like(keys[0])
         k = nn.functional.normalize(keys - centre, dim=-1)
         q = nn.functional.normalize(features.float().to(keys.device) - centre, dim=-1)
@@ -188,52 +189,54 @@ class RoutedProjector(nn.Module):
 def bank_slots(
     model: nn.Module,
     chat: ChatFormat,
+    projector: RoutedProjector,
     turns: Sequence[tuple[str, str]],
-    config: MemoryConfig,
     *,
     seed: int = 0,
 ) -> torch.Tensor:
     """A fresh bank [N, H] fp32 on CPU: empty groups (zero keys, vocabulary-token rows), then
     filled from the history's user messages by ``extend_bank``."""
-    slots = init_slots(config, model.get_input_embeddings().weight, seed=seed)
-    for key_row in RoutedProjector(config).key_rows():
-        slots[key_row] = 0.0
-    return extend_bank(model, chat, slots, turns, config)
+    slots = init_slots(projector.config, model.get_input_embeddings().weight, seed=seed)
+    slots[projector.key_rows()] = 0.0
+    return extend_bank(model, chat, projector, slots, turns)
 
 
 def extend_bank(
     model: nn.Module,
     chat: ChatFormat,
+    projector: RoutedProjector,
     slots: torch.Tensor,
     turns: Sequence[tuple[str, str]],
-    config: MemoryConfig,
 ) -> torch.Tensor:
     """Give empty groups to the user messages that have no key yet (most surprising first): key
     = the message's reading, token rows = the embeddings of its most surprising words. Groups
     that hold a key are returned unchanged. A new tensor; ``slots`` is not modified."""
-    projector = RoutedProjector(config)
+    config = projector.config
     slots = slots.detach().float().cpu().clone()
-    empty = [g for g, row in enumerate(projector.key_rows()) if not slots[row].abs().sum() > 0]
+    filled = projector.filled(slots)
+    empty = [g for g in range(config.route_groups) if not filled[g]]
     if not empty:
         return slots
     ids, roles = history_tokens(chat, turns, config.salient_max_tokens)
     messages = [m for m in user_messages(roles) if len(m) > 1][-MAX_KEYED_MESSAGES:]
-    if not messages:
+    # Remembered readings: a later refit re-reads only the messages it has not seen.
+    texts = [[ids[i] for i in m] for m in messages]
+    readings = projector.features(model, texts) if texts else []
+    keyed = [slots[projector.key_rows()[g]] for g in range(config.route_groups) if filled[g]]
+    # A message already filed (this one, or the same words said again) gets no new group.
+    fresh = [i for i in range(len(messages)) if not any(_same(readings[i], k) for k in keyed)]
+    if not fresh:  # every message has its group: no surprise pass over the history
         return slots
-    readings = route_features(model, [[ids[i] for i in m] for m in messages])
     surprise = token_surprise(model, ids)
     weight = model.get_input_embeddings().weight
     words = {i: any(ch.isalnum() for ch in chat.tokenizer.decode([i])) for i in set(ids)}
-    best = {i: max(float(surprise[p]) for p in m[1:]) for i, m in enumerate(messages)}
-    keyed = [slots[row] for row in projector.key_rows() if slots[row].abs().sum() > 0]
+    best = {i: max(float(surprise[p]) for p in messages[i][1:]) for i in fresh}
     chosen = []
-    for i in sorted(range(len(messages)), key=lambda i: -best[i]):
+    for i in sorted(fresh, key=lambda i: -best[i]):
         if len(chosen) == len(empty):
             break
-        # A message already filed (this one, or the same words said again) gets no new group.
-        if not any(_same(readings[i], key) for key in keyed):
+        if not any(_same(readings[i], readings[j]) for j in chosen):  # said twice: one group
             chosen.append(i)
-            keyed.append(readings[i])
     for group, i in zip(empty, sorted(chosen)):  # groups keep the order the messages came in
         slots[projector.key_rows()[group]] = readings[i]
         candidates = [p for p in messages[i][1:] if words[ids[p]]]

@@ -91,12 +91,13 @@ class InspectorScreen(Screen[None]):
         table.clear(columns=True)
         # A routed bank is listed by group (``SlotDescription.kind``), a flat memory by slot.
         kind = slots[0].kind if slots else "slot"
-        if kind == "group" and self.attention is not None:
-            import torch  # already loaded: the attention is a tensor
+        if self.attention is not None:
+            from lpm_local.memory.inspection import by_group_attention  # torch: loaded by now
 
             # A bank's reply read 32 of its hundreds of rows: the map shows one column per group.
-            grouped = [self.attention[..., list(s.rows)].sum(dim=-1) for s in slots]
-            self.query_one(Heatmap).set_attention(torch.stack(grouped, dim=-1))
+            grouped = by_group_attention(self.attention, slots)
+            if grouped is not None:
+                self.query_one(Heatmap).set_attention(grouped)
         table.add_columns(kind, "this reply", "usage", "recent", "label", "sources")
         this_reply = slot_usage(to_grid(self.attention)) if self.attention is not None else []
         if not slots:
