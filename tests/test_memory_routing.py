@@ -4,6 +4,8 @@ filled from new messages, and the app's refit and chat running on it."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.fitting import fit_slots
 from lpm_local.memory.frozen import load_frozen_memory
 from lpm_local.memory.refit import RefitSettings, run_refit
-from lpm_local.memory.routing import RoutedProjector, route_features
+from lpm_local.memory.routing import RoutedProjector, _read_layer, route_features, route_layer
 from lpm_local.memory.scheduler import locked_refit
 from lpm_local.memory.slots import slots_from_bytes
 from lpm_local.memory.windows import make_windows, qa_window
@@ -115,6 +117,54 @@ def test_the_bank_files_each_message_under_its_own_reading(tiny_backbone):
         True, True, True, True, False, False,
     ]  # fmt: skip
     assert torch.equal(frozen.grown_slots(grown, later), grown)  # nothing new: unchanged
+
+
+def test_the_reading_stops_at_the_routing_layer_with_the_full_forwards_states(tiny_backbone):
+    model = tiny_backbone.model
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    layer = 1  # of the tiny Qwen3's two
+    with torch.no_grad():
+        every = model(input_ids=ids, output_hidden_states=True).hidden_states
+        full = every[layer]
+        # The top layer's reading is the final norm's output, as ``hidden_states`` has it.
+        top = route_layer(model)
+        assert torch.allclose(_read_layer(model, ids, top), every[top], atol=1e-6)
+    ran = []
+    above = model.get_decoder().layers[layer]  # the first layer a reading must not run
+    handle = above.register_forward_hook(lambda module, args, output: ran.append(True))
+    try:
+        with torch.no_grad():
+            early = _read_layer(model, ids, layer)
+        assert ran == []  # it stopped below
+        assert torch.allclose(early, full, atol=1e-6)
+        with torch.no_grad():  # a normal forward of the same model still runs to the end
+            logits = model(input_ids=ids).logits
+        assert ran == [True] and logits.shape[-1] == model.config.vocab_size
+    finally:
+        handle.remove()
+
+
+def test_a_reading_in_one_thread_never_cuts_short_another_threads_forward(tiny_backbone):
+    model = tiny_backbone.model
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    failures: list[BaseException] = []
+
+    def chat_forwards():
+        try:
+            for _ in range(20):
+                with torch.no_grad():
+                    assert torch.allclose(model(input_ids=ids).logits, expected, atol=1e-5)
+        except BaseException as exc:  # reported below: a thread's assert is otherwise lost
+            failures.append(exc)
+
+    chat = threading.Thread(target=chat_forwards)
+    chat.start()
+    for _ in range(20):
+        route_features(model, [[5, 17, 42, 99, 7]])
+    chat.join()
+    assert failures == []
 
 
 def test_a_fit_moves_the_chosen_token_rows_and_never_a_key(tiny_backbone):

@@ -27,6 +27,7 @@ question reads the groups written for what it asks.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import threading
 from collections.abc import Sequence
@@ -80,7 +81,8 @@ def route_layer(model: nn.Module) -> int:
 
 def route_features(model: nn.Module, messages: Sequence[Sequence[int]]) -> torch.Tensor:
     """The routing reading of each message's content ids: [B, H] fp32 on CPU (zero for an empty
-    message). One no-grad forward per message, of its own tokens only."""
+    message). One no-grad forward per message, of its own tokens only, that stops at the routing
+    layer (``_read_layer``)."""
     device = model.get_input_embeddings().weight.device
     layer = route_layer(model)
     rows = []
@@ -90,11 +92,60 @@ def route_features(model: nn.Module, messages: Sequence[Sequence[int]]) -> torch
             rows.append(torch.zeros(model.config.hidden_size))
             continue
         with torch.no_grad():
-            out = model(input_ids=torch.tensor([ids], device=device), output_hidden_states=True)
-        states = out.hidden_states[layer][0].float()
+            states = _read_layer(model, torch.tensor([ids], device=device), layer)[0].float()
         states = states[1:] if len(ids) > 1 else states  # the first position is an attention sink
         rows.append(nn.functional.normalize(states, dim=-1).mean(dim=0).cpu())
     return torch.stack(rows)
+
+
+class _ReadOut(Exception):
+    """Carries the routing layer's output out of the forward that produced it."""
+
+    def __init__(self, states: torch.Tensor):
+        super().__init__("routing read-out")
+        self.states = states
+
+
+# The decoder layer whose output the current context is reading (None: a normal forward). A
+# context variable, so a chat thread's forward through the same shared model never stops early.
+_reading: contextvars.ContextVar[nn.Module | None] = contextvars.ContextVar(
+    "lpm_route_reading", default=None
+)
+
+
+def _stop_here(module: nn.Module, args, output) -> None:
+    if _reading.get() is module:
+        raise _ReadOut(output[0] if isinstance(output, tuple) else output)
+
+
+def _read_layer(model: nn.Module, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
+    """``hidden_states[layer]`` of one forward [1, T, H], computed only up to that layer.
+
+    The layers above it, the final norm and the LM head (a quarter of Qwen2.5-0.5B's compute per
+    token: 151,936 x 896) are skipped: a hook on the layer raises its output out of the forward.
+    A backbone whose decoder layers cannot be found runs the whole forward instead."""
+    layers = getattr(model.get_decoder(), "layers", None) if hasattr(model, "get_decoder") else None
+    # The last entry of ``hidden_states`` is the final norm's output, not the top layer's.
+    if layers is None or not 0 < layer < len(layers):
+        out = model(input_ids=input_ids, output_hidden_states=True)
+        return out.hidden_states[layer]
+    target = layers[layer - 1]
+    if not getattr(target, "_lpm_route_hook", False):
+        with _hook_lock:
+            if not getattr(target, "_lpm_route_hook", False):
+                target.register_forward_hook(_stop_here)
+                target._lpm_route_hook = True
+    token = _reading.set(target)
+    try:
+        model.get_decoder()(input_ids=input_ids, use_cache=False)
+    except _ReadOut as done:
+        return done.states
+    finally:
+        _reading.reset(token)
+    raise RuntimeError(f"the forward never reached decoder layer {layer - 1}")
+
+
+_hook_lock = threading.Lock()
 
 
 class RoutedProjector(nn.Module):
