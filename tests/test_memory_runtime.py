@@ -58,7 +58,14 @@ def spy_engine(backbone) -> SpyEngine:
     return engine
 
 
-def put_version(store: Store, frozen, profile_id: int, seed: int = 1, backbone: str | None = None):
+def put_version(
+    store: Store,
+    frozen,
+    profile_id: int,
+    seed: int = 1,
+    backbone: str | None = None,
+    projector_sha256: str | None = None,
+):
     """A stored version with distinctive slots (as a refit would write, without fitting)."""
     weight = frozen.backbone.model.get_input_embeddings().weight
     slots = init_slots(frozen.config, weight, seed=seed) * 3.0
@@ -67,7 +74,7 @@ def put_version(store: Store, frozen, profile_id: int, seed: int = 1, backbone: 
         profile_id,
         tensors=blob,
         backbone=backbone or frozen.backbone.name,
-        projector_sha256=frozen.projector_sha256,
+        projector_sha256=projector_sha256 or frozen.projector_sha256,
         config_json=None,
         heldout_loss=1.0,
     )
@@ -282,7 +289,7 @@ def test_close_joins_a_running_refit(store, frozen, make_runtime):
     assert store.list_refits(profile.id)[0].status == "cancelled"
 
 
-@pytest.mark.parametrize("damage", ["bytes", "backbone"])
+@pytest.mark.parametrize("damage", ["bytes", "backbone", "projector"])
 def test_an_unusable_current_version_is_reported_not_fatal(store, frozen, make_runtime, damage):
     profile = store.ensure_profile()
     if damage == "bytes":
@@ -292,12 +299,16 @@ def test_an_unusable_current_version_is_reported_not_fatal(store, frozen, make_r
                 "UPDATE memory_versions SET tensors = ? WHERE id = ?",
                 [version.tensors[:-1] + b"\x00", version.id],
             )
-    else:
+    elif damage == "backbone":
         put_version(store, frozen, profile.id, backbone="some-other-model")
+    else:  # a bank keyed at an earlier routing layer reads no question right: refused
+        assert frozen.config.routed
+        put_version(store, frozen, profile.id, projector_sha256="0" * 64)
     runtime = make_runtime(profile, autostart=False)
     assert runtime.prefix("hi") is None
     runtime.after_turn(profile.id)
-    assert ("sha256" if damage == "bytes" else "some-other-model") in runtime.state.problem
+    expected = {"bytes": "sha256", "backbone": "some-other-model", "projector": "another projector"}
+    assert expected[damage] in runtime.state.problem
 
 
 def test_grad_mode_is_per_thread_so_chat_and_refit_can_share_the_model(store, frozen, make_runtime):

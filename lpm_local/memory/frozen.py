@@ -144,6 +144,18 @@ class FrozenMemory:
             raise BadBundle(
                 f"fitted for backbone {version.backbone!r}, not {self.backbone.name!r}", where=where
             )
+        if (
+            self.config.routed
+            and version.projector_sha256
+            and version.projector_sha256 != self.projector_sha256
+        ):
+            # A bank's keys are readings by its projector: read by another (an older routing
+            # layer), every question would route by chance. The next refit builds a new bank.
+            raise BadBundle(
+                "a routed bank keyed by another projector (an earlier routing layer); the next "
+                "refit rebuilds it from the history",
+                where=where,
+            )
         return slots.float()
 
 
