@@ -117,6 +117,7 @@ class _ReadOut(Exception):
 _reading: contextvars.ContextVar[nn.Module | None] = contextvars.ContextVar(
     "lpm_route_reading", default=None
 )
+_hook_lock = threading.Lock()  # two threads' first readings install one hook, not two
 
 
 def _stop_here(module: nn.Module, args, output) -> None:
@@ -149,9 +150,6 @@ def _read_layer(model: nn.Module, input_ids: torch.Tensor, layer: int) -> torch.
     finally:
         _reading.reset(token)
     raise RuntimeError(f"the forward never reached decoder layer {layer - 1}")
-
-
-_hook_lock = threading.Lock()
 
 
 class RoutedProjector(nn.Module):
