@@ -238,3 +238,40 @@ def test_the_inspector_shows_a_bank_by_group(tiny_backbone, store):
     lines = heatmap(by_group_attention(attention, groups), "group").splitlines()
     assert lines[0].split()[0] == "group" and len(lines[0].split()) == 7
     assert sorted(int(x) for x in lines[-1].split()[1:])[-2:] == [50, 50]
+
+
+def test_a_bank_keyed_by_another_projector_is_refused_and_rebuilt_by_the_next_refit(
+    tiny_backbone, store
+):
+    from lpm_local.memory.frozen import current_slots
+    from lpm_local.memory.slots import slots_to_bytes
+
+    config = bank_config(tiny_backbone.hidden_size)
+    frozen = load_frozen_memory(tiny_backbone, config)
+    profile = store.ensure_profile()
+    conv = store.create_conversation(profile.id, "facts")
+    store.add_messages(conv.id, [NewMessage(role, text) for role, text in HISTORY])
+    stale = frozen.fresh_slots(HISTORY, seed=0)
+    keys = frozen.projector.key_rows()
+    stale[keys[:3]] = -stale[keys[:3]]  # read at another depth: other keys, the same shape
+    store.add_memory_version(
+        profile.id,
+        tensors=slots_to_bytes(stale, config),
+        backbone=tiny_backbone.name,
+        projector_sha256="0" * 64,
+        config_json=None,
+        heldout_loss=1.0,
+    )
+    loaded = current_slots(store, frozen, profile.id)
+    assert loaded.slots is None and "another projector" in loaded.problem
+
+    settings = RefitSettings(steps=6, eval_every=2, patience=3, probed_messages=0)
+    outcome = locked_refit(
+        store, profile.id, lambda: run_refit(store, frozen, profile.id, settings=settings)
+    )
+    assert outcome.committed, outcome
+    rebuilt = current_slots(store, frozen, profile.id)
+    assert rebuilt.problem is None and rebuilt.version_id != loaded.version_id
+    messages = [frozen.chat.text_ids(text) for role, text in HISTORY if role == "user"]
+    readings = route_features(tiny_backbone.model, messages)
+    assert torch.allclose(rebuilt.slots[keys[:3]], readings, atol=1e-5)  # this projector's keys
