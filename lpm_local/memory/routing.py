@@ -131,7 +131,8 @@ def _read_layer(model: nn.Module, input_ids: torch.Tensor, layer: int) -> torch.
     The layers above it, the final norm and the LM head (a quarter of Qwen2.5-0.5B's compute per
     token: 151,936 x 896) are skipped: a hook on the layer raises its output out of the forward.
     A backbone whose decoder layers cannot be found runs the whole forward instead."""
-    layers = getattr(model.get_decoder(), "layers", None) if hasattr(model, "get_decoder") else None
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
     # The last entry of ``hidden_states`` is the final norm's output, not the top layer's.
     if layers is None or not 0 < layer < len(layers):
         out = model(input_ids=input_ids, output_hidden_states=True)
@@ -144,7 +145,7 @@ def _read_layer(model: nn.Module, input_ids: torch.Tensor, layer: int) -> torch.
                 target._lpm_route_hook = True
     token = _reading.set(target)
     try:
-        model.get_decoder()(input_ids=input_ids, use_cache=False)
+        decoder(input_ids=input_ids, use_cache=False)
     except _ReadOut as done:
         return done.states
     finally:
