@@ -160,7 +160,7 @@ MEMORY_ATTACKS = [
             {"slots": torch.zeros(4, 16), "x": torch.zeros(1)},
             {"format": "lpm-slots/1", "memory_config": CONFIG.to_json()},
         ),
-        r"expected one tensor",
+        r"expected tensor .slots.",
     ),
     (
         "not-slots-format",

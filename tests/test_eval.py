@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from lpm_local.chat.encoding import ChatFormat, Turn
 from lpm_local.errors import BadInput
+from lpm_local.memory.refit import RefitSettings
 from lpm_local.memory.windows import qa_window
 from lpm_local.research.eval.cases import EvalQuestion, token_counter
 from lpm_local.research.eval.locomo import (
@@ -328,10 +329,13 @@ def test_trainable_numbers_per_user(tiny_backbone):
     cfg = tiny_backbone.model.config
     counts = {
         n: build_method(n, tiny_backbone, FAST)
-        for n in ("prompt_tuning", "lpm", "e2p", "lora", "retrieval")
+        for n in ("prompt_tuning", "lpm", "lpm_bank", "e2p", "lora", "retrieval")
     }
     got = {n: m.trainable_params(m.fit(HISTORY)) for n, m in counts.items()}
     assert got["prompt_tuning"] == got["lpm"] == 8 * h and got["e2p"] == h and got["retrieval"] == 0
+    # The bank learns a low-rank change of its slots, as the app's refit does.
+    bank = counts["lpm_bank"].frozen.config
+    assert got["lpm_bank"] == RefitSettings().change_rank * (bank.n_slots + h)
     q_out, v_out = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
     assert got["lora"] == cfg.num_hidden_layers * FAST.lora_rank * ((h + q_out) + (h + v_out))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 import pytest
 import torch
@@ -12,6 +14,7 @@ from lpm_local.cli.forget import COMMANDS as FORGET_COMMANDS
 from lpm_local.cli.memory import COMMANDS, memory
 from lpm_local.memory import requests
 from lpm_local.memory.inspection import record_reply_attention
+from lpm_local.memory.refit import RefitSettings
 from lpm_local.memory.slots import slots_from_bytes
 from lpm_local.storage.records import NewMessage
 from lpm_local.storage.store import Store
@@ -172,6 +175,26 @@ def test_refit_in_the_foreground_then_show(tiny_qwen3_dir):
     assert "usage" in shown.output and f"{config.route_groups - 1:>2}\n" in shown.output
     assert "mass%" in shown.output and any(b in shown.output for b in "▁▂▃▄▅▆▇█")
     one_line_error(run("memory", "show", "--reply", "99999"), "no memory attention")
+    # What the refits learned: the bank's rank-8 change, not its 288 x 64 numbers.
+    rank = RefitSettings().change_rank
+    learned = (config.n_slots + config.slot_dim) * rank
+    stored = config.n_slots * config.slot_dim
+    status = run("memory", "status").output
+    assert f"learned     {learned:,} numbers (a rank-{rank} change of the bank's {stored:,})" in (
+        status
+    )
+    assert json.loads(run("memory", "status", "--json").output)["learned"] == {
+        "stored_numbers": stored,
+        "learned_numbers": learned,
+        "change_rank": rank,
+    }
+
+
+def test_status_says_when_the_current_version_cannot_be_read():
+    fake_versions(1)  # bytes that are no safetensors blob
+    status = run("memory", "status")
+    assert status.exit_code == 0, status.output
+    assert "learned     unreadable (" in status.output
 
 
 def test_forget_later_excludes_rolls_back_and_requests_a_refit():

@@ -3,7 +3,9 @@ never becomes a turn boundary) and the refit core ``fit_slots`` (its input slots
 
 from __future__ import annotations
 
+import json
 import pickle
+import struct
 import threading
 
 import pytest
@@ -19,7 +21,13 @@ from lpm_local.errors import BadBundle
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.fitting import evaluate_loss, fit_slots
 from lpm_local.memory.projector import Projector
-from lpm_local.memory.slots import init_slots, slots_from_bytes, slots_to_bytes
+from lpm_local.memory.safetensors_header import tensor_shapes
+from lpm_local.memory.slots import (
+    change_from_bytes,
+    init_slots,
+    slots_from_bytes,
+    slots_to_bytes,
+)
 from lpm_local.memory.windows import (
     IGNORE,
     Window,
@@ -169,7 +177,7 @@ def test_slots_refuse_truncated_pickle_and_garbage(tmp_path):
                 },
             )
         )
-    with pytest.raises(BadBundle, match="one tensor"):
+    with pytest.raises(BadBundle, match="expected tensor 'slots'"):
         slots_from_bytes(
             save(
                 {"slots": torch.zeros(4, H), "x": torch.zeros(1)},
@@ -184,6 +192,44 @@ class eval_sentinel:  # noqa: N801 - a pickle payload that would create a file w
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def test_a_low_rank_change_travels_with_its_slots_and_is_checked():
+    cfg, gen = tiny_config(), torch.Generator().manual_seed(1)
+    slots, a, b = torch.randn(4, H, generator=gen), torch.randn(4, 2), torch.randn(2, H)
+    blob = slots_to_bytes(slots, cfg, change=(a, b))
+    back, _ = slots_from_bytes(blob)
+    got_a, got_b = change_from_bytes(blob)
+    assert torch.equal(back, slots) and torch.equal(got_a, a) and torch.equal(got_b, b)
+    assert change_from_bytes(slots_to_bytes(slots, cfg)) is None  # a flat memory has none
+    meta = {"format": "lpm-slots/1", "memory_config": cfg.to_json()}
+    bad = [
+        ({"change_a": a, "change_b": torch.randn(3, H)}, "change_b.*shape"),  # ranks differ
+        ({"change_a": torch.randn(5, 2), "change_b": b}, "shape"),  # not one row per slot
+        ({"change_a": a, "change_b": torch.full((2, H), float("nan"))}, "NaN"),
+        ({"change_a": a}, "expected tensor 'slots'"),  # half a change
+        ({"change_a": torch.randn(4, 0), "change_b": torch.randn(0, H)}, "shape"),  # rank 0
+    ]
+    for tensors, match in bad:
+        with pytest.raises(BadBundle, match=match):
+            slots_from_bytes(save({"slots": slots, **tensors}, metadata=meta))
+        with pytest.raises(BadBundle, match=match):
+            change_from_bytes(save({"slots": slots, **tensors}, metadata=meta))
+
+
+def test_a_blobs_shapes_are_read_from_its_header_alone():
+    blob = slots_to_bytes(
+        torch.zeros(4, H), tiny_config(), change=(torch.zeros(4, 2), torch.zeros(2, H))
+    )
+    assert tensor_shapes(blob, where="t") == {
+        "slots": (4, H),
+        "change_a": (4, 2),
+        "change_b": (2, H),
+    }
+    header = json.dumps({"slots": {"dtype": "F32", "shape": [4, "x"], "data_offsets": [0, 0]}})
+    bad = struct.pack("<Q", len(header)) + header.encode()
+    with pytest.raises(BadBundle, match="no valid shape"):
+        tensor_shapes(bad, where="t")
 
 
 def test_slots_to_bytes_refuses_what_it_could_not_read():
@@ -343,7 +389,32 @@ def test_fit_is_cancellable_and_reports_progress(model):
     assert result.heldout_history[0][0] == 0 and result.heldout_loss_before is not None
 
 
-@pytest.mark.parametrize("kw", [dict(steps=-1), dict(lr=0.0), dict(batch_size=0)])
+def test_a_low_rank_fit_learns_a_change_of_that_rank_and_goes_on_from_it(model):
+    proj = Projector(tiny_config())
+    with torch.no_grad():
+        proj.out.weight.normal_(std=0.1)
+    init = torch.randn(4, H) * 0.1
+    init_copy = init.clone()
+    train = _windows(9)
+    first = fit_slots(model, proj, init, train, train, steps=10, lr=0.05, rank=2)
+    assert torch.equal(init, init_copy)
+    a, b = first.change
+    assert a.shape == (4, 2) and b.shape == (2, H)
+    assert torch.allclose(first.slots, init + a @ b, atol=1e-6)  # the slots are start + A @ B
+    assert torch.linalg.matrix_rank(first.slots - init).item() <= 2
+    assert first.improved and first.train_losses[-1] < first.train_losses[0]
+    # Going on from the change starts where the first fit ended, and keeps its rank.
+    second = fit_slots(model, proj, init, train, train, steps=4, lr=0.05, change=first.change)
+    assert second.heldout_loss_before == pytest.approx(first.heldout_loss_after, abs=1e-5)
+    assert second.change[0].shape == (4, 2)
+    assert torch.linalg.matrix_rank(second.slots - init).item() <= 2
+    with pytest.raises(ValueError, match="does not fit"):
+        fit_slots(model, proj, init, train, steps=1, change=(torch.zeros(3, 2), b))
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(steps=-1), dict(lr=0.0), dict(batch_size=0), dict(rank=0), dict(rank=5)]
+)
 def test_fit_refuses_bad_settings(model, kw):
     with pytest.raises(ValueError):
         fit_slots(model, None, torch.zeros(4, H), _windows(9), **kw)

@@ -15,7 +15,7 @@ from lpm_local.memory.frozen import load_frozen_memory
 from lpm_local.memory.refit import RefitSettings, run_refit
 from lpm_local.memory.routing import RoutedProjector, _read_layer, route_features, route_layer
 from lpm_local.memory.scheduler import locked_refit
-from lpm_local.memory.slots import slots_from_bytes
+from lpm_local.memory.slots import change_from_bytes, slots_from_bytes
 from lpm_local.memory.windows import make_windows, qa_window
 from lpm_local.storage.records import NewMessage
 
@@ -219,6 +219,59 @@ def test_the_app_refits_and_answers_through_a_bank(tiny_backbone, store):
         grown, _ = slots_from_bytes(store.current_memory_version(profile.id).tensors)
         assert (grown[keys].abs().sum(dim=-1) > 0).sum().item() == 4
         assert torch.equal(grown[keys[:3]], slots[keys[:3]])
+
+
+def test_a_banks_refits_learn_one_low_rank_change_and_go_on_fitting_it(tiny_backbone, store):
+    config = bank_config(tiny_backbone.hidden_size)
+    frozen = load_frozen_memory(tiny_backbone, config)
+    profile = store.ensure_profile()
+    conv = store.create_conversation(profile.id, "facts")
+    store.add_messages(conv.id, [NewMessage(role, text) for role, text in HISTORY])
+    settings = RefitSettings(steps=6, eval_every=2, patience=3, probed_messages=0, change_rank=3)
+
+    def refit():
+        outcome = locked_refit(
+            store, profile.id, lambda: run_refit(store, frozen, profile.id, settings=settings)
+        )
+        blob = store.current_memory_version(profile.id).tensors
+        return outcome, slots_from_bytes(blob)[0], change_from_bytes(blob)
+
+    outcome, slots, (a, b) = refit()
+    assert outcome.committed, outcome
+    keys = frozen.projector.key_rows()
+    assert a.shape == (config.n_slots, 3) and b.shape == (3, config.slot_dim)
+    assert not a[keys].any()  # the change never touches a key
+    written = slots - a @ b  # the bank the history wrote: keys and each message's words
+    assert torch.linalg.matrix_rank(slots - written).item() <= 3
+    assert torch.equal(written[keys], slots[keys])
+
+    conv = store.create_conversation(profile.id, "more")
+    store.add_messages(
+        conv.id,
+        [NewMessage("user", "I grew up in Tampere, in Finland."), NewMessage("assistant", "Ok.")],
+    )
+    second, slots2, change2 = refit()
+    assert second.committed, second
+    a2, b2 = change2
+    assert a2.shape == a.shape  # the same change fitted on, not a second one on top
+    written2 = slots2 - a2 @ b2
+    old = [r for g in range(3) for r in [keys[g], *frozen.projector.token_rows(g)]]
+    assert torch.allclose(written2[old], written[old], atol=1e-5)
+    new = frozen.projector.token_rows(3)  # the new message's group, filled with its words
+    assert written2[keys[3]].abs().sum() > 0 and not torch.allclose(written2[new], written[new])
+
+
+def test_a_bank_fitted_whole_is_stored_without_a_change(tiny_backbone, store):
+    frozen = load_frozen_memory(tiny_backbone, bank_config(tiny_backbone.hidden_size))
+    profile = store.ensure_profile()
+    conv = store.create_conversation(profile.id, "facts")
+    store.add_messages(conv.id, [NewMessage(role, text) for role, text in HISTORY])
+    settings = RefitSettings(steps=4, eval_every=2, patience=3, probed_messages=0, change_rank=None)
+    outcome = locked_refit(
+        store, profile.id, lambda: run_refit(store, frozen, profile.id, settings=settings)
+    )
+    assert outcome.committed, outcome
+    assert change_from_bytes(store.current_memory_version(profile.id).tensors) is None
 
 
 def test_the_inspector_shows_a_bank_by_group(tiny_backbone, store):

@@ -7,6 +7,7 @@ refit and show (and `lpm forget`, in ``forget.py``) load the backbone the memory
 
 from __future__ import annotations
 
+import math
 import threading
 
 import click
@@ -86,6 +87,7 @@ def status(profile_name: str | None, as_json: bool) -> None:
         turns = store.count_user_messages(profile.id, after_message_id=through)
         request = requests.pending_refit(store, profile.id)
         holder = refit_running_elsewhere(profile.id)
+        learned = _learned(store, current)
     if as_json:
         echo_json(
             {
@@ -105,6 +107,7 @@ def status(profile_name: str | None, as_json: bool) -> None:
                 "requested": request or None,
                 "running_pid": holder,
                 "versions_kept": len(versions),
+                "learned": learned,
             }
         )
         return
@@ -123,6 +126,7 @@ def status(profile_name: str | None, as_json: bool) -> None:
             if current
             else "none yet (no refit has committed)",
         ),
+        ("learned", _learned_text(learned)),
         ("last refit", _last_refit(last)),
         (
             "since then",
@@ -229,6 +233,45 @@ def foreground_refit(store, frozen, profile_id: int, reason: str, steps: int | N
     if "error" in box:
         raise box["error"]
     return box["outcome"]
+
+
+def _learned(store, current) -> dict | None:
+    """What the current version holds and how much of it the refits learned: every number of a
+    flat memory; a routed bank's low-rank change (the rest of the bank is the readings and words
+    of the user's messages). Read from the blob's header: a no-model command imports no torch,
+    and the tensors are checked where they are used."""
+    from lpm_local.errors import BadBundle, CorruptDatabase
+    from lpm_local.memory.safetensors_header import tensor_shapes
+
+    if current is None:
+        return None
+    try:
+        blob = store.get_memory_version(current.id).tensors or b""
+        shapes = tensor_shapes(blob, where=f"memory version #{current.id}")
+    except (BadBundle, CorruptDatabase) as exc:
+        return {"problem": str(exc)}
+    if "slots" not in shapes:
+        return {"problem": "the version holds no slots"}
+    stored = math.prod(shapes["slots"])
+    if "change_a" not in shapes or "change_b" not in shapes:
+        return {"stored_numbers": stored, "learned_numbers": stored, "change_rank": None}
+    learned = math.prod(shapes["change_a"]) + math.prod(shapes["change_b"])
+    rank = shapes["change_a"][-1] if shapes["change_a"] else 0
+    return {"stored_numbers": stored, "learned_numbers": learned, "change_rank": rank}
+
+
+def _learned_text(learned: dict | None) -> str:
+    if learned is None:
+        return "-"
+    if "problem" in learned:
+        return f"unreadable ({learned['problem']})"
+    if learned["change_rank"] is None:
+        return f"{learned['learned_numbers']:,} numbers (every number of the memory)"
+    # The rest of the bank is what the model read in the user's messages (keys and words).
+    return (
+        f"{learned['learned_numbers']:,} numbers (a rank-{learned['change_rank']} change of the "
+        f"bank's {learned['stored_numbers']:,})"
+    )
 
 
 def _version_json(v) -> dict | None:

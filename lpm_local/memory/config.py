@@ -114,7 +114,8 @@ class MemoryConfig:
 
     @property
     def per_user_numbers(self) -> int:
-        """Numbers of per-user state: what a refit trains and a version stores."""
+        """Numbers of per-user state a version stores. A flat memory's refit trains them all; a
+        routed bank's learns a low-rank change of them (``RefitSettings.change_rank``)."""
         return self.n_slots * self.slot_dim
 
     def to_json(self) -> str:

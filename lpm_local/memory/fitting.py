@@ -46,6 +46,8 @@ class FitResult:
     best_step: int = 0
     stopped: str = "steps"  # "steps" | "early" | "cancelled"
     heldout_history: list[tuple[int, float]] = field(default_factory=list)
+    # fit_slots(rank=...): the low-rank change (A [N, r], B [r, d_s]) that ``slots`` holds
+    change: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def improved(self) -> bool:
@@ -70,34 +72,73 @@ def fit_slots(
     seed: int = 0,
     cancel: threading.Event | None = None,
     progress: Callable[[FitProgress], None] | None = None,
+    rank: int | None = None,
+    change: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> FitResult:
     """Fit one user's slots [N, d_s] to ``train_windows`` (LM loss on their targets).
 
     ``projector=None`` fits the slots as a plain soft prompt (prompt tuning). With no held-out
-    windows there is no early stopping and the last slots are returned."""
-    if steps < 0 or lr <= 0 or batch_size < 1 or eval_every < 1 or patience < 1:
+    windows there is no early stopping and the last slots are returned.
+
+    ``rank=r`` fits a low-rank change instead of every slot number: slots = init + A @ B with
+    A [N, r] (zero at the start, so the fit starts at ``init``) and B [r, d_s] both trained,
+    as LoRA does for a weight matrix. What the fit learns is then (N + d_s) * r numbers.
+    ``change=(A, B)`` goes on from an earlier fit's change instead (its rank wins over ``rank``);
+    the slots it starts from are then ``init_slots + A @ B``."""
+    if (
+        steps < 0
+        or lr <= 0
+        or batch_size < 1
+        or eval_every < 1
+        or patience < 1
+        or (rank is not None and not 1 <= rank <= min(init_slots.shape))
+    ):
         raise ValueError(
             f"bad fit settings: steps={steps} lr={lr} batch_size={batch_size} "
-            f"eval_every={eval_every} patience={patience}"
+            f"eval_every={eval_every} patience={patience} rank={rank}"
         )
     if not train_windows:
         raise ValueError("fit_slots needs at least one training window")
     model = resolve_model(model_or_engine)
     device = model.get_input_embeddings().weight.device
     started = time.perf_counter()
-    slots = init_slots.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([slots], lr=lr)
+    start = init_slots.detach().to(device=device, dtype=torch.float32).clone()
     batches = _batches(list(train_windows), batch_size, seed)
+    if change is not None:
+        a, b = (t.detach().to(device=device, dtype=torch.float32).clone() for t in change)
+        if a.shape != (start.shape[0], a.shape[1]) or b.shape != (a.shape[1], start.shape[1]):
+            raise ValueError(
+                f"change of shapes {tuple(a.shape)} x {tuple(b.shape)} does not fit slots "
+                f"{tuple(start.shape)}"
+            )
+    elif rank is not None:
+        gen = torch.Generator().manual_seed(seed)
+        # A random B, its entries at 1/sqrt(r): one Adam step of A then moves each slot number
+        # by about ``lr``, as a full fit's first step does. Measured on two 16-fact personas
+        # (Qwen2.5-0.5B, rank 8, the app's refit): 8 and 8 facts answered, the full fit 9 and
+        # 10. B started along the first gradient's top directions (as LoRA-GA does) and turned
+        # 10x faster (as LoRA+ does): 6 and 3. The held-out loss fell further (3.59 -> 2.36
+        # against 2.91), but every group then moved along the same few directions and the
+        # answers ran facts together ("You drive an old red red kale vegetable").
+        b = (torch.randn(rank, start.shape[1], generator=gen) / rank**0.5).to(device)
+        a = torch.zeros(start.shape[0], rank, device=device)
+    if change is None and rank is None:
+        slots = start.requires_grad_(True)
+        params = [slots]
+    else:
+        params = [a.requires_grad_(True), b.requires_grad_(True)]
+        slots = _LowRank(start, a, b)
+    optimizer = torch.optim.Adam(params, lr=lr)
     heldout = list(heldout_windows)
 
     def evaluate() -> float | None:
         if not heldout:
             return None
         with torch.no_grad():
-            return _loss(model, projector, slots, heldout).item()
+            return _loss(model, projector, _value(slots), heldout).item()
 
     before = evaluate()
-    best, best_loss, best_step, bad_evals = slots.detach().clone(), before, 0, 0
+    best, best_loss, best_step, bad_evals = _snapshot(slots), before, 0, 0
     history = [(0, before)] if before is not None else []
     losses: list[float] = []
     stopped, step = "steps", 0
@@ -105,17 +146,19 @@ def fit_slots(
         if cancel is not None and cancel.is_set():
             stopped, step = "cancelled", step - 1
             break
-        loss = _loss(model, projector, slots, next(batches))
-        (grad,) = torch.autograd.grad(loss, [slots])
-        slots.grad = grad
+        loss = _loss(model, projector, _value(slots), next(batches))
+        grads = torch.autograd.grad(loss, params)
+        for param, grad in zip(params, grads):
+            param.grad = grad
         optimizer.step()
-        slots.grad = None
+        for param in params:
+            param.grad = None
         losses.append(loss.item())
         held = evaluate() if heldout and (step % eval_every == 0 or step == steps) else None
         if held is not None:
             history.append((step, held))
             if held < best_loss:
-                best, best_loss, best_step, bad_evals = slots.detach().clone(), held, step, 0
+                best, best_loss, best_step, bad_evals = _snapshot(slots), held, step, 0
             else:
                 bad_evals += 1
         if progress is not None:
@@ -123,9 +166,10 @@ def fit_slots(
         if bad_evals >= patience:
             stopped = "early"
             break
-    final = best if heldout else slots.detach().clone()
+    final, final_change = best if heldout else _snapshot(slots)
     return FitResult(
         slots=final.cpu(),
+        change=None if final_change is None else tuple(t.cpu() for t in final_change),
         train_losses=losses,
         heldout_loss_before=before,
         heldout_loss_after=best_loss if heldout else None,
@@ -135,6 +179,28 @@ def fit_slots(
         stopped=stopped,
         heldout_history=history,
     )
+
+
+@dataclass(frozen=True)
+class _LowRank:
+    """Slots as ``start + a @ b`` (``fit_slots(rank=...)``)."""
+
+    start: torch.Tensor
+    a: torch.Tensor
+    b: torch.Tensor
+
+
+def _value(slots) -> torch.Tensor:
+    return slots.start + slots.a @ slots.b if isinstance(slots, _LowRank) else slots
+
+
+def _snapshot(slots) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """(slots, change) as they are now, detached copies."""
+    with torch.no_grad():
+        value = _value(slots).detach().clone()
+    if isinstance(slots, _LowRank):
+        return value, (slots.a.detach().clone(), slots.b.detach().clone())
+    return value, None
 
 
 def _loss(model, projector, slots: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:

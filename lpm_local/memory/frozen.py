@@ -27,7 +27,7 @@ from lpm_local.memory.routing import (
     route_features,
 )
 from lpm_local.memory.salient import salient_slots
-from lpm_local.memory.slots import slots_from_bytes
+from lpm_local.memory.slots import change_from_bytes, slots_from_bytes
 from lpm_local.storage.records import MemoryVersion
 from lpm_local.storage.store import Store
 
@@ -204,6 +204,9 @@ class LoadedSlots:
     slots: torch.Tensor | None  # [N, d_s] fp32 CPU; None: no usable version
     version_id: int | None  # the profile's current version (even when unusable)
     problem: str | None = None  # why a current version could not be used
+    # A routed bank's learned low-rank change (A, B), which ``slots`` already holds; None for a
+    # flat memory or a bank stored before changes were.
+    change: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def current_slots(store: Store, frozen: FrozenMemory, profile_id: int) -> LoadedSlots:
@@ -218,6 +221,10 @@ def current_slots(store: Store, frozen: FrozenMemory, profile_id: int) -> Loaded
     if version is None:
         return LoadedSlots(None, None)
     try:
-        return LoadedSlots(frozen.decode(version), version.id)
+        slots = frozen.decode(version)
+        change = change_from_bytes(version.tensors, where=f"memory version #{version.id}")
+        if change is not None:
+            change = (change[0].float(), change[1].float())
+        return LoadedSlots(slots, version.id, change=change)
     except BadBundle as exc:
         return LoadedSlots(None, version.id, str(exc))

@@ -4,6 +4,11 @@ A profile's memory is one ``[n_slots, slot_dim]`` tensor. It is stored per versi
 safetensors blob whose metadata carries the ``MemoryConfig``; reading one back checks shape,
 dtype and finiteness against that config, so a hostile or damaged blob is refused and a good
 one comes back bit for bit.
+
+A routed bank's blob also holds what its fits learned, as a low-rank change ``A @ B`` (A
+``[n_slots, r]``, B ``[r, slot_dim]``, ``fitting.fit_slots(rank=r)``): the slots are the bank
+the history wrote (keys and words) plus that change, and the next refit goes on fitting the
+same A and B, so what a profile has learned stays (n_slots + slot_dim) * r numbers.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from lpm_local.memory.tensorio import check_tensor, tensors_from_bytes, tensors_
 
 FORMAT = "lpm-slots/1"
 SLOTS_KEY = "slots"
+CHANGE_KEYS = ("change_a", "change_b")
 # Storage dtypes a version may hold: fp32 (CPU default) and the half types of CUDA backbones.
 ALLOWED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -49,22 +55,24 @@ def init_slots(
 
 
 def slots_to_bytes(
-    slots: torch.Tensor, config: MemoryConfig, extra_metadata: dict[str, str] | None = None
+    slots: torch.Tensor,
+    config: MemoryConfig,
+    extra_metadata: dict[str, str] | None = None,
+    *,
+    change: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> bytes:
-    """Serialise a memory version; refuses to write what ``slots_from_bytes`` would refuse."""
-    check_tensor(
-        slots.detach(),
-        name=SLOTS_KEY,
-        shape=(config.n_slots, config.slot_dim),
-        dtypes=ALLOWED_DTYPES,
-        where="slots to save",
-    )
+    """Serialise a memory version (with the fit's low-rank ``change`` (A, B) of the slots,
+    when there is one); refuses to write what ``slots_from_bytes`` would refuse."""
+    tensors = {SLOTS_KEY: slots.detach()}
+    if change is not None:
+        tensors.update(zip(CHANGE_KEYS, (t.detach() for t in change)))
+    _check(tensors, config, where="slots to save")
     metadata = {"format": FORMAT, "memory_config": config.to_json()}
     for key, value in (extra_metadata or {}).items():
         if key in metadata:
             raise ValueError(f"metadata key {key!r} is reserved")
         metadata[key] = str(value)
-    return tensors_to_bytes({SLOTS_KEY: slots}, metadata)
+    return tensors_to_bytes(tensors, metadata)
 
 
 def slots_from_bytes(blob: bytes, *, where: str = "memory") -> tuple[torch.Tensor, MemoryConfig]:
@@ -76,17 +84,47 @@ def slots_from_bytes(blob: bytes, *, where: str = "memory") -> tuple[torch.Tenso
         config = MemoryConfig.from_json(metadata.get("memory_config", ""))
     except (ValueError, TypeError) as exc:
         raise BadBundle(f"bad memory config: {exc}", where=where) from None
-    if set(tensors) != {SLOTS_KEY}:
-        raise BadBundle(f"expected one tensor {SLOTS_KEY!r}, found {sorted(tensors)}", where=where)
-    slots = tensors[SLOTS_KEY]
+    _check(tensors, config, where=where)
+    return tensors[SLOTS_KEY], config
+
+
+def change_from_bytes(
+    blob: bytes, *, where: str = "memory"
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The low-rank change (A, B) a valid blob holds, or None (a flat memory, or a version
+    written before changes were stored)."""
+    tensors, _ = tensors_from_bytes(blob, where=where)
+    slots_from_bytes(blob, where=where)  # refuse what would be refused on load
+    if CHANGE_KEYS[0] not in tensors:
+        return None
+    return tensors[CHANGE_KEYS[0]], tensors[CHANGE_KEYS[1]]
+
+
+def _check(tensors: dict[str, torch.Tensor], config: MemoryConfig, *, where: str) -> None:
+    """The slots, and the change when present, in the shapes, dtypes and values they may have."""
+    if set(tensors) not in ({SLOTS_KEY}, {SLOTS_KEY, *CHANGE_KEYS}):
+        raise BadBundle(
+            f"expected tensor {SLOTS_KEY!r} (and {' and '.join(map(repr, CHANGE_KEYS))}), "
+            f"found {sorted(tensors)}",
+            where=where,
+        )
     check_tensor(
-        slots,
+        tensors[SLOTS_KEY],
         name=SLOTS_KEY,
         shape=(config.n_slots, config.slot_dim),
         dtypes=ALLOWED_DTYPES,
         where=where,
     )
-    return slots, config
+    if CHANGE_KEYS[0] not in tensors:
+        return
+    a, b = (tensors[k] for k in CHANGE_KEYS)
+    rank = a.shape[-1] if a.dim() == 2 else -1
+    if not 1 <= rank <= min(config.n_slots, config.slot_dim):
+        raise BadBundle(f"tensor {CHANGE_KEYS[0]!r} has shape {tuple(a.shape)}", where=where)
+    for name, t, shape in zip(
+        CHANGE_KEYS, (a, b), ((config.n_slots, rank), (rank, config.slot_dim))
+    ):
+        check_tensor(t, name=name, shape=shape, dtypes=ALLOWED_DTYPES, where=where)
 
 
 def slots_metadata(blob: bytes, *, where: str = "memory") -> dict[str, str]:

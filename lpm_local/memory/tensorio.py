@@ -1,16 +1,14 @@
 """Safe reading and writing of safetensors blobs: the only tensor format the app accepts.
 
-Every blob is parsed with explicit limits before safetensors sees it (a blob may come from a bundle
-someone handed over): a header that claims more bytes than the file holds, a huge header, a pickle
-renamed ``.safetensors`` or a truncated body are refused with one line, and nothing in a blob is
-ever executed.
+Every blob's header is parsed with explicit limits (``safetensors_header``) before safetensors
+sees the blob (a blob may come from a bundle someone handed over): a header that claims more
+bytes than the file holds, a huge header, a pickle renamed ``.safetensors`` or a truncated body
+are refused with one line, and nothing in a blob is ever executed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
 
 import torch
 from safetensors import SafetensorError
@@ -18,9 +16,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from lpm_local.errors import BadBundle
-
-# A header lists a few tensors and a JSON config: 1 MiB is generous and bounds the JSON parse.
-MAX_HEADER_BYTES = 1 << 20
+from lpm_local.memory.safetensors_header import read_header
 
 
 def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
@@ -33,27 +29,8 @@ def tensors_from_bytes(
     blob: bytes, *, where: str
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Parse a safetensors blob, refusing anything malformed; returns (tensors, metadata)."""
-    if not isinstance(blob, (bytes, bytearray, memoryview)):
-        raise BadBundle(f"expected bytes, got {type(blob).__name__}", where=where)
-    blob = bytes(blob)
-    if len(blob) < 8:
-        raise BadBundle("file is too short to be safetensors", where=where)
-    (header_len,) = struct.unpack("<Q", blob[:8])
-    if header_len > MAX_HEADER_BYTES:
-        raise BadBundle(f"safetensors header of {header_len} bytes is too large", where=where)
-    if 8 + header_len > len(blob):
-        raise BadBundle("safetensors header is longer than the file (truncated?)", where=where)
-    try:
-        header = json.loads(blob[8 : 8 + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadBundle("not a safetensors file (header is not JSON)", where=where) from None
-    if not isinstance(header, dict):
-        raise BadBundle("not a safetensors file (header is not an object)", where=where)
-    metadata = header.get("__metadata__") or {}
-    if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        raise BadBundle("safetensors metadata must map strings to strings", where=where)
+    blob = bytes(blob) if isinstance(blob, (bytearray, memoryview)) else blob
+    _, metadata = read_header(blob, where=where)
     try:
         tensors = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as exc:

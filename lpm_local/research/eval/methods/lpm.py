@@ -27,6 +27,8 @@ from lpm_local.research.eval.methods.base import (
 class LatentPersonalMemory(BackboneMethod):
     name = "lpm"
     label = "LPM (projector + per-user slots)"
+    # Rank of the change a fit learns (``fit_slots(rank=...)``); None: every slot number.
+    change_rank: int | None = None
 
     def __init__(self, backbone, settings: MethodSettings | None = None):
         super().__init__(backbone, settings)
@@ -42,6 +44,9 @@ class LatentPersonalMemory(BackboneMethod):
         seed = self.user_seed(history)
         slots = self.frozen.fresh_slots(list(history), seed=seed)
         windows = self.training_windows(history)
+        trainable = (
+            slots.numel() if self.change_rank is None else self.change_rank * sum(slots.shape)
+        )
         if windows and self.settings.steps > 0:
             slots = fit_slots(
                 self.model,
@@ -52,8 +57,9 @@ class LatentPersonalMemory(BackboneMethod):
                 lr=self.settings.lr(self.name),
                 batch_size=self.settings.batch_size,
                 seed=seed,
+                rank=self.change_rank,
             ).slots
-        return UserState(tuple(history), trainable=int(slots.numel()), tensor=slots)
+        return UserState(tuple(history), trainable=int(trainable), tensor=slots)
 
     def condition(self, state: UserState, question: EvalQuestion) -> Conditioning:
         soft, _ = self.frozen.soft(state.tensor, question.prompt)  # [M, H], question-conditioned
@@ -70,4 +76,5 @@ class LatentPersonalMemory(BackboneMethod):
             "soft_tokens": c.n_soft_tokens,
             "lr": self.settings.lr(self.name),
             "steps": self.settings.steps,
+            "change_rank": self.change_rank,
         }
