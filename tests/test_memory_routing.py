@@ -117,6 +117,10 @@ def test_the_bank_files_each_message_under_its_own_reading(tiny_backbone):
         True, True, True, True, False, False,
     ]  # fmt: skip
     assert torch.equal(frozen.grown_slots(grown, later), grown)  # nothing new: unchanged
+    # A question asked in the chat tells nothing: it gets no group, or asking it again would
+    # read the question's own group instead of the fact's.
+    asked = [*later, ("user", "What is my cat called?"), ("assistant", "Pixel.")]
+    assert torch.equal(frozen.grown_slots(grown, asked), grown)
 
 
 def test_the_reading_stops_at_the_routing_layer_with_the_full_forwards_states(tiny_backbone):

@@ -40,6 +40,7 @@ from torch import nn
 
 from lpm_local.chat.encoding import ChatFormat
 from lpm_local.memory.config import MemoryConfig, heads_for
+from lpm_local.memory.probes import worth_probing
 from lpm_local.memory.salient import token_surprise, user_messages
 from lpm_local.memory.slots import init_slots
 from lpm_local.memory.windows import history_tokens
@@ -266,9 +267,10 @@ def extend_bank(
     slots: torch.Tensor,
     turns: Sequence[tuple[str, str]],
 ) -> torch.Tensor:
-    """Give empty groups to the user messages that have no key yet (most surprising first): key
-    = the message's reading, token rows = the embeddings of its most surprising words. Groups
-    that hold a key are returned unchanged. A new tensor; ``slots`` is not modified."""
+    """Give empty groups to the user messages that tell something and have no key yet (most
+    surprising first): key = the message's reading, token rows = the embeddings of its most
+    surprising words. Groups that hold a key are returned unchanged. A new tensor; ``slots`` is
+    not modified."""
     config = projector.config
     slots = slots.detach().float().cpu().clone()
     filled = projector.filled(slots)
@@ -276,7 +278,16 @@ def extend_bank(
     if not empty:
         return slots
     ids, roles = history_tokens(chat, turns, config.salient_max_tokens)
-    messages = [m for m in user_messages(roles) if len(m) > 1][-MAX_KEYED_MESSAGES:]
+    # Only a message that may tell something gets a group (``probes.worth_probing``): a
+    # question asked in the chat ("What is my job?") would otherwise be filed under its own
+    # reading, and the same question asked again would read its group (the question's words)
+    # instead of the fact's. Measured on a 16-fact persona: after the 16 questions were asked
+    # and a second refit filed them, 0 of 16 facts answered (8 before it).
+    messages = [
+        m
+        for m in user_messages(roles)
+        if len(m) > 1 and worth_probing(chat.tokenizer.decode([ids[i] for i in m]))
+    ][-MAX_KEYED_MESSAGES:]
     # Remembered readings: a later refit re-reads only the messages it has not seen.
     texts = [[ids[i] for i in m] for m in messages]
     readings = projector.features(model, texts) if texts else []
