@@ -21,7 +21,8 @@ question reads the groups written for what it asks.
   row with zero gradient where it is. A fit therefore teaches each group what the questions
   routed to it need, and the same question routes the same way afterwards.
 - An all-zero key marks an empty group: it is chosen only when fewer groups hold a key than a
-  turn reads. A refit fills empty groups from messages that have none yet (``extend_bank``), so
+  turn reads. A refit fills empty groups from messages that tell something and have none yet
+  (``extend_bank``; a question gets none), so
   the memory's capacity grows with the history until the bank is full; from then on a new
   message is learned by the groups its questions route to.
 - Key and token rows share one ``[N, hidden]`` tensor, the storage format of every memory, so
@@ -282,7 +283,8 @@ def extend_bank(
     # question asked in the chat ("What is my job?") would otherwise be filed under its own
     # reading, and the same question asked again would read its group (the question's words)
     # instead of the fact's. Measured on a 16-fact persona: after the 16 questions were asked
-    # and a second refit filed them, 0 of 16 facts answered (8 before it).
+    # and a second refit filed them, 0 of 16 facts answered (8 before it); with this rule, the
+    # same second refit answered the same 8.
     messages = [
         m
         for m in user_messages(roles)
