@@ -148,8 +148,12 @@ def test_rollback_errors_are_one_line():
 
 def test_refit_in_the_foreground_then_show(tiny_qwen3_dir):
     seed_history()
+    with Store.open() as store:
+        requests.request_refit(store, store.active_profile().id, "import of x.json")
     result = run("memory", "refit", "--model", str(tiny_qwen3_dir), "--steps", "4")
     assert result.exit_code == 0, result.output
+    # The refit served the import's request: status no longer shows it as pending.
+    assert "requested   no" in run("memory", "status").output
     assert "held-out loss" in result.output and "->" in result.output
     assert ("written" in result.output) or ("memory unchanged" in result.output)
     with Store.open() as store:

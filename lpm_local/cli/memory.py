@@ -192,15 +192,19 @@ def load_frozen(store, profile, model: str | None, quantize: str | None):
 
 
 def foreground_refit(store, frozen, profile_id: int, reason: str, steps: int | None = None):
-    """A refit in a worker thread, so Ctrl-C cancels it cleanly (memory unchanged)."""
+    """A refit in a worker thread, so Ctrl-C cancels it cleanly (memory unchanged). A refit
+    that finishes serves the pending refit request (an import's, a forget's), as the app's
+    background refit does, so `lpm memory status` no longer shows it as requested."""
     from dataclasses import replace
 
+    from lpm_local.memory import requests
     from lpm_local.memory.refit import RefitSettings, run_refit
     from lpm_local.memory.scheduler import locked_refit
 
     settings = RefitSettings() if steps is None else replace(RefitSettings(), steps=steps)
     cancel, box = threading.Event(), {}
     report = stderr_progress("refit: ")
+    request = requests.pending_refit(store, profile_id)
 
     def work() -> None:
         try:
@@ -232,7 +236,10 @@ def foreground_refit(store, frozen, profile_id: int, reason: str, steps: int | N
     finish_progress_line()
     if "error" in box:
         raise box["error"]
-    return box["outcome"]
+    outcome = box["outcome"]
+    if request is not None and outcome.status in ("committed", "no_improvement"):
+        requests.clear_served_request(store, profile_id, request)
+    return outcome
 
 
 def _learned(store, current) -> dict | None:

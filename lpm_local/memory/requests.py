@@ -34,3 +34,11 @@ def pending_refit(store: Store, profile_id: int) -> dict | None:
 
 def clear_refit_request(store: Store, profile_id: int) -> None:
     store.set_setting(_key(profile_id), None)
+
+
+def clear_served_request(store: Store, profile_id: int, seen: dict) -> None:
+    """Clear the request a finished refit served (``seen``, read when it started), unless a
+    newer one replaced it meanwhile."""
+    with store.transaction():
+        if pending_refit(store, profile_id) == seen:
+            clear_refit_request(store, profile_id)

@@ -266,7 +266,7 @@ class MemoryRuntime:
             if outcome.status in ("committed", "no_improvement"):
                 self._through = outcome.trained_through
                 if request is not None:
-                    self._clear_request(request)
+                    requests.clear_served_request(self.store, self.profile.id, request)
             if outcome.committed:
                 self.reload()
         last = self.store.list_refits(self.profile.id)
@@ -285,12 +285,6 @@ class MemoryRuntime:
         )
         if outcome is not None and outcome.status in ("committed", "no_improvement"):
             self._check_requests(from_job=True)  # a request made meanwhile (never after failures)
-
-    def _clear_request(self, seen: dict) -> None:
-        """Clear the request this refit served, unless a newer one replaced it meanwhile."""
-        with self.store.transaction():
-            if requests.pending_refit(self.store, self.profile.id) == seen:
-                requests.clear_refit_request(self.store, self.profile.id)
 
     def _progress(self, stage: str, fraction: float | None = None) -> None:
         self._set_state(stage=stage, fraction=fraction)
