@@ -254,7 +254,7 @@ def _refit(
     else:  # a routed bank files new messages in its empty groups
         if rank is not None and loaded.change is not None:
             # Go on fitting the stored change over the bank the history wrote.
-            a, b = (t.float() for t in loaded.change)
+            a, b = loaded.change
             change, base = (a, b), base - a @ b
         grown = frozen.grown_slots(base, recent_turns(examples))
         if change is not None:  # a group filled just now starts at its message's words

@@ -77,14 +77,7 @@ def slots_to_bytes(
 
 def slots_from_bytes(blob: bytes, *, where: str = "memory") -> tuple[torch.Tensor, MemoryConfig]:
     """Parse a memory version: (slots, config), or ``BadBundle`` naming what is wrong."""
-    tensors, metadata = tensors_from_bytes(blob, where=where)
-    if metadata.get("format") != FORMAT:
-        raise BadBundle(f"not a memory slots blob (format {metadata.get('format')!r})", where=where)
-    try:
-        config = MemoryConfig.from_json(metadata.get("memory_config", ""))
-    except (ValueError, TypeError) as exc:
-        raise BadBundle(f"bad memory config: {exc}", where=where) from None
-    _check(tensors, config, where=where)
+    tensors, config = _parse(blob, where=where)
     return tensors[SLOTS_KEY], config
 
 
@@ -93,11 +86,23 @@ def change_from_bytes(
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The low-rank change (A, B) a valid blob holds, or None (a flat memory, or a version
     written before changes were stored)."""
-    tensors, _ = tensors_from_bytes(blob, where=where)
-    slots_from_bytes(blob, where=where)  # refuse what would be refused on load
+    tensors, _ = _parse(blob, where=where)
     if CHANGE_KEYS[0] not in tensors:
         return None
     return tensors[CHANGE_KEYS[0]], tensors[CHANGE_KEYS[1]]
+
+
+def _parse(blob: bytes, *, where: str) -> tuple[dict[str, torch.Tensor], MemoryConfig]:
+    """A version blob's tensors and config, checked (one parse of the blob)."""
+    tensors, metadata = tensors_from_bytes(blob, where=where)
+    if metadata.get("format") != FORMAT:
+        raise BadBundle(f"not a memory slots blob (format {metadata.get('format')!r})", where=where)
+    try:
+        config = MemoryConfig.from_json(metadata.get("memory_config", ""))
+    except (ValueError, TypeError) as exc:
+        raise BadBundle(f"bad memory config: {exc}", where=where) from None
+    _check(tensors, config, where=where)
+    return tensors, config
 
 
 def _check(tensors: dict[str, torch.Tensor], config: MemoryConfig, *, where: str) -> None:
