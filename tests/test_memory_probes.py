@@ -14,7 +14,6 @@ from lpm_local.memory.probes import (
     Probe,
     excerpt,
     parse_questions,
-    worth_probing,
     write_probes,
 )
 
@@ -76,12 +75,6 @@ def test_a_long_message_is_cut_at_a_sentence_for_the_prompt_and_the_answer():
     assert len(cut) <= 100 and cut.endswith(".") and cut.startswith("I grew up in Tampere.")
     assert excerpt("short one", 100) == "short one"
     assert excerpt("word " * 50, 30) == ("word " * 6).strip()  # no sentence end: at a word
-
-
-def test_only_messages_that_may_hold_a_fact_are_probed():
-    assert worth_probing("I grew up in Tampere.")
-    assert not worth_probing("ok thanks")
-    assert not worth_probing("Where should I travel this summer?")
 
 
 def test_batched_generation_matches_one_prompt_at_a_time(tiny_backbone, monkeypatch):

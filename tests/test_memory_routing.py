@@ -121,6 +121,17 @@ def test_the_bank_files_each_message_under_its_own_reading(tiny_backbone):
     # read the question's own group instead of the fact's.
     asked = [*later, ("user", "What is my cat called?"), ("assistant", "Pixel.")]
     assert torch.equal(frozen.grown_slots(grown, asked), grown)
+    # A fact told in front of a question is filed under the reading of the fact alone, with
+    # token rows from the fact's words only.
+    fact, question = "My sister Ilse is an architect.", " What should I bring her?"
+    mixed = [*asked, ("user", fact + question), ("assistant", "A ruler.")]
+    filed = frozen.grown_slots(grown, mixed)
+    alone = route_features(tiny_backbone.model, [frozen.chat.text_ids(fact)])[0]
+    assert torch.allclose(filed[frozen.projector.key_rows()[4]], alone, atol=1e-5)
+    asks_only = set(frozen.chat.text_ids(question)) - set(frozen.chat.text_ids(fact))
+    rows = filed[frozen.projector.token_rows(4)]
+    assert not any(torch.allclose(row, weight[i].float()) for row in rows for i in asks_only)
+    assert any(torch.allclose(rows[0], weight[i].float()) for i in frozen.chat.text_ids(fact))
 
 
 def test_the_reading_stops_at_the_routing_layer_with_the_full_forwards_states(tiny_backbone):

@@ -36,8 +36,6 @@ QUESTION_PROMPT = (
     "Write two short questions the user could ask the assistant later to check that it "
     "remembers this. One question per line, nothing else."
 )
-# A message this short rarely holds a fact worth a question ("ok", "thanks!").
-MIN_MESSAGE_CHARS = 12
 # Longer messages are cut, for the question prompt and for the answer told back: a pasted
 # document would otherwise become one training window of thousands of tokens.
 MAX_MESSAGE_CHARS = 600
@@ -70,13 +68,6 @@ def excerpt(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     if end >= limit // 2:
         return head[: end + 1].rstrip()
     return head.rsplit(" ", 1)[0] if " " in head else head
-
-
-def worth_probing(message: str) -> bool:
-    """Whether a user message may hold a fact about the user: long enough, and not a question
-    (a question asks for facts; it rarely gives one)."""
-    text = message.strip()
-    return len(text) >= MIN_MESSAGE_CHARS and not text.endswith("?")
 
 
 def write_probes(

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lpm_local.memory.perspective import told_back
-from lpm_local.memory.probes import excerpt, worth_probing, write_probes
+from lpm_local.memory.probes import excerpt, write_probes
+from lpm_local.memory.statements import statement_text, tells_something
 from lpm_local.memory.windows import Window, WindowConfig, make_windows, qa_window
 
 if TYPE_CHECKING:
@@ -133,7 +134,9 @@ def add_recall_examples(
         if role == "user"
     ]
     budget = len(examples.windows)
-    chosen = [(c, m) for c, m in users if worth_probing(m)][:probed_messages]
+    # A probe quizzes the message's statements: its questions give no fact to be asked about,
+    # and the answer told back would repeat them.
+    chosen = [(c, statement_text(m)) for c, m in users if tells_something(m)][:probed_messages]
     probes = []
     if chosen:
         probes = write_probes(
@@ -149,7 +152,7 @@ def add_recall_examples(
     # The open question has a different answer for every message, so it only blurs what the
     # probes teach: it covers the messages that got no probe.
     probed = {p.message for p in probes}
-    rest = [(c, m) for c, m in users if m not in probed][:budget]
+    rest = [(c, m) for c, m in users if statement_text(m) not in probed][:budget]
     for made, (conv_id, content) in enumerate(rest):
         prompt = RECALL_PROMPTS[made % len(RECALL_PROMPTS)]
         _add(examples, [qa_window(chat, prompt, "", told_back(excerpt(content)))], conv_id)

@@ -41,9 +41,9 @@ from torch import nn
 
 from lpm_local.chat.encoding import ChatFormat
 from lpm_local.memory.config import MemoryConfig, heads_for
-from lpm_local.memory.probes import worth_probing
 from lpm_local.memory.salient import token_surprise, user_messages
 from lpm_local.memory.slots import init_slots
+from lpm_local.memory.statements import statement_positions, tells_something
 from lpm_local.memory.windows import history_tokens
 
 # Share of the backbone's layers below the routing layer: 6 of Qwen2.5-0.5B's 24. Measured above:
@@ -279,17 +279,19 @@ def extend_bank(
     if not empty:
         return slots
     ids, roles = history_tokens(chat, turns, config.salient_max_tokens)
-    # Only a message that may tell something gets a group (``probes.worth_probing``): a
-    # question asked in the chat ("What is my job?") would otherwise be filed under its own
-    # reading, and the same question asked again would read its group (the question's words)
-    # instead of the fact's. Measured on a 16-fact persona: after the 16 questions were asked
-    # and a second refit filed them, 0 of 16 facts answered (8 before it); with this rule, the
-    # same second refit answered the same 8.
-    messages = [
-        m
-        for m in user_messages(roles)
-        if len(m) > 1 and worth_probing(chat.tokenizer.decode([ids[i] for i in m]))
-    ][-MAX_KEYED_MESSAGES:]
+    # Only what a message tells gets a group: its statements (``statements.py``), read
+    # without its questions. A question asked in the chat ("What is my job?") would otherwise be
+    # filed under its own reading, and the same question asked again would read its group (the
+    # question's words) instead of the fact's. Measured on a 16-fact persona: after the 16
+    # questions were asked and a second refit filed them, 0 of 16 facts answered (8 before it);
+    # with questions kept out, the same second refit answered the same 8.
+    decode = chat.tokenizer.decode
+    messages = []
+    for message in user_messages(roles):
+        told = statement_positions(decode, ids, message)
+        if len(told) > 1 and tells_something(decode([ids[i] for i in told])):
+            messages.append(told)
+    messages = messages[-MAX_KEYED_MESSAGES:]
     # Remembered readings: a later refit re-reads only the messages it has not seen.
     texts = [[ids[i] for i in m] for m in messages]
     readings = projector.features(model, texts) if texts else []

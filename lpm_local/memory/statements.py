@@ -1,0 +1,109 @@
+"""What of a user message tells something about the user: its sentences that are not questions.
+
+People give facts and ask in one breath: "I just adopted a cat called Pixel. What should I feed
+her?" The bank files a message under its reading, and a question asked in the chat must not get a
+group of its own: asked again, it would read its own group (its own words) instead of the fact's
+(measured in ``routing.extend_bank``). Dropping every message that ends in "?" kept the questions
+out but also lost the fact in front of one, and an imported chat log is mostly requests of that
+shape. So a message is split into sentences and only its statements are filed and probed.
+
+A sentence ends at ".", "!" or "?" (closing quotes and brackets after it allowed; not the dot of
+a title such as "Dr." or "St.") or at a line break; it is a question when it ends in "?".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+# A statement shorter than this rarely holds a fact ("ok", "thanks!", "Hi!").
+MIN_STATEMENT_CHARS = 12
+_QUOTES = "\"')]}\u201d\u2019\u00bb"  # may close a sentence after its stop
+_CLOSERS = " \t" + _QUOTES
+_BOUNDARY = re.compile(rf"[.!?][{re.escape(_QUOTES)}]*\s+|\n+")
+# Words whose dot does not end a sentence ("I live in St. Louis, any tips?" would otherwise lose
+# its city to the question).
+_TITLES = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "mt", "jr", "sr", "e.g", "i.e", "vs"})
+
+
+def is_question(sentence: str) -> bool:
+    return sentence.rstrip(_CLOSERS + "\n").endswith("?")
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether ``text`` (a message up to some point) ends a sentence there."""
+    if text.endswith("\n"):
+        return True
+    end = text.rstrip(_CLOSERS)
+    if end.endswith(("!", "?")):
+        return True
+    words = end.split()
+    return end.endswith(".") and bool(words) and words[-1][:-1].lower() not in _TITLES
+
+
+def sentences(message: str) -> list[str]:
+    """The message's sentences, stripped, in order (empty ones dropped)."""
+    out, start = [], 0
+    for boundary in _BOUNDARY.finditer(message):
+        if ends_sentence(message[: boundary.end()].rstrip(" \t")):
+            out.append(message[start : boundary.end()].strip())
+            start = boundary.end()
+    out.append(message[start:].strip())
+    return [s for s in out if s]
+
+
+def statement_text(message: str) -> str:
+    """The message without its questions: its other sentences, joined by single spaces (a
+    message with no question is returned as it is, stripped)."""
+    parts = sentences(message)
+    if not any(is_question(s) for s in parts):
+        return message.strip()
+    return " ".join(s for s in parts if not is_question(s))
+
+
+def tells_something(message: str) -> bool:
+    """Whether the message's statements are long enough to hold a fact."""
+    return len(statement_text(message)) >= MIN_STATEMENT_CHARS
+
+
+def statement_positions(
+    decode: Callable[[Sequence[int]], str], ids: Sequence[int], positions: Sequence[int]
+) -> list[int]:
+    """Of one message's token ``positions`` in ``ids``, those of its statements (in order): the
+    same split as ``statement_text``, made on token boundaries so a model's reading of the kept
+    tokens is a reading of the statements alone. ``decode`` is the tokenizer's."""
+    spans: list[list[int]] = [[]]
+    # A stop ends a sentence only when white space follows it ("2.5" is one word): a
+    # tokenizer puts that space at the front of the next piece, so the split waits for it.
+    stopped = False
+    for p in positions:
+        piece = decode([ids[p]])
+        if stopped and piece[:1].isspace():
+            spans.append([])
+        spans[-1].append(p)
+        if stopped and piece and not piece.strip(_QUOTES):  # '?"': still waiting for a space
+            continue
+        stopped = False
+        if "\n" in piece:
+            spans.append([])
+        elif piece.rstrip(_CLOSERS).endswith((".", "!", "?")):  # only then decode the span
+            stopped = ends_sentence(decode([ids[q] for q in spans[-1]]).rstrip(" \t"))
+    texts = [decode([ids[p] for p in span]) for span in spans]
+    if not any(is_question(t) for t in texts):
+        return list(positions)  # a message of statements is read whole, as it always was
+    kept: list[int] = []
+    for sentence, text in zip(spans, texts, strict=True):
+        if text.strip() and not is_question(text):
+            kept += sentence
+    return kept
+
+
+__all__ = [
+    "MIN_STATEMENT_CHARS",
+    "ends_sentence",
+    "is_question",
+    "sentences",
+    "statement_positions",
+    "statement_text",
+    "tells_something",
+]
