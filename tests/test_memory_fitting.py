@@ -23,8 +23,8 @@ from lpm_local.memory.fitting import evaluate_loss, fit_slots
 from lpm_local.memory.projector import Projector
 from lpm_local.memory.safetensors_header import tensor_shapes
 from lpm_local.memory.slots import (
-    change_from_bytes,
     init_slots,
+    memory_from_bytes,
     slots_from_bytes,
     slots_to_bytes,
 )
@@ -199,9 +199,9 @@ def test_a_low_rank_change_travels_with_its_slots_and_is_checked():
     slots, a, b = torch.randn(4, H, generator=gen), torch.randn(4, 2), torch.randn(2, H)
     blob = slots_to_bytes(slots, cfg, change=(a, b))
     back, _ = slots_from_bytes(blob)
-    got_a, got_b = change_from_bytes(blob)
+    got_a, got_b = memory_from_bytes(blob)[2]
     assert torch.equal(back, slots) and torch.equal(got_a, a) and torch.equal(got_b, b)
-    assert change_from_bytes(slots_to_bytes(slots, cfg)) is None  # a flat memory has none
+    assert memory_from_bytes(slots_to_bytes(slots, cfg))[2] is None  # a flat memory has none
     meta = {"format": "lpm-slots/1", "memory_config": cfg.to_json()}
     bad = [
         ({"change_a": a, "change_b": torch.randn(3, H)}, "change_b.*shape"),  # ranks differ
@@ -214,7 +214,7 @@ def test_a_low_rank_change_travels_with_its_slots_and_is_checked():
         with pytest.raises(BadBundle, match=match):
             slots_from_bytes(save({"slots": slots, **tensors}, metadata=meta))
         with pytest.raises(BadBundle, match=match):
-            change_from_bytes(save({"slots": slots, **tensors}, metadata=meta))
+            memory_from_bytes(save({"slots": slots, **tensors}, metadata=meta))[2]
 
 
 def test_a_blobs_shapes_are_read_from_its_header_alone():

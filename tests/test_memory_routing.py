@@ -15,7 +15,7 @@ from lpm_local.memory.frozen import load_frozen_memory
 from lpm_local.memory.refit import RefitSettings, run_refit
 from lpm_local.memory.routing import RoutedProjector, _read_layer, route_features, route_layer
 from lpm_local.memory.scheduler import locked_refit
-from lpm_local.memory.slots import change_from_bytes, slots_from_bytes
+from lpm_local.memory.slots import memory_from_bytes, slots_from_bytes
 from lpm_local.memory.windows import make_windows, qa_window
 from lpm_local.storage.records import NewMessage
 
@@ -249,7 +249,7 @@ def test_a_banks_refits_learn_one_low_rank_change_and_go_on_fitting_it(tiny_back
             store, profile.id, lambda: run_refit(store, frozen, profile.id, settings=settings)
         )
         blob = store.current_memory_version(profile.id).tensors
-        return outcome, slots_from_bytes(blob)[0], change_from_bytes(blob)
+        return outcome, slots_from_bytes(blob)[0], memory_from_bytes(blob)[2]
 
     outcome, slots, (a, b) = refit()
     assert outcome.committed, outcome
@@ -286,7 +286,7 @@ def test_a_bank_fitted_whole_is_stored_without_a_change(tiny_backbone, store):
         store, profile.id, lambda: run_refit(store, frozen, profile.id, settings=settings)
     )
     assert outcome.committed, outcome
-    assert change_from_bytes(store.current_memory_version(profile.id).tensors) is None
+    assert memory_from_bytes(store.current_memory_version(profile.id).tensors)[2] is None
 
 
 def test_the_inspector_shows_a_bank_by_group(tiny_backbone, store):

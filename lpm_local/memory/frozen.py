@@ -27,7 +27,7 @@ from lpm_local.memory.routing import (
     route_features,
 )
 from lpm_local.memory.salient import salient_slots
-from lpm_local.memory.slots import change_from_bytes, slots_from_bytes
+from lpm_local.memory.slots import memory_from_bytes
 from lpm_local.storage.records import MemoryVersion
 from lpm_local.storage.store import Store
 
@@ -127,13 +127,16 @@ class FrozenMemory:
             return slots
         return extend_bank(self.backbone.model, self.chat, self.projector, slots, turns)
 
-    def decode(self, version: MemoryVersion) -> torch.Tensor:
-        """A version's slots [N, d_s] fp32 on CPU, or ``BadBundle`` saying why they cannot be
-        read here (damaged blob, another memory shape, another backbone)."""
+    def decode(
+        self, version: MemoryVersion
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """A version's slots [N, d_s] and its low-rank change (A, B) or None, fp32 on CPU, from
+        one parse of its blob; or ``BadBundle`` saying why they cannot be read here (damaged
+        blob, another memory shape, another backbone)."""
         where = f"memory version #{version.id}"
         if version.tensors is None:
             raise ValueError("decode() needs a version loaded with its tensors")
-        slots, config = slots_from_bytes(version.tensors, where=where)
+        slots, config, change = memory_from_bytes(version.tensors, where=where)
         if (config.n_slots, config.slot_dim) != (self.config.n_slots, self.config.slot_dim):
             raise BadBundle(
                 f"slots of shape {config.n_slots}x{config.slot_dim} do not fit this "
@@ -156,7 +159,9 @@ class FrozenMemory:
                 "refit rebuilds it from the history",
                 where=where,
             )
-        return slots.float()
+        if change is not None:
+            change = (change[0].float(), change[1].float())
+        return slots.float(), change
 
 
 def load_frozen_memory(
@@ -221,10 +226,7 @@ def current_slots(store: Store, frozen: FrozenMemory, profile_id: int) -> Loaded
     if version is None:
         return LoadedSlots(None, None)
     try:
-        slots = frozen.decode(version)
-        change = change_from_bytes(version.tensors, where=f"memory version #{version.id}")
-        if change is not None:
-            change = (change[0].float(), change[1].float())
+        slots, change = frozen.decode(version)
         return LoadedSlots(slots, version.id, change=change)
     except BadBundle as exc:
         return LoadedSlots(None, version.id, str(exc))

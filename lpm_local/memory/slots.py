@@ -77,19 +77,19 @@ def slots_to_bytes(
 
 def slots_from_bytes(blob: bytes, *, where: str = "memory") -> tuple[torch.Tensor, MemoryConfig]:
     """Parse a memory version: (slots, config), or ``BadBundle`` naming what is wrong."""
-    tensors, config = _parse(blob, where=where)
-    return tensors[SLOTS_KEY], config
+    slots, config, _ = memory_from_bytes(blob, where=where)
+    return slots, config
 
 
-def change_from_bytes(
+def memory_from_bytes(
     blob: bytes, *, where: str = "memory"
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The low-rank change (A, B) a valid blob holds, or None (a flat memory, or a version
-    written before changes were stored)."""
-    tensors, _ = _parse(blob, where=where)
-    if CHANGE_KEYS[0] not in tensors:
-        return None
-    return tensors[CHANGE_KEYS[0]], tensors[CHANGE_KEYS[1]]
+) -> tuple[torch.Tensor, MemoryConfig, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Everything a version blob holds, from one parse: (slots, config, change or None)."""
+    tensors, config = _parse(blob, where=where)
+    change = None
+    if CHANGE_KEYS[0] in tensors:
+        change = (tensors[CHANGE_KEYS[0]], tensors[CHANGE_KEYS[1]])
+    return tensors[SLOTS_KEY], config, change
 
 
 def _parse(blob: bytes, *, where: str) -> tuple[dict[str, torch.Tensor], MemoryConfig]:
