@@ -29,6 +29,7 @@ from lpm_local.memory.statements import (
         ("Where should I travel this summer?", ""),
         ("Hi! I'm Maren.  I work at sea.", "Hi! I'm Maren.  I work at sea."),  # no question: as is
         ("I live in St. Louis. Where should I eat?", "I live in St. Louis."),  # a title's dot
+        ("I have a knee injury. Should I ask Dr. Patel?", "I have a knee injury."),
         ("My dog is Rex (a beagle).\n\nAny tips for walks?", "My dog is Rex (a beagle)."),
         ('"Is it?" she asked. I said yes.', "she asked. I said yes."),
         ("Version 2.5 is out? I use 3.1.", "I use 3.1."),  # a dot inside a word ends nothing

@@ -21,8 +21,8 @@ MIN_STATEMENT_CHARS = 12
 _QUOTES = "\"')]}\u201d\u2019\u00bb"  # may close a sentence after its stop
 _CLOSERS = " \t" + _QUOTES
 _BOUNDARY = re.compile(rf"[.!?][{re.escape(_QUOTES)}]*\s+|\n+")
-# Words whose dot does not end a sentence ("I live in St. Louis, any tips?" would otherwise lose
-# its city to the question).
+# Words whose dot does not end a sentence ("Should I ask Dr. Patel?" would otherwise file its
+# first half, "Should I ask Dr.", as a statement).
 _TITLES = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "mt", "jr", "sr", "e.g", "i.e", "vs"})
 
 
