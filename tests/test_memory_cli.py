@@ -187,10 +187,17 @@ def test_refit_in_the_foreground_then_show(tiny_qwen3_dir):
     assert f"learned     {learned:,} numbers (a rank-{rank} change of the bank's {stored:,})" in (
         status
     )
+    # How much of the bank the history filled: the groups whose key row is not all zero.
+    slots = slots_from_bytes(shape.tensors, where="test")[0]
+    filed = int((slots[:: config.group_tokens + 1].abs().sum(dim=-1) > 0).sum())
+    assert 0 < filed <= config.route_groups
+    assert f"bank        {filed} of {config.route_groups} groups filed (" in status
     assert json.loads(run("memory", "status", "--json").output)["learned"] == {
         "stored_numbers": stored,
         "learned_numbers": learned,
         "change_rank": rank,
+        "groups": config.route_groups,
+        "filed_groups": filed,
     }
 
 

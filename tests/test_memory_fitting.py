@@ -21,7 +21,7 @@ from lpm_local.errors import BadBundle
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.fitting import evaluate_loss, fit_slots
 from lpm_local.memory.projector import Projector
-from lpm_local.memory.safetensors_header import tensor_shapes
+from lpm_local.memory.safetensors_header import tensor_shapes, zero_rows
 from lpm_local.memory.slots import (
     init_slots,
     memory_from_bytes,
@@ -230,6 +230,24 @@ def test_a_blobs_shapes_are_read_from_its_header_alone():
     bad = struct.pack("<Q", len(header)) + header.encode()
     with pytest.raises(BadBundle, match="no valid shape"):
         tensor_shapes(bad, where="t")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_which_rows_are_all_zero_is_read_without_torch(dtype):
+    slots = torch.randn(4, H).to(dtype)
+    slots[1] = 0.0
+    slots[3, 5:] = 0.0  # partly zero is not empty
+    blob = slots_to_bytes(slots, tiny_config())
+    assert zero_rows(blob, "slots", range(4), where="t") == [False, True, False, False]
+    with pytest.raises(BadBundle, match="outside"):
+        zero_rows(blob, "slots", [4], where="t")
+    with pytest.raises(BadBundle, match="no 2-D tensor"):
+        zero_rows(blob, "keys", [0], where="t")
+    for offsets in ([0, 10**9], [8, 4], [0, 3], "x"):  # past the end, backwards, uneven, no list
+        header = json.dumps({"slots": {"dtype": "F32", "shape": [2, 2], "data_offsets": offsets}})
+        bad = struct.pack("<Q", len(header)) + header.encode() + bytes(16)
+        with pytest.raises(BadBundle, match="bad data offsets"):
+            zero_rows(bad, "slots", [0], where="t")
 
 
 def test_slots_to_bytes_refuses_what_it_could_not_read():

@@ -127,6 +127,7 @@ def status(profile_name: str | None, as_json: bool) -> None:
             else "none yet (no refit has committed)",
         ),
         ("learned", _learned_text(learned)),
+        *_bank_rows(learned),
         ("last refit", _last_refit(last)),
         (
             "since then",
@@ -248,23 +249,33 @@ def _learned(store, current) -> dict | None:
     of the user's messages). Read from the blob's header: a no-model command imports no torch,
     and the tensors are checked where they are used."""
     from lpm_local.errors import BadBundle, CorruptDatabase
-    from lpm_local.memory.safetensors_header import tensor_shapes
+    from lpm_local.memory.config import MemoryConfig
+    from lpm_local.memory.safetensors_header import read_header, tensor_shapes, zero_rows
 
     if current is None:
         return None
+    where = f"memory version #{current.id}"
     try:
         blob = store.get_memory_version(current.id).tensors or b""
-        shapes = tensor_shapes(blob, where=f"memory version #{current.id}")
+        shapes = tensor_shapes(blob, where=where)
+        if "slots" not in shapes:
+            return {"problem": "the version holds no slots"}
+        config = MemoryConfig.from_json(read_header(blob, where=where)[1].get("memory_config", ""))
+        groups = None
+        if config.routed:  # an empty group's key row is all zero (``routing.extend_bank``)
+            keys = range(0, config.n_slots, config.group_tokens + 1)
+            groups = [not empty for empty in zero_rows(blob, "slots", keys, where=where)]
     except (BadBundle, CorruptDatabase) as exc:
         return {"problem": str(exc)}
-    if "slots" not in shapes:
-        return {"problem": "the version holds no slots"}
+    except (ValueError, TypeError) as exc:
+        return {"problem": f"bad memory config: {exc}"}
     stored = math.prod(shapes["slots"])
+    bank = {} if groups is None else {"groups": len(groups), "filed_groups": sum(groups)}
     if "change_a" not in shapes or "change_b" not in shapes:
-        return {"stored_numbers": stored, "learned_numbers": stored, "change_rank": None}
+        return {"stored_numbers": stored, "learned_numbers": stored, "change_rank": None, **bank}
     learned = math.prod(shapes["change_a"]) + math.prod(shapes["change_b"])
     rank = shapes["change_a"][-1] if shapes["change_a"] else 0
-    return {"stored_numbers": stored, "learned_numbers": learned, "change_rank": rank}
+    return {"stored_numbers": stored, "learned_numbers": learned, "change_rank": rank, **bank}
 
 
 def _learned_text(learned: dict | None) -> str:
@@ -279,6 +290,16 @@ def _learned_text(learned: dict | None) -> str:
         f"{learned['learned_numbers']:,} numbers (a rank-{learned['change_rank']} change of the "
         f"bank's {learned['stored_numbers']:,})"
     )
+
+
+def _bank_rows(learned: dict | None) -> list[tuple[str, str]]:
+    if not learned or "groups" not in learned:
+        return []  # no memory yet, or a flat one
+    filed, groups = learned["filed_groups"], learned["groups"]
+    note = "one per message that told something"
+    if filed == groups:
+        note += "; full: newer facts are learned by the groups their questions read"
+    return [("bank", f"{filed} of {groups} groups filed ({note})")]
 
 
 def _version_json(v) -> dict | None:

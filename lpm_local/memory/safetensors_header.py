@@ -2,7 +2,8 @@
 
 ``tensorio.tensors_from_bytes`` reads every blob's header here before safetensors sees the
 blob, and commands that only describe a memory (``lpm memory status``: how many numbers a
-version holds) read the tensors' names and shapes from it without importing torch.
+version holds, how many of its bank's groups are filed) read the tensors' names and shapes, and
+which rows are all zero, without importing torch.
 """
 
 from __future__ import annotations
@@ -56,3 +57,33 @@ def tensor_shapes(blob: bytes, *, where: str) -> dict[str, tuple[int, ...]]:
             raise BadBundle(f"tensor {name!r} has no valid shape in the header", where=where)
         shapes[name] = tuple(shape)
     return shapes
+
+
+def zero_rows(blob: bytes, name: str, rows, *, where: str) -> list[bool]:
+    """For each of ``rows`` of the 2-D tensor ``name``, whether all its bytes are zero (a bank's
+    empty group has an all-zero key; whatever the dtype, +0.0 is all zero bytes)."""
+    entries, _ = read_header(blob, where=where)
+    shape = tensor_shapes(blob, where=where).get(name)
+    entry = entries.get(name)
+    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+    if shape is None or len(shape) != 2:
+        raise BadBundle(f"no 2-D tensor {name!r} in the blob", where=where)
+    (header_len,) = struct.unpack("<Q", blob[:8])
+    start = 8 + header_len
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1] <= len(blob) - start
+        or shape[0] == 0
+        or (offsets[1] - offsets[0]) % shape[0]
+    ):
+        raise BadBundle(f"tensor {name!r} has bad data offsets in the header", where=where)
+    row_bytes = (offsets[1] - offsets[0]) // shape[0]
+    data = memoryview(blob)[start + offsets[0] : start + offsets[1]]
+    out = []
+    for row in rows:
+        if not 0 <= row < shape[0]:
+            raise BadBundle(f"row {row} is outside tensor {name!r} ({shape[0]} rows)", where=where)
+        out.append(not bytes(data[row * row_bytes : (row + 1) * row_bytes]).strip(b"\0"))
+    return out
