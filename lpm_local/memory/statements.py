@@ -24,6 +24,10 @@ _BOUNDARY = re.compile(rf"[.!?][{re.escape(_QUOTES)}]*\s+|\n+")
 # Words whose dot does not end a sentence ("Should I ask Dr. Patel?" would otherwise file its
 # first half, "Should I ask Dr.", as a statement).
 _TITLES = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "mt", "jr", "sr", "e.g", "i.e", "vs"})
+# How much before a stop decides whether it ends a sentence: more than the longest title, so a
+# window that cuts a word cuts one too long to be a title.
+_TAIL_CHARS = 16
+_TAIL_TOKENS = 8  # a token decodes to at least one character
 
 
 def is_question(sentence: str) -> bool:
@@ -45,7 +49,9 @@ def sentences(message: str) -> list[str]:
     """The message's sentences, stripped, in order (empty ones dropped)."""
     out, start = [], 0
     for boundary in _BOUNDARY.finditer(message):
-        if ends_sentence(message[: boundary.end()].rstrip(" \t")):
+        # The tail is enough (a title is a short word), and keeps a long message linear.
+        tail = message[max(start, boundary.end() - _TAIL_CHARS) : boundary.end()]
+        if ends_sentence(tail.rstrip(" \t")):
             out.append(message[start : boundary.end()].strip())
             start = boundary.end()
     out.append(message[start:].strip())
@@ -87,7 +93,8 @@ def statement_positions(
         if "\n" in piece:
             spans.append([])
         elif piece.rstrip(_CLOSERS).endswith((".", "!", "?")):  # only then decode the span
-            stopped = ends_sentence(decode([ids[q] for q in spans[-1]]).rstrip(" \t"))
+            tail = decode([ids[q] for q in spans[-1][-_TAIL_TOKENS:]])
+            stopped = ends_sentence(tail.rstrip(" \t"))
     texts = [decode([ids[p] for p in span]) for span in spans]
     if not any(is_question(t) for t in texts):
         return list(positions)  # a message of statements is read whole, as it always was
