@@ -250,17 +250,18 @@ def _learned(store, current) -> dict | None:
     and the tensors are checked where they are used."""
     from lpm_local.errors import BadBundle, CorruptDatabase
     from lpm_local.memory.config import MemoryConfig
-    from lpm_local.memory.safetensors_header import read_header, tensor_shapes, zero_rows
+    from lpm_local.memory.safetensors_header import read_header, shapes_in, zero_rows
 
     if current is None:
         return None
     where = f"memory version #{current.id}"
     try:
         blob = store.get_memory_version(current.id).tensors or b""
-        shapes = tensor_shapes(blob, where=where)
+        entries, metadata = read_header(blob, where=where)
+        shapes = shapes_in(entries, where=where)
         if "slots" not in shapes:
             return {"problem": "the version holds no slots"}
-        config = MemoryConfig.from_json(read_header(blob, where=where)[1].get("memory_config", ""))
+        config = MemoryConfig.from_json(metadata.get("memory_config", ""))
         groups = None
         if config.routed:  # an empty group's key row is all zero (``routing.extend_bank``)
             keys = range(0, config.n_slots, config.group_tokens + 1)

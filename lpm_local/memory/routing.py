@@ -22,9 +22,9 @@ question reads the groups written for what it asks.
   routed to it need, and the same question routes the same way afterwards.
 - An all-zero key marks an empty group: it is chosen only when fewer groups hold a key than a
   turn reads. A refit fills empty groups from messages that tell something and have none yet
-  (``extend_bank``; a question gets none), so
-  the memory's capacity grows with the history until the bank is full; from then on a new
-  message is learned by the groups its questions route to.
+  (``extend_bank``: a message's statements, never its questions), so the memory's capacity
+  grows with the history until the bank is full; from then on a new message is learned by the
+  groups its questions route to.
 - Key and token rows share one ``[N, hidden]`` tensor, the storage format of every memory, so
   versions, bundles and wipes treat a bank like any other memory.
 """

@@ -47,7 +47,11 @@ def read_header(blob: bytes, *, where: str) -> tuple[dict[str, dict], dict[str, 
 
 def tensor_shapes(blob: bytes, *, where: str) -> dict[str, tuple[int, ...]]:
     """Each tensor's shape as the header states it (the data is not read or checked)."""
-    entries, _ = read_header(blob, where=where)
+    return shapes_in(read_header(blob, where=where)[0], where=where)
+
+
+def shapes_in(entries: dict[str, dict], *, where: str) -> dict[str, tuple[int, ...]]:
+    """``tensor_shapes`` of a header already read (``read_header``'s entries)."""
     shapes = {}
     for name, entry in entries.items():
         shape = entry.get("shape") if isinstance(entry, dict) else None
@@ -63,7 +67,7 @@ def zero_rows(blob: bytes, name: str, rows, *, where: str) -> list[bool]:
     """For each of ``rows`` of the 2-D tensor ``name``, whether all its bytes are zero (a bank's
     empty group has an all-zero key; whatever the dtype, +0.0 is all zero bytes)."""
     entries, _ = read_header(blob, where=where)
-    shape = tensor_shapes(blob, where=where).get(name)
+    shape = shapes_in(entries, where=where).get(name)
     entry = entries.get(name)
     offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
     if shape is None or len(shape) != 2:
