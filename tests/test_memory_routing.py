@@ -12,8 +12,17 @@ import torch
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.fitting import fit_slots
 from lpm_local.memory.frozen import load_frozen_memory
+from lpm_local.memory import refit_examples
+from lpm_local.memory.probes import Probe
 from lpm_local.memory.refit import RefitSettings, run_refit
-from lpm_local.memory.routing import RoutedProjector, _read_layer, route_features, route_layer
+from lpm_local.memory.refit_examples import Examples, add_recall_examples
+from lpm_local.memory.routing import (
+    RoutedProjector,
+    _read_layer,
+    extend_bank,
+    route_features,
+    route_layer,
+)
 from lpm_local.memory.scheduler import locked_refit
 from lpm_local.memory.slots import memory_from_bytes, slots_from_bytes
 from lpm_local.memory.windows import make_windows, qa_window
@@ -111,27 +120,143 @@ def test_the_bank_files_each_message_under_its_own_reading(tiny_backbone):
     assert any(torch.allclose(first, weight[i].float(), atol=1e-6) for i in messages[0])
 
     later = [*HISTORY, ("user", "I grew up in Tampere, in Finland."), ("assistant", "Nice.")]
-    grown = frozen.grown_slots(slots, later)
+    grown, sources = extend_bank(tiny_backbone.model, frozen.chat, frozen.projector, slots, later)
     assert torch.equal(grown[: 3 * 5], slots[: 3 * 5])  # groups with a key are left alone
+    assert sources[: 3 * 5].tolist() == list(range(3 * 5))
+    new = [r for r in range(3 * 5, 4 * 5) if grown[r].ne(slots[r]).any()]
+    assert sources[new].eq(-1).all() and new[0] == 3 * 5  # the new key and words: written afresh
     assert (grown[frozen.projector.key_rows()].abs().sum(dim=-1) > 0).tolist() == [
         True, True, True, True, False, False,
     ]  # fmt: skip
-    assert torch.equal(frozen.grown_slots(grown, later), grown)  # nothing new: unchanged
+    assert torch.equal(frozen.grown_slots(grown, later)[0], grown)  # nothing new: unchanged
     # A question asked in the chat tells nothing: it gets no group, or asking it again would
     # read the question's own group instead of the fact's.
     asked = [*later, ("user", "What is my cat called?"), ("assistant", "Pixel.")]
-    assert torch.equal(frozen.grown_slots(grown, asked), grown)
+    assert torch.equal(frozen.grown_slots(grown, asked)[0], grown)
     # A fact told in front of a question is filed under the reading of the fact alone, with
     # token rows from the fact's words only.
     fact, question = "My sister Ilse is an architect.", " What should I bring her?"
     mixed = [*asked, ("user", fact + question), ("assistant", "A ruler.")]
-    filed = frozen.grown_slots(grown, mixed)
+    filed = frozen.grown_slots(grown, mixed)[0]
     alone = route_features(tiny_backbone.model, [frozen.chat.text_ids(fact)])[0]
     assert torch.allclose(filed[frozen.projector.key_rows()[4]], alone, atol=1e-5)
     asks_only = set(frozen.chat.text_ids(question)) - set(frozen.chat.text_ids(fact))
     rows = filed[frozen.projector.token_rows(4)]
     assert not any(torch.allclose(row, weight[i].float()) for row in rows for i in asks_only)
     assert any(torch.allclose(rows[0], weight[i].float()) for i in frozen.chat.text_ids(fact))
+
+
+FULL = [
+    ("user", "My cat is called Pixel and she is grey."),
+    ("user", "I play the bassoon in an orchestra on Sundays."),
+    ("user", "My brother Jonas lives in Montreal."),
+    ("user", "I grew up in Tampere, in Finland."),
+    ("user", "I drive an old green Volvo estate."),
+    ("user", "My favourite dish is mushroom risotto."),
+]
+
+
+def _turns(messages: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [turn for message in messages for turn in (message, ("assistant", "Noted."))]
+
+
+def test_a_full_bank_files_a_new_message_in_place_of_the_older_of_its_two_most_alike_groups(
+    tiny_backbone,
+):
+    frozen = load_frozen_memory(tiny_backbone, bank_config(tiny_backbone.hidden_size))
+    projector, step = frozen.projector, 5
+    slots = frozen.fresh_slots(_turns(FULL), seed=0)
+    assert projector.filled(slots).all()  # six messages, six groups: full
+    update = ("user", "I play the cello in an orchestra on Sundays now.")
+    grown, sources = extend_bank(
+        tiny_backbone.model, frozen.chat, frozen.projector, slots, _turns([*FULL, update])
+    )
+
+    def reading(text):
+        return route_features(tiny_backbone.model, [frozen.chat.text_ids(text)])[0]
+
+    keys = grown[projector.key_rows()]
+    assert torch.allclose(keys[-1], reading(update[1]), atol=1e-5)  # newest: the last group
+    old_keys = slots[projector.key_rows()]
+    kept = [g for g in range(6) if any(torch.equal(keys[p], old_keys[g]) for p in range(5))]
+    assert len(kept) == 5
+    (gone,) = set(range(6)) - set(kept)
+    # The older of the two most alike keys (centred, as routing reads them) made way.
+    stacked = torch.cat([old_keys, keys[-1:]])
+    unit = torch.nn.functional.normalize(stacked - stacked.mean(dim=0), dim=-1)
+    alike = unit @ unit.T
+    alike.fill_diagonal_(-2.0)
+    assert gone == min(divmod(int(alike.argmax()), 7))
+    assert gone == 1  # here: the bassoon made way for the cello
+    # The groups that stay keep their rows and their order, moved up past the one that went;
+    # ``sources`` says where each row came from (the new group's key and words: nowhere).
+    for place, group in enumerate(kept):
+        rows = list(range(place * step, (place + 1) * step))
+        assert sources[rows].tolist() == list(range(group * step, (group + 1) * step))
+        assert torch.equal(grown[rows], slots[sources[rows]])
+    assert sources[5 * step] == -1 and sources[5 * step + 1] == -1
+    # Its token rows are its own words, or vocabulary rows: none of them is left over from the
+    # message that made way (unless it is a word the two share).
+    weight = tiny_backbone.model.get_input_embeddings().weight.detach().float()
+    own = [weight[i] for i in frozen.chat.text_ids(update[1])]
+    for r in range(5 * step + 1, 6 * step):
+        if any(torch.equal(grown[r], slots[gone * step + t]) for t in range(1, step)):
+            assert any(torch.equal(grown[r], w) for w in own)
+
+    # The message that made way stays out: the next refit of the same history changes nothing.
+    again, same = extend_bank(
+        tiny_backbone.model, frozen.chat, frozen.projector, grown, _turns([*FULL, update])
+    )
+    assert torch.equal(again, grown) and same.tolist() == list(range(30))
+    # A message older than the newest filed one never takes a group from another.
+    earlier = [*FULL[:3], ("user", "I speak Finnish and Swedish."), *FULL[3:], update]
+    assert torch.equal(frozen.grown_slots(grown, _turns(earlier))[0], grown)
+
+
+def test_each_rows_learned_change_moves_with_it_when_a_full_bank_makes_room(tiny_backbone):
+    frozen = load_frozen_memory(tiny_backbone, bank_config(tiny_backbone.hidden_size))
+    slots = frozen.fresh_slots(_turns(FULL), seed=0)
+    a, b = torch.randn(30, 3), torch.randn(3, tiny_backbone.hidden_size)
+    update = ("user", "I play the cello in an orchestra on Sundays now.")
+    grown, (a2, b2) = frozen.grown_slots(slots, _turns([*FULL, update]), (a, b))
+    _, sources = extend_bank(
+        tiny_backbone.model, frozen.chat, frozen.projector, slots, _turns([*FULL, update])
+    )
+    moved = sources >= 0
+    assert (sources[moved] != torch.arange(30)[moved]).any()  # groups moved up past the gone one
+    assert torch.equal(a2[moved], a[sources[moved]]) and torch.equal(b2, b)
+    assert not a2[~moved].any()  # the new message's key and words start unchanged
+    unchanged, (a3, _) = frozen.grown_slots(slots, _turns(FULL), (a, b))
+    assert torch.equal(unchanged, slots) and torch.equal(a3, a)  # nothing new: as it was
+
+
+def test_a_bank_probes_the_messages_it_files_and_not_one_that_made_way(tiny_backbone, monkeypatch):
+    frozen = load_frozen_memory(tiny_backbone, bank_config(tiny_backbone.hidden_size))
+    update = ("user", "I play the cello in an orchestra on Sundays now.")
+    turns = _turns([*FULL, update])
+    slots = frozen.fresh_slots(turns, seed=0)  # the bassoon made way for the cello (above)
+    filed = frozen.filed_statements(slots, turns)
+    assert filed == {text for _, text in [*FULL, update]} - {FULL[1][1]}
+    assert frozen.filed_statements(slots, turns + [("user", "What is my job?")]) == filed
+
+    seen: list[str] = []
+
+    def write_probes(backbone, chat, messages, **_):  # the backbone's questions, stood in for
+        seen.extend(messages)
+        return [Probe(question="Q?", answer=f"You said: {m}", message=m) for m in messages[1:]]
+
+    monkeypatch.setattr(refit_examples, "write_probes", write_probes)
+    examples = Examples(windows=[], owner={0: 1}, tokens=len(turns), turns={1: turns})
+    examples.windows = [object()] * 12  # room for an open recall example per message
+    add_recall_examples(frozen, examples, probed_messages=32, filed=filed)
+    assert seen == [text for _, text in reversed([*FULL, update]) if text != FULL[1][1]]
+    # Five probes came back; the one message without (the newest) is asked the open question.
+    # The bassoon, which made way, is never taught back.
+    opened = [frozen.chat.tokenizer.decode(w.input_ids) for w in examples.windows[12 + 5 :]]
+    assert len(opened) == 1 and "cello" in opened[0]
+    assert not any(
+        "bassoon" in frozen.chat.tokenizer.decode(w.input_ids) for w in examples.windows[12:]
+    )
 
 
 def test_the_reading_stops_at_the_routing_layer_with_the_full_forwards_states(tiny_backbone):

@@ -299,7 +299,7 @@ def _bank_rows(learned: dict | None) -> list[tuple[str, str]]:
     filed, groups = learned["filed_groups"], learned["groups"]
     note = "one per message that told something"
     if filed == groups:
-        note += "; full: newer facts are learned by the groups their questions read"
+        note += "; full: a new message takes the place of the older of its two most alike"
     return [("bank", f"{filed} of {groups} groups filed ({note})")]
 
 

@@ -24,6 +24,7 @@ from lpm_local.memory.routing import (
     bank_config,
     bank_slots,
     extend_bank,
+    filed_statements,
     route_features,
 )
 from lpm_local.memory.salient import salient_slots
@@ -120,12 +121,32 @@ class FrozenMemory:
             return bank_slots(self.backbone.model, self.chat, self.projector, turns, seed=seed)
         return salient_slots(self.backbone.model, self.chat, turns, self.config, seed=seed)
 
-    def grown_slots(self, slots: torch.Tensor, turns: list[tuple[str, str]]) -> torch.Tensor:
-        """A refit's starting slots: a routed bank gives its empty groups to the messages that
-        have none yet (``routing.extend_bank``); a flat memory starts where it is."""
+    def grown_slots(
+        self,
+        slots: torch.Tensor,
+        turns: list[tuple[str, str]],
+        change: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """A refit's starting bank and low-rank change (A, B): a routed bank files the messages
+        that have no group yet, making room when it is full (``routing.extend_bank``); each
+        row's part of the change (its row of A) moves with the row, and a row written afresh
+        starts at zero. A flat memory starts where it is."""
         if not self.config.routed:
-            return slots
-        return extend_bank(self.backbone.model, self.chat, self.projector, slots, turns)
+            return slots, change
+        grown, sources = extend_bank(self.backbone.model, self.chat, self.projector, slots, turns)
+        if change is not None:
+            a, b = change
+            change = (a[sources.clamp(min=0)] * (sources >= 0)[:, None], b)
+        return grown, change
+
+    def filed_statements(
+        self, slots: torch.Tensor, turns: list[tuple[str, str]]
+    ) -> set[str] | None:
+        """A routed bank's filed messages' statements (``routing.filed_statements``), the ones a
+        refit probes; None for a flat memory, which probes the newest messages."""
+        if not self.config.routed:
+            return None
+        return filed_statements(self.backbone.model, self.chat, self.projector, slots, turns)
 
     def decode(
         self, version: MemoryVersion

@@ -80,8 +80,9 @@ class RefitSettings:
     # examples train (``refit_examples.add_recall_examples``).
     recall_examples: bool = True
     # How many user messages (newest first) the backbone writes recall questions about per
-    # refit: each costs a share of one batched greedy generation, a few seconds on a CPU.
-    probed_messages: int = 24
+    # refit: each costs a share of one batched greedy generation, a few seconds on a CPU. A
+    # routed bank probes only its filed messages: 32 covers all of a 32-group bank.
+    probed_messages: int = 32
     # Share of the budget taken from the newest conversations; the rest samples older ones so
     # that what the memory knew is rehearsed, not only what is new.
     recent_share: float = 0.75
@@ -251,16 +252,12 @@ def _refit(
     rank = settings.change_rank if frozen.config.routed else None
     if base is None:  # no usable version yet: the salient tokens of the history being fitted
         base = frozen.fresh_slots(recent_turns(examples), seed=profile_id)
-    else:  # a routed bank files new messages in its empty groups
+    else:  # a routed bank files the messages that have no group yet
         if rank is not None and loaded.change is not None:
             # Go on fitting the stored change over the bank the history wrote.
             a, b = loaded.change
             change, base = (a, b), base - a @ b
-        grown = frozen.grown_slots(base, recent_turns(examples))
-        if change is not None:  # a group filled just now starts at its message's words
-            new_rows = (grown != base).any(dim=-1)
-            change = (change[0].masked_fill(new_rows[:, None], 0.0), change[1])
-        base = grown
+        base, change = frozen.grown_slots(base, recent_turns(examples), change)
     # The memory as this refit starts: what attribution reads and what the fit improves on.
     before = base if change is None else base + change[0] @ change[1]
     common = {
@@ -290,6 +287,7 @@ def _refit(
             frozen,
             examples,
             probed_messages=settings.probed_messages,
+            filed=frozen.filed_statements(base, recent_turns(examples)),
             cancel=cancel,
             between_batches=between_steps,
         )

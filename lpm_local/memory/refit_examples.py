@@ -113,6 +113,7 @@ def add_recall_examples(
     examples: Examples,
     *,
     probed_messages: int,
+    filed: set[str] | None = None,
     cancel: threading.Event | None = None,
     between_batches: Callable[[], None] | None = None,
 ) -> int:
@@ -121,7 +122,10 @@ def add_recall_examples(
 
     - Probes: for the newest ``probed_messages`` user messages that may hold a fact, questions
       the backbone writes about them, each answered by the message told back to the user
-      (``probes.py``). These are what make the memory answer "Where did I grow up?".
+      (``probes.py``). These are what make the memory answer "Where did I grow up?". A routed
+      bank passes the statements of its ``filed`` messages: only those are probed (up to
+      ``probed_messages`` of them), so each refit teaches every group its own message again,
+      and a message that made way for a newer one (a changed taste) is not taught back.
     - One open recall example ("What do you remember about me?" -> the message told back) per
       user message that got no probe, newest first, at most as many as there are history
       windows; the question rotates over a few phrasings so the memory answers the meaning,
@@ -136,7 +140,10 @@ def add_recall_examples(
     budget = len(examples.windows)
     # A probe quizzes the message's statements: its questions give no fact to be asked about,
     # and the answer told back would repeat them.
-    chosen = [(c, statement_text(m)) for c, m in users if tells_something(m)][:probed_messages]
+    told = [(c, statement_text(m)) for c, m in users if tells_something(m)]
+    if filed is not None:
+        told = [(c, m) for c, m in told if " ".join(m.split()) in filed]
+    chosen = told[:probed_messages]
     probes = []
     if chosen:
         probes = write_probes(
@@ -150,9 +157,13 @@ def add_recall_examples(
     for probe in probes:
         _add(examples, [qa_window(chat, probe.question, "", probe.answer)], owner[probe.message])
     # The open question has a different answer for every message, so it only blurs what the
-    # probes teach: it covers the messages that got no probe.
+    # probes teach: it covers the messages that got no probe (of a bank: its filed ones, so a
+    # message that made way is not told back either).
     probed = {p.message for p in probes}
-    rest = [(c, m) for c, m in users if statement_text(m) not in probed][:budget]
+    rest = [(c, m) for c, m in users if statement_text(m) not in probed]
+    if filed is not None:
+        rest = [(c, m) for c, m in rest if " ".join(statement_text(m).split()) in filed]
+    rest = rest[:budget]
     for made, (conv_id, content) in enumerate(rest):
         prompt = RECALL_PROMPTS[made % len(RECALL_PROMPTS)]
         _add(examples, [qa_window(chat, prompt, "", told_back(excerpt(content)))], conv_id)

@@ -21,10 +21,14 @@ question reads the groups written for what it asks.
   row with zero gradient where it is. A fit therefore teaches each group what the questions
   routed to it need, and the same question routes the same way afterwards.
 - An all-zero key marks an empty group: it is chosen only when fewer groups hold a key than a
-  turn reads. A refit fills empty groups from messages that tell something and have none yet
-  (``extend_bank``: a message's statements, never its questions), so the memory's capacity
-  grows with the history until the bank is full; from then on a new message is learned by the
-  groups its questions route to.
+  turn reads. A refit files the messages that tell something and have no group yet, in the order
+  they came in (``extend_bank``: a message's statements, never its questions), so the memory's
+  capacity grows with the history until the bank is full. From then on a newer message takes
+  the place of the older of the two most alike groups (``_retire``): a changed taste ("My
+  favourite dish these days is spicy ramen") replaces what it updates ("My favourite dish is
+  mushroom risotto") when the two are each other's nearest, as 6 of 8 updates on a 40-message
+  persona were, so the memory
+  keeps up with what the user tells it now.
 - Key and token rows share one ``[N, hidden]`` tensor, the storage format of every memory, so
   versions, bundles and wipes treat a bank like any other memory.
 """
@@ -35,6 +39,7 @@ import contextvars
 import hashlib
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -258,7 +263,7 @@ def bank_slots(
     filled from the history's user messages by ``extend_bank``."""
     slots = init_slots(projector.config, model.get_input_embeddings().weight, seed=seed)
     slots[projector.key_rows()] = 0.0
-    return extend_bank(model, chat, projector, slots, turns)
+    return extend_bank(model, chat, projector, slots, turns)[0]
 
 
 def extend_bank(
@@ -267,59 +272,170 @@ def extend_bank(
     projector: RoutedProjector,
     slots: torch.Tensor,
     turns: Sequence[tuple[str, str]],
-) -> torch.Tensor:
-    """Give empty groups to the user messages that tell something and have no key yet (most
-    surprising first): key = the message's reading, token rows = the embeddings of its most
-    surprising words. Groups that hold a key are returned unchanged. A new tensor; ``slots`` is
-    not modified."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """File the user messages that tell something and have no group yet, in the order they came
+    in: key = the message's reading, token rows = the embeddings of its most surprising words.
+
+    While the bank has empty groups a message takes one. When it is full, a message newer than
+    every filed one still gets a group: the older of the two most alike groups (the new message
+    among them) makes way (``_retire``), so a newer taste replaces the older one it is most like
+    and the memory keeps learning from what the user tells it now. Groups stay in the order
+    their messages came in (filed groups first, oldest first; then the empty ones), which is
+    what "older" reads.
+
+    Returns (slots, sources): a new tensor (``slots`` is not modified), and for each of its rows
+    the row of ``slots`` it holds, or -1 for a row written afresh (a refit starts the learned
+    change of such a row at zero). Nothing to file: ``slots`` as it was and every row its own."""
     config = projector.config
     slots = slots.detach().float().cpu().clone()
+    unchanged = (slots, torch.arange(config.n_slots))
+    ids, messages = _telling_messages(chat, config, turns)
+    if not messages:
+        return unchanged
+    # Remembered readings: a later refit re-reads only the messages it has not seen.
+    readings = projector.features(model, [[ids[i] for i in m] for m in messages])
+    keys = slots[projector.key_rows()]
     filled = projector.filled(slots)
+    held: list[int | _Filed] = [g for g in range(config.route_groups) if filled[g]]
     empty = [g for g in range(config.route_groups) if not filled[g]]
-    if not empty:
-        return slots
+    # A message already filed (this one, or the same words said again) gets no new group. One
+    # left out before (it made way when the bank was full) stays out: only messages after the
+    # newest filed one may take a group from another.
+    filed = [any(_same(readings[i], keys[g]) for g in held) for i in range(len(messages))]
+    newest = max((i for i, f in enumerate(filed) if f), default=-1)
+    chosen: list[int] = []
+    for i in range(len(messages)):
+        if filed[i] or any(_same(readings[i], readings[j]) for j in chosen):
+            continue  # said twice: one group
+        if empty:
+            held.append(_Filed(i, empty.pop(0)))
+        elif i > newest:
+            held.pop(_retire([_key(e, keys, readings) for e in held] + [readings[i]]))
+            held.append(_Filed(i, None))
+        else:
+            continue
+        chosen.append(i)
+    if not chosen:
+        return unchanged
+    return _lay_out(model, chat, projector, slots, held + empty, ids, messages, readings)
+
+
+def filed_statements(
+    model: nn.Module,
+    chat: ChatFormat,
+    projector: RoutedProjector,
+    slots: torch.Tensor,
+    turns: Sequence[tuple[str, str]],
+) -> set[str]:
+    """The statements of the history's messages that hold a group of the bank (each as
+    ``statements.statement_text`` gives it, white space collapsed): what a refit probes, so every
+    refit teaches each group its own message again rather than only the newest ones."""
+    ids, messages = _telling_messages(chat, projector.config, turns)
+    held = projector.filled(slots)
+    if not messages or not held.any():
+        return set()
+    readings = projector.features(model, [[ids[i] for i in m] for m in messages])
+    keys = slots[projector.key_rows()].detach().float().cpu()[held]
+    decode = chat.tokenizer.decode
+    return {
+        " ".join(decode([ids[p] for p in m]).split())
+        for m, reading in zip(messages, readings, strict=True)
+        if any(_same(reading, key) for key in keys)
+    }
+
+
+def _telling_messages(
+    chat: ChatFormat, config: MemoryConfig, turns: Sequence[tuple[str, str]]
+) -> tuple[list[int], list[list[int]]]:
+    """The history's content ids, and for each user message that tells something (the newest
+    ``MAX_KEYED_MESSAGES``, in order) the positions of its statements.
+
+    Only what a message tells gets a group: its statements (``statements.py``), read without its
+    questions. A question asked in the chat ("What is my job?") would otherwise be filed under
+    its own reading, and the same question asked again would read its group (the question's
+    words) instead of the fact's. Measured on a 16-fact persona: after the 16 questions were
+    asked and a second refit filed them, 0 of 16 facts answered (8 before it); with questions
+    kept out, the same second refit answered the same 8."""
     ids, roles = history_tokens(chat, turns, config.salient_max_tokens)
-    # Only what a message tells gets a group: its statements (``statements.py``), read
-    # without its questions. A question asked in the chat ("What is my job?") would otherwise be
-    # filed under its own reading, and the same question asked again would read its group (the
-    # question's words) instead of the fact's. Measured on a 16-fact persona: after the 16
-    # questions were asked and a second refit filed them, 0 of 16 facts answered (8 before it);
-    # with questions kept out, the same second refit answered the same 8.
     decode = chat.tokenizer.decode
     messages = []
     for message in user_messages(roles):
         told = statement_positions(decode, ids, message)
         if len(told) > 1 and tells_something(decode([ids[i] for i in told])):
             messages.append(told)
-    messages = messages[-MAX_KEYED_MESSAGES:]
-    # Remembered readings: a later refit re-reads only the messages it has not seen.
-    texts = [[ids[i] for i in m] for m in messages]
-    readings = projector.features(model, texts) if texts else []
-    keyed = [slots[projector.key_rows()[g]] for g in range(config.route_groups) if filled[g]]
-    # A message already filed (this one, or the same words said again) gets no new group.
-    fresh = [i for i in range(len(messages)) if not any(_same(readings[i], k) for k in keyed)]
-    if not fresh:  # every message has its group: no surprise pass over the history
-        return slots
-    surprise = token_surprise(model, ids)
+    return ids, messages[-MAX_KEYED_MESSAGES:]
+
+
+@dataclass(frozen=True)
+class _Filed:
+    """A message filed by this extension: its index in ``messages``, and the empty group whose
+    rows it fills (None: the rows of a group that made way, which it rewrites)."""
+
+    message: int
+    group: int | None
+
+
+def _key(entry: int | _Filed, keys: torch.Tensor, readings: torch.Tensor) -> torch.Tensor:
+    return readings[entry.message] if isinstance(entry, _Filed) else keys[entry]
+
+
+def _retire(keys: list[torch.Tensor]) -> int:
+    """Which group makes way for the newest message: ``keys`` are the bank's filed keys, oldest
+    first, then the message's reading; the answer indexes them. The older of the two most alike,
+    centred as ``choose`` centres them. When the newest is one of the pair, it is the other one:
+    a changed taste retires the message it updates when the two are each other's nearest."""
+    stacked = torch.stack(keys).float()
+    unit = nn.functional.normalize(stacked - stacked.mean(dim=0), dim=-1)
+    alike = unit @ unit.T
+    alike.fill_diagonal_(-2.0)
+    first, second = divmod(int(alike.argmax()), len(keys))
+    return min(first, second)  # never the newest: it is the last
+
+
+def _lay_out(
+    model: nn.Module,
+    chat: ChatFormat,
+    projector: RoutedProjector,
+    slots: torch.Tensor,
+    layout: list[int | _Filed],
+    ids: list[int],
+    messages: list[list[int]],
+    readings: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bank with group ``p`` holding ``layout[p]``: a group of ``slots`` moved there, or a
+    message filed there (its reading as key, its most surprising words as token rows)."""
+    config = projector.config
+    step = config.group_tokens + 1
+    out = torch.empty_like(slots)
+    sources = torch.full((config.n_slots,), -1, dtype=torch.long)
     weight = model.get_input_embeddings().weight
+    surprise = token_surprise(model, ids)
     words = {i: any(ch.isalnum() for ch in chat.tokenizer.decode([i])) for i in set(ids)}
-    best = {i: max(float(surprise[p]) for p in messages[i][1:]) for i in fresh}
-    chosen = []
-    for i in sorted(fresh, key=lambda i: -best[i]):
-        if len(chosen) == len(empty):
-            break
-        if not any(_same(readings[i], readings[j]) for j in chosen):  # said twice: one group
-            chosen.append(i)
-    for group, i in zip(empty, sorted(chosen)):  # groups keep the order the messages came in
-        slots[projector.key_rows()[group]] = readings[i]
-        candidates = [p for p in messages[i][1:] if words[ids[p]]]
+    fresh = None  # vocabulary-token rows for a group that made way, made only when needed
+    for place, entry in enumerate(layout):
+        rows = slice(place * step, (place + 1) * step)
+        old = entry.group if isinstance(entry, _Filed) else entry
+        if old is not None:  # a group moved, or an empty one filled: its rows come along
+            out[rows] = slots[old * step : (old + 1) * step]
+            sources[rows] = torch.arange(old * step, (old + 1) * step)
+        else:  # the rows of the group that made way hold its words: start from vocabulary rows
+            if fresh is None:
+                fresh = init_slots(config, weight, seed=0)
+            out[rows] = fresh[rows]
+        if not isinstance(entry, _Filed):
+            continue
+        message = messages[entry.message]
+        out[place * step] = readings[entry.message]
+        sources[place * step] = -1
+        candidates = [p for p in message[1:] if words[ids[p]]]
         ranked = sorted(candidates, key=lambda p: -float(surprise[p]))
         picked = list(dict.fromkeys(ids[p] for p in ranked))[: config.group_tokens]
         if picked:
-            rows = projector.token_rows(group)[: len(picked)]
+            token_rows = projector.token_rows(place)[: len(picked)]
             with torch.no_grad():
-                slots[rows] = weight[torch.tensor(picked, device=weight.device)].float().cpu()
-    return slots
+                out[token_rows] = weight[torch.tensor(picked, device=weight.device)].float().cpu()
+            sources[token_rows] = -1
+    return out, sources
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -331,6 +447,7 @@ __all__ = [
     "bank_config",
     "bank_slots",
     "extend_bank",
+    "filed_statements",
     "route_features",
     "route_layer",
 ]
