@@ -34,6 +34,12 @@ from lpm_local.memory.statements import (
         ('"Is it?" she asked. I said yes.', "she asked. I said yes."),
         ("Version 2.5 is out? I use 3.1.", "I use 3.1."),  # a dot inside a word ends nothing
         ("I moved to Lisbon!Any cafes?", ""),  # no space after the stop: one sentence
+        # A question that tells before it asks keeps its told clause.
+        ("I just moved to Berlin, any tips for a flat?", "I just moved to Berlin,"),
+        ("Since I'm allergic to nuts, which snacks are safe?", "Since I'm allergic to nuts,"),
+        ("How old is he, do you think?", ""),  # the clause asks itself
+        ("I love it, whatever you say?", ""),  # "whatever" opens no question
+        ("I have two kids. What should we do, if it rains?", "I have two kids."),
     ],
 )  # fmt: skip
 def test_statements_are_the_sentences_that_are_not_questions(message, told):
@@ -48,7 +54,24 @@ def test_only_a_message_whose_statements_may_hold_a_fact_tells_something():
     assert not tells_something("Hi! Where should I travel this summer?")  # "Hi!" is too short
 
 
-_words = st.sampled_from(["I", "live", "in", "Oslo", "my", "cat", "St", "Dr", "2.5", "is", "why"])
+_words = st.sampled_from(
+    [
+        "I",
+        "live",
+        "in",
+        "Oslo",
+        "Oslo,",
+        "my",
+        "cat",
+        "cat,",
+        "St",
+        "Dr",
+        "2.5",
+        "is",
+        "why",
+        "what",
+    ]
+)
 _stops = st.sampled_from([".", "?", "!", "", '."', "?)", "\n", ".\n\n"])
 _messages = st.lists(
     st.tuples(st.lists(_words, min_size=1, max_size=6), _stops), min_size=1, max_size=5

@@ -8,7 +8,11 @@ out but also lost the fact in front of one, and an imported chat log is mostly r
 shape. So a message is split into sentences and only its statements are filed and probed.
 
 A sentence ends at ".", "!" or "?" (closing quotes and brackets after it allowed; not the dot of
-a title such as "Dr." or "St.") or at a line break; it is a question when it ends in "?".
+a title such as "Dr." or "St.") or at a line break; it is a question when it ends in "?". A
+question may tell something before it asks, in one sentence: "I'm vegan, what should I cook?"
+tells "I'm vegan,". That clause is kept (``told_clause``): the words before the first comma that
+a question word follows, unless they open with a question word themselves ("How old is he, do
+you think?" tells nothing).
 """
 
 from __future__ import annotations
@@ -24,6 +28,16 @@ _BOUNDARY = re.compile(rf"[.!?][{re.escape(_QUOTES)}]*\s+|\n+")
 # Words whose dot does not end a sentence ("Should I ask Dr. Patel?" would otherwise file its
 # first half, "Should I ask Dr.", as a statement).
 _TITLES = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "mt", "jr", "sr", "e.g", "i.e", "vs"})
+# Words that open a question, after the comma of a told clause or at its front.
+_ASKING = frozenset(
+    "what how which where when who whom whose why can could should would will shall do does did "
+    "is are am was were any anything have has".split()
+)
+_CLAUSE_END = re.compile(r",(?=\s+([^\W\d_]+))")  # a comma, white space, then a word
+_FIRST_WORD = re.compile(r"[^\W\d_]+")
+# A longer question sentence is not searched for a told clause: the token split decodes each
+# of its commas' prefixes, and a sentence that long is a pasted text, not a remark.
+MAX_CLAUSE_SENTENCE = 1000
 # How much before a stop decides whether it ends a sentence: more than the longest title, so a
 # window that cuts a word cuts one too long to be a title.
 _TAIL_CHARS = 16
@@ -58,13 +72,33 @@ def sentences(message: str) -> list[str]:
     return [s for s in out if s]
 
 
+def told_clause(sentence: str) -> str:
+    """What a question sentence tells before it asks: "I'm vegan, what should I cook?" ->
+    "I'm vegan,"; "" when it tells nothing (no such clause, a clause that asks itself, or not a
+    question)."""
+    sentence = sentence.strip()
+    if len(sentence) > MAX_CLAUSE_SENTENCE or not is_question(sentence):
+        return ""
+    for comma in _CLAUSE_END.finditer(sentence):
+        if comma.group(1).lower() in _ASKING:
+            head = sentence[: comma.start() + 1]
+            first = _FIRST_WORD.search(head)
+            return "" if first is None or first.group(0).lower() in _ASKING else head
+    return ""
+
+
+def _told(sentence: str) -> str:
+    return told_clause(sentence) if is_question(sentence) else sentence
+
+
 def statement_text(message: str) -> str:
-    """The message without its questions: its other sentences, joined by single spaces (a
-    message with no question is returned as it is, stripped)."""
+    """The message without what it asks: its statements and the clauses its questions tell
+    before they ask, joined by single spaces (a message with no question is returned as it is,
+    stripped)."""
     parts = sentences(message)
     if not any(is_question(s) for s in parts):
         return message.strip()
-    return " ".join(s for s in parts if not is_question(s))
+    return " ".join(told for told in map(_told, parts) if told)
 
 
 def tells_something(message: str) -> bool:
@@ -102,7 +136,24 @@ def statement_positions(
     for sentence, text in zip(spans, texts, strict=True):
         if text.strip() and not is_question(text):
             kept += sentence
+        elif clause := told_clause(text):
+            kept += _clause_positions(decode, ids, sentence, clause)
     return kept
+
+
+def _clause_positions(
+    decode: Callable[[Sequence[int]], str], ids: Sequence[int], sentence: list[int], clause: str
+) -> list[int]:
+    """The positions of ``sentence`` (a question) that decode to its told ``clause``: up to the
+    comma piece where the decoded prefix is the clause (none if no piece boundary falls there)."""
+    for k, p in enumerate(sentence):
+        if decode([ids[p]]).endswith(","):
+            head = decode([ids[q] for q in sentence[: k + 1]]).strip()
+            if head == clause:
+                return sentence[: k + 1]
+            if len(head) >= len(clause):
+                break
+    return []
 
 
 __all__ = [
@@ -113,4 +164,5 @@ __all__ = [
     "statement_positions",
     "statement_text",
     "tells_something",
+    "told_clause",
 ]
