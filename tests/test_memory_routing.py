@@ -9,10 +9,10 @@ import threading
 import pytest
 import torch
 
+from lpm_local.memory import refit_examples
 from lpm_local.memory.config import MemoryConfig
 from lpm_local.memory.fitting import fit_slots
 from lpm_local.memory.frozen import load_frozen_memory
-from lpm_local.memory import refit_examples
 from lpm_local.memory.probes import Probe
 from lpm_local.memory.refit import RefitSettings, run_refit
 from lpm_local.memory.refit_examples import Examples, add_recall_examples
