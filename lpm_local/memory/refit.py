@@ -250,14 +250,15 @@ def _refit(
     examples = select_windows(store, frozen, profile_id, settings, salt=through or 0)
     base, change = loaded.slots, None
     rank = settings.change_rank if frozen.config.routed else None
+    turns = recent_turns(examples)
     if base is None:  # no usable version yet: the salient tokens of the history being fitted
-        base = frozen.fresh_slots(recent_turns(examples), seed=profile_id)
+        base = frozen.fresh_slots(turns, seed=profile_id)
     else:  # a routed bank files the messages that have no group yet
         if rank is not None and loaded.change is not None:
             # Go on fitting the stored change over the bank the history wrote.
             a, b = loaded.change
             change, base = (a, b), base - a @ b
-        base, change = frozen.grown_slots(base, recent_turns(examples), change)
+        base, change = frozen.grown_slots(base, turns, change)
     # The memory as this refit starts: what attribution reads and what the fit improves on.
     before = base if change is None else base + change[0] @ change[1]
     common = {
@@ -287,7 +288,7 @@ def _refit(
             frozen,
             examples,
             probed_messages=settings.probed_messages,
-            filed=frozen.filed_statements(base, recent_turns(examples)),
+            filed=frozen.filed_statements(base, turns),
             cancel=cancel,
             between_batches=between_steps,
         )

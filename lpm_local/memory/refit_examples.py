@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from lpm_local.memory.perspective import told_back
 from lpm_local.memory.probes import excerpt, write_probes
-from lpm_local.memory.statements import statement_text, tells_something
+from lpm_local.memory.statements import collapsed, statement_text, tells_something
 from lpm_local.memory.windows import Window, WindowConfig, make_windows, qa_window
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def add_recall_examples(
     # and the answer told back would repeat them.
     told = [(c, statement_text(m)) for c, m in users if tells_something(m)]
     if filed is not None:
-        told = [(c, m) for c, m in told if " ".join(m.split()) in filed]
+        told = [(c, m) for c, m in told if collapsed(m) in filed]
     chosen = told[:probed_messages]
     probes = []
     if chosen:
@@ -162,7 +162,7 @@ def add_recall_examples(
     probed = {p.message for p in probes}
     rest = [(c, m) for c, m in users if statement_text(m) not in probed]
     if filed is not None:
-        rest = [(c, m) for c, m in rest if " ".join(statement_text(m).split()) in filed]
+        rest = [(c, m) for c, m in rest if collapsed(statement_text(m)) in filed]
     rest = rest[:budget]
     for made, (conv_id, content) in enumerate(rest):
         prompt = RECALL_PROMPTS[made % len(RECALL_PROMPTS)]

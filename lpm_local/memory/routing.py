@@ -27,8 +27,7 @@ question reads the groups written for what it asks.
   the place of the older of the two most alike groups (``_retire``): a changed taste ("My
   favourite dish these days is spicy ramen") replaces what it updates ("My favourite dish is
   mushroom risotto") when the two are each other's nearest, as 6 of 8 updates on a 40-message
-  persona were, so the memory
-  keeps up with what the user tells it now.
+  persona were, so the memory keeps up with what the user tells it now.
 - Key and token rows share one ``[N, hidden]`` tensor, the storage format of every memory, so
   versions, bundles and wipes treat a bank like any other memory.
 """
@@ -48,7 +47,7 @@ from lpm_local.chat.encoding import ChatFormat
 from lpm_local.memory.config import MemoryConfig, heads_for
 from lpm_local.memory.salient import token_surprise, user_messages
 from lpm_local.memory.slots import init_slots
-from lpm_local.memory.statements import statement_positions, tells_something
+from lpm_local.memory.statements import collapsed, statement_positions, tells_something
 from lpm_local.memory.windows import history_tokens
 
 # Share of the backbone's layers below the routing layer: 6 of Qwen2.5-0.5B's 24. Measured above:
@@ -328,8 +327,9 @@ def filed_statements(
     turns: Sequence[tuple[str, str]],
 ) -> set[str]:
     """The statements of the history's messages that hold a group of the bank (each as
-    ``statements.statement_text`` gives it, white space collapsed): what a refit probes, so every
-    refit teaches each group its own message again rather than only the newest ones."""
+    ``statements.statement_text`` gives it, through ``statements.collapsed``): what a refit
+    probes, so every refit teaches each group its own message again rather than only the
+    newest ones."""
     ids, messages = _telling_messages(chat, projector.config, turns)
     held = projector.filled(slots)
     if not messages or not held.any():
@@ -338,7 +338,7 @@ def filed_statements(
     keys = slots[projector.key_rows()].detach().float().cpu()[held]
     decode = chat.tokenizer.decode
     return {
-        " ".join(decode([ids[p] for p in m]).split())
+        collapsed(decode([ids[p] for p in m]))
         for m, reading in zip(messages, readings, strict=True)
         if any(_same(reading, key) for key in keys)
     }

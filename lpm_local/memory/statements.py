@@ -101,6 +101,13 @@ def statement_text(message: str) -> str:
     return " ".join(told for told in map(_told, parts) if told)
 
 
+def collapsed(text: str) -> str:
+    """``text`` with its white space collapsed to single spaces: the form in which a message's
+    statements read from tokens (``statement_positions``, decoded) and from text
+    (``statement_text``) are the same string, so one can be looked up by the other."""
+    return " ".join(text.split())
+
+
 def tells_something(message: str) -> bool:
     """Whether the message's statements are long enough to hold a fact."""
     return len(statement_text(message)) >= MIN_STATEMENT_CHARS
@@ -158,6 +165,7 @@ def _clause_positions(
 
 __all__ = [
     "MIN_STATEMENT_CHARS",
+    "collapsed",
     "ends_sentence",
     "is_question",
     "sentences",
